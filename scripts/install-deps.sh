@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need. Safe to run again.
+# - Rust toolchain: expected on the machine (rustup); rustfmt and clippy components are added.
+# - nftables + iproute2: the netsim lab (root only; skipped otherwise).
+# - Python: pytest, msgpack, cbor2 for the wrapper tests.
+set -euo pipefail
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || echo "install-deps: could not add rustfmt/clippy components" >&2
+fi
+if [ "$(id -u)" = 0 ]; then
+  need=()
+  command -v nft >/dev/null 2>&1 || need+=(nftables)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+python3 -m pip install -q --disable-pip-version-check pytest msgpack cbor2 2>&1 | grep -v "Running pip as the 'root' user" || true
