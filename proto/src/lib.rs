@@ -1,1 +1,26 @@
-pub fn placeholder() {}
+//! Sans-IO protocol logic of p2pnat.
+//!
+//! Nothing in this crate opens a socket, reads a clock or draws randomness: time (`now`) and random
+//! values are passed in by the caller, and outputs are returned as values (datagrams to send,
+//! events, deadlines). The tokio layer in the `p2pnat` crate only moves bytes and time.
+//!
+//! Modules:
+//! - [`peer_id`]: the peer identity (an ed25519 public key) and its text form;
+//! - [`demux`]: the pure function that splits datagrams on the node's one UDP socket;
+//! - [`stun`]: STUN Binding request/response codec (RFC 8489);
+//! - [`probe`]: project datagrams (path probes) and the direct-path prober state machine;
+//! - [`control`]: the versioned node <-> rendezvous control messages;
+//! - [`registry`]: the rendezvous peer registry state machine (TTL, limits, rate limiting);
+//! - [`path_table`]: virtual peer addresses and the paths beneath them;
+//! - [`app`]: the stdin/stdout application interface codec (frames, command lines, events).
+
+pub mod app;
+pub mod control;
+pub mod demux;
+pub mod path_table;
+pub mod peer_id;
+pub mod probe;
+pub mod registry;
+pub mod stun;
+
+pub use peer_id::{PeerId, PeerIdError};

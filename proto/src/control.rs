@@ -1,0 +1,182 @@
+//! Control messages between a node and the rendezvous (docs/PROTOCOL.md section 4).
+//!
+//! Each request travels on its own QUIC bidirectional stream; the stream's end delimits the
+//! message, and the response comes back on the same stream. A message is
+//! `version: u16 (big-endian)` followed by the bincode 2 encoding (standard config, big-endian,
+//! variable-length integers) of [`Request`] or [`Response`]. Decoding refuses anything larger
+//! than [`MAX_CONTROL_MESSAGE`] before reading it, and bincode's own limit stops any length field
+//! from allocating more than that.
+
+use std::net::SocketAddr;
+
+use bincode::config::{BigEndian, Configuration, Limit, Varint};
+
+use crate::PeerId;
+
+/// Version of the control protocol; a different version is refused.
+pub const CONTROL_VERSION: u16 = 1;
+/// Largest encoded control message, version included.
+pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
+/// Most local addresses a node may report.
+pub const MAX_LOCAL_ADDRS: usize = 16;
+
+type ControlConfig = Configuration<BigEndian, Varint, Limit<MAX_CONTROL_MESSAGE>>;
+
+fn config() -> ControlConfig {
+    bincode::config::standard()
+        .with_big_endian()
+        .with_limit::<MAX_CONTROL_MESSAGE>()
+}
+
+/// A node's request to the rendezvous. The requester's identity is not in the message: the
+/// rendezvous takes it from the QUIC (TLS) handshake.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Request {
+    /// Register (or refresh) the caller: the rendezvous records the address it observes the
+    /// connection coming from and the addresses the node reports for itself.
+    Register { local_addrs: Vec<SocketAddr> },
+    /// Look up a registered peer.
+    Lookup { peer: PeerId },
+}
+
+/// What the rendezvous knows of a registered peer.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct PeerRecord {
+    /// The address the rendezvous observes the peer's connection coming from (server-reflexive).
+    pub observed: SocketAddr,
+    /// The addresses the peer reported for itself (host candidates), at most [`MAX_LOCAL_ADDRS`].
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+/// Why the rendezvous refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum RefusalCode {
+    RegistryFull,
+    RateLimited,
+    TooManyAddresses,
+    BadRequest,
+    UnsupportedVersion,
+}
+
+/// The rendezvous's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Response {
+    Registered { observed: SocketAddr, ttl_secs: u32 },
+    Found { peer: PeerId, record: PeerRecord },
+    NotFound { peer: PeerId },
+    Refused { code: RefusalCode, message: String },
+}
+
+/// Why a control message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlDecodeError {
+    #[error("control message of {0} bytes exceeds the {MAX_CONTROL_MESSAGE}-byte limit")]
+    TooLarge(usize),
+    #[error("control message too short for its version field")]
+    Truncated,
+    #[error("unsupported control protocol version {0} (this build speaks {CONTROL_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("malformed control message: {0}")]
+    Malformed(#[from] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the control message")]
+    TrailingBytes(usize),
+}
+
+/// Encodes a control message with its version prefix.
+pub fn encode<T: bincode::Encode>(message: &T) -> Vec<u8> {
+    let mut out = CONTROL_VERSION.to_be_bytes().to_vec();
+    bincode::encode_into_std_write(message, &mut out, config())
+        .expect("writing to a Vec cannot fail and control messages are within the limit");
+    out
+}
+
+/// Decodes a control message, checking size and version before the body.
+pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, ControlDecodeError> {
+    if bytes.len() > MAX_CONTROL_MESSAGE {
+        return Err(ControlDecodeError::TooLarge(bytes.len()));
+    }
+    let (version, body) = bytes
+        .split_first_chunk::<2>()
+        .ok_or(ControlDecodeError::Truncated)?;
+    let version = u16::from_be_bytes(*version);
+    if version != CONTROL_VERSION {
+        return Err(ControlDecodeError::UnsupportedVersion(version));
+    }
+    let (message, used) = bincode::decode_from_slice(body, config())?;
+    if used != body.len() {
+        return Err(ControlDecodeError::TrailingBytes(body.len() - used));
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let request = Request::Register {
+            local_addrs: vec![
+                "10.0.0.2:5000".parse().unwrap(),
+                "[fd00::1]:5".parse().unwrap(),
+            ],
+        };
+        assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
+        let response = Response::Found {
+            peer: PeerId([3; 32]),
+            record: PeerRecord {
+                observed: "203.0.113.4:1000".parse().unwrap(),
+                local_addrs: vec![],
+            },
+        };
+        assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);
+    }
+
+    #[test]
+    fn rejects_bad_version_truncation_trailing_and_huge_lengths() {
+        let mut bytes = encode(&Request::Lookup {
+            peer: PeerId([1; 32]),
+        });
+        bytes[1] = 9;
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(ControlDecodeError::UnsupportedVersion(9))
+        ));
+        assert!(matches!(
+            decode::<Request>(&[0]),
+            Err(ControlDecodeError::Truncated)
+        ));
+        let mut bytes = encode(&Request::Lookup {
+            peer: PeerId([1; 32]),
+        });
+        bytes.push(0);
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(ControlDecodeError::TrailingBytes(1))
+        ));
+        // Register with a claimed vector length of 2^60 entries: must fail without allocating.
+        let mut bytes = CONTROL_VERSION.to_be_bytes().to_vec();
+        bytes.push(0); // variant 0: Register
+        bytes.push(253); // varint u64 marker
+        bytes.extend_from_slice(&(1u64 << 60).to_be_bytes());
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(ControlDecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Request>(&vec![0; MAX_CONTROL_MESSAGE + 1]),
+            Err(ControlDecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_message_is_an_error() {
+        let bytes = encode(&Response::Registered {
+            observed: "198.51.100.9:7".parse().unwrap(),
+            ttl_secs: 60,
+        });
+        for len in 0..bytes.len() {
+            assert!(decode::<Response>(&bytes[..len]).is_err(), "length {len}");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The rendezvous peer registry: a sans-IO state machine.
+//!
+//! Entries expire [`RegistryLimits::ttl`] after their last registration unless refreshed. New
+//! registrations (not refreshes) are rate limited per source IP with a token bucket, and the
+//! number of entries and of tracked source IPs is capped, so memory is bounded whatever clients do.
+//!
+//! Driving it: call [`Registry::register`], [`Registry::lookup`] and [`Registry::unregister`] as
+//! requests arrive, and [`Registry::handle_timeout`] when the instant from
+//! [`Registry::poll_timeout`] has passed. `now` is always passed in; the registry never reads a
+//! clock. Lookups never return an expired entry, even before `handle_timeout` removed it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::control::{PeerRecord, RefusalCode, MAX_LOCAL_ADDRS};
+use crate::PeerId;
+
+/// Limits of the registry, with the rendezvous's defaults.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    /// Most peers registered at once (default 100,000).
+    pub max_registrations: usize,
+    /// How long a registration lives without a refresh (default 120 s).
+    pub ttl: Duration,
+    /// New registrations a source IP may make in a burst (default 20).
+    pub new_per_ip_burst: u32,
+    /// One more new registration is allowed per source IP each interval (default 200 ms, 5/s).
+    pub new_per_ip_interval: Duration,
+    /// Most source IPs tracked by the rate limiter (default 100,000).
+    pub max_tracked_ips: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            max_registrations: 100_000,
+            ttl: Duration::from_secs(120),
+            new_per_ip_burst: 20,
+            new_per_ip_interval: Duration::from_millis(200),
+            max_tracked_ips: 100_000,
+        }
+    }
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("registry is full ({0} peers)")]
+    Full(usize),
+    #[error("too many new registrations from {0}; try again later")]
+    RateLimited(IpAddr),
+    #[error("{0} local addresses reported; at most {MAX_LOCAL_ADDRS} are accepted")]
+    TooManyAddresses(usize),
+}
+
+impl RegisterError {
+    /// The wire code for this refusal.
+    pub fn code(&self) -> RefusalCode {
+        match self {
+            RegisterError::Full(_) => RefusalCode::RegistryFull,
+            RegisterError::RateLimited(_) => RefusalCode::RateLimited,
+            RegisterError::TooManyAddresses(_) => RefusalCode::TooManyAddresses,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: PeerRecord,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    tokens: u32,
+    refilled: Instant,
+}
+
+/// The registry. See the module documentation for how to drive it.
+#[derive(Debug)]
+pub struct Registry {
+    limits: RegistryLimits,
+    entries: HashMap<PeerId, Entry>,
+    /// Expiry index: exactly one `(expires, peer)` per entry.
+    expiries: BTreeSet<(Instant, PeerId)>,
+    buckets: HashMap<IpAddr, TokenBucket>,
+}
+
+impl Registry {
+    pub fn new(limits: RegistryLimits) -> Self {
+        Registry {
+            limits,
+            entries: HashMap::new(),
+            expiries: BTreeSet::new(),
+            buckets: HashMap::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &RegistryLimits {
+        &self.limits
+    }
+
+    /// Registers or refreshes `peer`, observed at `observed`. Returns the TTL granted.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        observed: SocketAddr,
+        local_addrs: Vec<SocketAddr>,
+    ) -> Result<Duration, RegisterError> {
+        if local_addrs.len() > MAX_LOCAL_ADDRS {
+            return Err(RegisterError::TooManyAddresses(local_addrs.len()));
+        }
+        self.handle_timeout(now);
+        let refresh = self.entries.contains_key(&peer);
+        if !refresh {
+            if self.entries.len() >= self.limits.max_registrations {
+                return Err(RegisterError::Full(self.limits.max_registrations));
+            }
+            self.take_token(now, observed.ip())?;
+        }
+        let expires = now + self.limits.ttl;
+        if let Some(old) = self.entries.insert(
+            peer,
+            Entry {
+                record: PeerRecord {
+                    observed,
+                    local_addrs,
+                },
+                expires,
+            },
+        ) {
+            self.expiries.remove(&(old.expires, peer));
+        }
+        self.expiries.insert((expires, peer));
+        Ok(self.limits.ttl)
+    }
+
+    /// The record of `peer`, if registered and not expired at `now`.
+    pub fn lookup(&self, now: Instant, peer: &PeerId) -> Option<&PeerRecord> {
+        self.entries
+            .get(peer)
+            .filter(|entry| entry.expires > now)
+            .map(|entry| &entry.record)
+    }
+
+    /// Removes `peer` (e.g. its connection closed). Returns whether it was registered.
+    pub fn unregister(&mut self, peer: &PeerId) -> bool {
+        match self.entries.remove(peer) {
+            Some(entry) => {
+                self.expiries.remove(&(entry.expires, *peer));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of live entries (expired ones not yet removed count until `handle_timeout`).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The next instant at which an entry expires.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.first().map(|(expires, _)| *expires)
+    }
+
+    /// Removes every entry expired at `now`; returns the removed peers.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<PeerId> {
+        let mut removed = Vec::new();
+        while let Some(&(expires, peer)) = self.expiries.first() {
+            if expires > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.entries.remove(&peer);
+            removed.push(peer);
+        }
+        removed
+    }
+
+    fn take_token(&mut self, now: Instant, ip: IpAddr) -> Result<(), RegisterError> {
+        let burst = self.limits.new_per_ip_burst;
+        let interval = self.limits.new_per_ip_interval.max(Duration::from_nanos(1));
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.limits.max_tracked_ips {
+            // Forget sources whose bucket has refilled: they are indistinguishable from new ones.
+            self.buckets.retain(|_, bucket| {
+                let refill =
+                    now.saturating_duration_since(bucket.refilled).as_nanos() / interval.as_nanos();
+                u128::from(bucket.tokens) + refill < u128::from(burst)
+            });
+            if self.buckets.len() >= self.limits.max_tracked_ips {
+                return Err(RegisterError::RateLimited(ip));
+            }
+        }
+        let bucket = self.buckets.entry(ip).or_insert(TokenBucket {
+            tokens: burst,
+            refilled: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.refilled);
+        let refill = elapsed.as_nanos() / interval.as_nanos();
+        if refill > 0 {
+            bucket.tokens = (u128::from(bucket.tokens) + refill).min(u128::from(burst)) as u32;
+            bucket.refilled += interval * (refill.min(u128::from(u32::MAX)) as u32);
+        }
+        if bucket.tokens == 0 {
+            return Err(RegisterError::RateLimited(ip));
+        }
+        bucket.tokens -= 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId([n; 32])
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn entries_expire_after_ttl_unless_refreshed() {
+        let start = Instant::now();
+        let mut registry = Registry::new(RegistryLimits {
+            ttl: Duration::from_secs(10),
+            ..RegistryLimits::default()
+        });
+        registry.register(start, peer(1), addr(1), vec![]).unwrap();
+        registry.register(start, peer(2), addr(2), vec![]).unwrap();
+        assert_eq!(
+            registry.poll_timeout(),
+            Some(start + Duration::from_secs(10))
+        );
+        let later = start + Duration::from_secs(6);
+        registry.register(later, peer(2), addr(3), vec![]).unwrap();
+        let expired_time = start + Duration::from_secs(10);
+        assert!(registry.lookup(expired_time, &peer(1)).is_none());
+        assert_eq!(registry.handle_timeout(expired_time), vec![peer(1)]);
+        let record = registry.lookup(expired_time, &peer(2)).unwrap();
+        assert_eq!(record.observed, addr(3), "refresh updates the address");
+        assert_eq!(registry.len(), 1);
+        assert_eq!(
+            registry.handle_timeout(later + Duration::from_secs(10)),
+            vec![peer(2)]
+        );
+        assert!(registry.is_empty());
+        assert_eq!(registry.poll_timeout(), None);
+    }
+
+    #[test]
+    fn capacity_and_address_limits() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits {
+            max_registrations: 2,
+            ..RegistryLimits::default()
+        });
+        registry.register(now, peer(1), addr(1), vec![]).unwrap();
+        registry.register(now, peer(2), addr(2), vec![]).unwrap();
+        assert_eq!(
+            registry.register(now, peer(3), addr(3), vec![]),
+            Err(RegisterError::Full(2))
+        );
+        // Refreshing an existing entry is allowed when full.
+        assert!(registry.register(now, peer(1), addr(1), vec![]).is_ok());
+        let too_many = vec![addr(9); MAX_LOCAL_ADDRS + 1];
+        assert_eq!(
+            registry.register(now, peer(1), addr(1), too_many),
+            Err(RegisterError::TooManyAddresses(MAX_LOCAL_ADDRS + 1))
+        );
+        assert!(registry.unregister(&peer(2)));
+        assert!(registry.register(now, peer(3), addr(3), vec![]).is_ok());
+    }
+
+    #[test]
+    fn new_registrations_are_rate_limited_per_ip_and_refill() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits {
+            new_per_ip_burst: 3,
+            new_per_ip_interval: Duration::from_secs(1),
+            ..RegistryLimits::default()
+        });
+        for n in 0..3 {
+            registry.register(now, peer(n), addr(1), vec![]).unwrap();
+        }
+        assert!(matches!(
+            registry.register(now, peer(9), addr(1), vec![]),
+            Err(RegisterError::RateLimited(_))
+        ));
+        // Another source IP has its own bucket; refreshes are not limited.
+        let other = SocketAddr::from(([198, 51, 100, 1], 1));
+        assert!(registry.register(now, peer(10), other, vec![]).is_ok());
+        assert!(registry.register(now, peer(0), addr(1), vec![]).is_ok());
+        let later = now + Duration::from_millis(1500);
+        assert!(registry.register(later, peer(9), addr(1), vec![]).is_ok());
+        assert!(registry.register(later, peer(11), addr(1), vec![]).is_err());
+    }
+
+    #[test]
+    fn tracked_ips_are_bounded() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits {
+            new_per_ip_burst: 1,
+            new_per_ip_interval: Duration::from_secs(60),
+            max_tracked_ips: 2,
+            ..RegistryLimits::default()
+        });
+        let ip = |n: u8| SocketAddr::from(([203, 0, 113, n], 1));
+        registry.register(now, peer(1), ip(1), vec![]).unwrap();
+        registry.register(now, peer(2), ip(2), vec![]).unwrap();
+        assert!(matches!(
+            registry.register(now, peer(3), ip(3), vec![]),
+            Err(RegisterError::RateLimited(_))
+        ));
+        // Once the old buckets refilled they are forgotten and room is made.
+        let later = now + Duration::from_secs(61);
+        assert!(registry.register(later, peer(3), ip(3), vec![]).is_ok());
+    }
+}
