@@ -1,1 +1,8 @@
+//! p2pnat: reach a peer by its public key.
+//!
+//! The tokio layer of the node (the protocol logic is in the sans-IO `p2pnat-proto` crate).
+//! See docs/ARCHITECTURE.md for how the pieces fit.
 
+pub mod identity;
+pub mod socket;
+pub mod tls;

@@ -1,0 +1,340 @@
+//! The rendezvous server's tokio layer: sockets, QUIC, and the sans-IO registry behind a lock.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use p2pnat::identity::{Identity, IdentityError};
+use p2pnat::socket::{AddressMode, NodeSocket, SideDatagram};
+use p2pnat::tls;
+use p2pnat_proto::control::{self, RefusalCode, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::demux::{classify, DatagramKind};
+use p2pnat_proto::registry::{Registry, RegistryLimits};
+use p2pnat_proto::{stun, PeerId};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+/// Settings of one server run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub stun_listen: Vec<SocketAddr>,
+    pub identity_path: PathBuf,
+    pub limits: RegistryLimits,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared state: the registry and which connection holds each registration.
+struct State {
+    registry: Mutex<Registry>,
+    /// peer -> stable ID of the connection that registered it last.
+    owners: Mutex<HashMap<PeerId, usize>>,
+    connections: AtomicUsize,
+    registry_changed: tokio::sync::Notify,
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
+    std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })
+}
+
+pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let identity = Identity::load_or_create(&config.identity_path)?;
+    let (socket, side_rx) = NodeSocket::new(bind(config.listen)?, AddressMode::Real)?;
+    let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+    let mut server_config =
+        quinn::ServerConfig::with_crypto(tls::server_crypto(&identity, tls::ALPN_RENDEZVOUS)?);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(config.idle_timeout.try_into().ok())
+        .max_concurrent_bidi_streams(16u32.into())
+        .max_concurrent_uni_streams(0u32.into());
+    server_config.transport_config(Arc::new(transport));
+    let endpoint = p2pnat::socket::endpoint(socket.clone(), Some(server_config))?;
+
+    let state = Arc::new(State {
+        registry: Mutex::new(Registry::new(config.limits.clone())),
+        owners: Mutex::new(HashMap::new()),
+        connections: AtomicUsize::new(0),
+        registry_changed: tokio::sync::Notify::new(),
+    });
+
+    tokio::spawn(answer_stun_on_main_socket(socket.clone(), side_rx));
+    for addr in &config.stun_listen {
+        let stun_socket = tokio::net::UdpSocket::from_std({
+            let s = bind(*addr)?;
+            s.set_nonblocking(true)?;
+            s
+        })?;
+        tracing::info!(addr = %stun_socket.local_addr()?, "STUN-only responder listening");
+        tokio::spawn(answer_stun_only(stun_socket));
+    }
+    tokio::spawn(expire_registrations(state.clone()));
+
+    tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening {local} {}", identity.peer_id());
+        let _ = stdout.flush();
+    }
+
+    let accept = async {
+        while let Some(incoming) = endpoint.accept().await {
+            if state.connections.load(Ordering::Relaxed) >= config.max_connections {
+                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
+                incoming.refuse();
+                continue;
+            }
+            tokio::spawn(serve_connection(incoming, state.clone()));
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    endpoint.close(0u32.into(), b"rendezvous shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn stun_answer(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    match stun::answer_binding_request(datagram, from) {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            tracing::debug!(%from, "STUN datagram dropped: {e}");
+            None
+        }
+    }
+}
+
+async fn answer_stun_on_main_socket(
+    socket: Arc<NodeSocket>,
+    mut side_rx: tokio::sync::mpsc::Receiver<SideDatagram>,
+) {
+    while let Some(datagram) = side_rx.recv().await {
+        match datagram.kind {
+            DatagramKind::Stun => {
+                if let Some(answer) = stun_answer(&datagram.bytes, datagram.from) {
+                    if let Err(e) = socket.send_raw(datagram.from, &answer) {
+                        tracing::debug!(from = %datagram.from, "STUN answer not sent: {e}");
+                    }
+                }
+            }
+            kind => tracing::debug!(from = %datagram.from, ?kind, "unexpected datagram dropped"),
+        }
+    }
+}
+
+async fn answer_stun_only(socket: tokio::net::UdpSocket) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::debug!("STUN-only socket receive error: {e}");
+                continue;
+            }
+        };
+        let from = p2pnat_proto::path_table::normalize(from);
+        if classify(&buf[..len]) != DatagramKind::Stun {
+            tracing::debug!(%from, "non-STUN datagram on STUN-only socket dropped");
+            continue;
+        }
+        if let Some(answer) = stun_answer(&buf[..len], from) {
+            let _ = socket.send_to(&answer, from).await;
+        }
+    }
+}
+
+async fn expire_registrations(state: Arc<State>) {
+    loop {
+        let next = state.registry.lock().expect("registry lock").poll_timeout();
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                    _ = state.registry_changed.notified() => continue,
+                }
+                let removed = state
+                    .registry
+                    .lock()
+                    .expect("registry lock")
+                    .handle_timeout(Instant::now().into_std());
+                for peer in removed {
+                    tracing::info!(peer = %peer, "registration expired");
+                }
+            }
+            None => state.registry_changed.notified().await,
+        }
+    }
+}
+
+async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    let Some(peer) = tls::peer_id_of(&connection) else {
+        connection.close(1u32.into(), b"no peer identity");
+        return;
+    };
+    let span = tracing::info_span!("node", peer = %peer, %remote);
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    async {
+        tracing::debug!("connected");
+        let reason = loop {
+            match connection.accept_bi().await {
+                Ok((send, recv)) => {
+                    let connection = connection.clone();
+                    let state = state.clone();
+                    tokio::spawn(
+                        async move {
+                            if let Err(e) =
+                                serve_request(&connection, peer, send, recv, &state).await
+                            {
+                                tracing::debug!("request failed: {e}");
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                }
+                Err(e) => break e,
+            }
+        };
+        tracing::debug!("connection closed: {reason}");
+        let stable = connection.stable_id();
+        let mut owners = state.owners.lock().expect("owners lock");
+        if owners.get(&peer) == Some(&stable) {
+            owners.remove(&peer);
+            state
+                .registry
+                .lock()
+                .expect("registry lock")
+                .unregister(&peer);
+            tracing::info!("unregistered (connection closed)");
+        }
+    }
+    .instrument(span)
+    .await;
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("reading request: {0}")]
+    Read(#[from] quinn::ReadToEndError),
+    #[error("writing response: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+}
+
+async fn serve_request(
+    connection: &quinn::Connection,
+    peer: PeerId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    state: &State,
+) -> Result<(), RequestError> {
+    let bytes = recv.read_to_end(MAX_CONTROL_MESSAGE).await?;
+    let response = match control::decode::<Request>(&bytes) {
+        Err(e) => {
+            tracing::warn!("malformed request: {e}");
+            let code = match e {
+                control::ControlDecodeError::UnsupportedVersion(_) => {
+                    RefusalCode::UnsupportedVersion
+                }
+                _ => RefusalCode::BadRequest,
+            };
+            Response::Refused {
+                code,
+                message: e.to_string(),
+            }
+        }
+        Ok(Request::Register { local_addrs }) => {
+            let observed = p2pnat_proto::path_table::normalize(connection.remote_address());
+            let now = Instant::now().into_std();
+            let result = state.registry.lock().expect("registry lock").register(
+                now,
+                peer,
+                observed,
+                local_addrs,
+            );
+            match result {
+                Ok(ttl) => {
+                    state
+                        .owners
+                        .lock()
+                        .expect("owners lock")
+                        .insert(peer, connection.stable_id());
+                    state.registry_changed.notify_one();
+                    tracing::debug!(%observed, "registered");
+                    Response::Registered {
+                        observed,
+                        ttl_secs: ttl.as_secs().try_into().unwrap_or(u32::MAX),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("registration refused: {e}");
+                    Response::Refused {
+                        code: e.code(),
+                        message: e.to_string(),
+                    }
+                }
+            }
+        }
+        Ok(Request::Lookup { peer: wanted }) => {
+            let now = Instant::now().into_std();
+            let registry = state.registry.lock().expect("registry lock");
+            match registry.lookup(now, &wanted) {
+                Some(record) => Response::Found {
+                    peer: wanted,
+                    record: record.clone(),
+                },
+                None => Response::NotFound { peer: wanted },
+            }
+        }
+    };
+    send.write_all(&control::encode(&response)).await?;
+    send.finish()?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The node's one UDP socket, shared by QUIC (through quinn's `AsyncUdpSocket` seam), STUN and
+//! project datagrams.
+//!
+//! Received datagrams are split by [`p2pnat_proto::demux::classify`]: QUIC goes up to quinn; STUN
+//! and project datagrams go to a bounded side channel ([`SIDE_CHANNEL_CAPACITY`]; when it is full
+//! the datagram is dropped and counted, as UDP may be); anything else is logged and dropped.
+//!
+//! In [`AddressMode::Virtual`] (nodes), quinn never sees a peer's real address: datagrams from a
+//! known path are shown as coming from the peer's virtual address, and datagrams quinn sends to a
+//! virtual address go out on its current path (see `p2pnat_proto::path_table`). Real addresses
+//! registered with [`NodeSocket::add_passthrough`] (the rendezvous) are used as they are. An unknown
+//! source gets a virtual address only when it sends a QUIC Initial packet, so stray packets cannot
+//! fill the table. In [`AddressMode::Real`] (the rendezvous) no translation happens.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use p2pnat_proto::demux::{classify, DatagramKind};
+use p2pnat_proto::path_table::{normalize, LocalSocketId, PathTable};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::sync::mpsc;
+
+/// Capacity of the side channel carrying STUN and project datagrams to their handler.
+pub const SIDE_CHANNEL_CAPACITY: usize = 1024;
+/// Most virtual addresses a node keeps (peers plus handshakes in progress).
+pub const MAX_VIRTUAL_ADDRESSES: usize = 4096;
+
+/// A STUN or project datagram received on the socket.
+#[derive(Debug)]
+pub struct SideDatagram {
+    pub kind: DatagramKind,
+    pub from: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Whether quinn sees virtual peer addresses (nodes) or real ones (the rendezvous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressMode {
+    Virtual,
+    Real,
+}
+
+/// Counters of dropped input, for logs and tests.
+#[derive(Debug, Default)]
+pub struct SocketCounters {
+    pub garbage: AtomicU64,
+    pub side_channel_full: AtomicU64,
+    pub no_path: AtomicU64,
+}
+
+/// See the module documentation.
+pub struct NodeSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    mode: AddressMode,
+    paths: Arc<Mutex<PathTable>>,
+    passthrough: Mutex<HashSet<SocketAddr>>,
+    side: mpsc::Sender<SideDatagram>,
+    pub counters: SocketCounters,
+}
+
+impl fmt::Debug for NodeSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeSocket")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_quic_initial(first_byte: u8) -> bool {
+    // Long header (0x80), fixed bit (0x40), packet type Initial (0b00 in 0x30).
+    first_byte & 0xF0 == 0xC0
+}
+
+impl NodeSocket {
+    /// Wraps a bound std socket. Returns the socket and the receiver of STUN/project datagrams.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        mode: AddressMode,
+    ) -> io::Result<(Arc<Self>, mpsc::Receiver<SideDatagram>)> {
+        let inner = quinn::default_runtime()
+            .ok_or_else(|| io::Error::other("no async runtime"))?
+            .wrap_udp_socket(socket)?;
+        let (side, side_rx) = mpsc::channel(SIDE_CHANNEL_CAPACITY);
+        let socket = NodeSocket {
+            inner,
+            mode,
+            paths: Arc::new(Mutex::new(PathTable::new(MAX_VIRTUAL_ADDRESSES))),
+            passthrough: Mutex::new(HashSet::new()),
+            side,
+            counters: SocketCounters::default(),
+        };
+        Ok((Arc::new(socket), side_rx))
+    }
+
+    /// The path table beneath the virtual addresses.
+    pub fn paths(&self) -> &Arc<Mutex<PathTable>> {
+        &self.paths
+    }
+
+    /// Lets quinn talk to `addr` by its real address (used for the rendezvous).
+    pub fn add_passthrough(&self, addr: SocketAddr) {
+        self.passthrough
+            .lock()
+            .expect("passthrough lock")
+            .insert(normalize(addr));
+    }
+
+    /// Sends one datagram outside QUIC (STUN, probes). Best effort: if the socket is not writable
+    /// right now the datagram is dropped, as the network might; callers retransmit.
+    pub fn send_raw(&self, destination: SocketAddr, contents: &[u8]) -> io::Result<()> {
+        let destination = self.outgoing_address(normalize(destination));
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        match self.inner.try_send(&transmit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Adapts an IPv4 destination to an IPv6 (dual-stack) socket.
+    fn outgoing_address(&self, destination: SocketAddr) -> SocketAddr {
+        match (destination, self.inner.local_addr()) {
+            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            _ => destination,
+        }
+    }
+
+    /// Handles one received batch entry: splits off non-QUIC segments and rewrites the source.
+    /// Returns the new length of the entry's QUIC content (0 when nothing is left for quinn).
+    fn filter_entry(&self, buf: &mut [u8], meta: &mut RecvMeta) -> usize {
+        let source = normalize(meta.addr);
+        let stride = meta.stride.max(1);
+        let mut kept = 0;
+        let mut offset = 0;
+        while offset < meta.len {
+            let end = (offset + stride).min(meta.len);
+            let segment_len = end - offset;
+            match classify(&buf[offset..end]) {
+                DatagramKind::Quic => {
+                    buf.copy_within(offset..end, kept);
+                    kept += segment_len;
+                }
+                kind @ (DatagramKind::Stun | DatagramKind::Project) => {
+                    let datagram = SideDatagram {
+                        kind,
+                        from: source,
+                        bytes: buf[offset..end].to_vec(),
+                    };
+                    if self.side.try_send(datagram).is_err() {
+                        self.counters
+                            .side_channel_full
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%source, "side channel full: dropped a STUN/probe datagram");
+                    }
+                }
+                DatagramKind::Garbage => {
+                    self.counters.garbage.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%source, len = segment_len, "dropped an unrecognised datagram");
+                }
+            }
+            offset = end;
+        }
+        if kept > 0 && self.mode == AddressMode::Virtual {
+            self.translate_source(meta, source, buf[0]);
+        }
+        kept
+    }
+
+    fn translate_source(&self, meta: &mut RecvMeta, source: SocketAddr, first_byte: u8) {
+        if self
+            .passthrough
+            .lock()
+            .expect("passthrough lock")
+            .contains(&source)
+        {
+            return;
+        }
+        let mut paths = self.paths.lock().expect("path table lock");
+        let local = LocalSocketId(0);
+        let vaddr = match paths.vaddr_for_path(local, source) {
+            Some(vaddr) => Some(vaddr),
+            None if is_quic_initial(first_byte) => match paths.vaddr_for_incoming(local, source) {
+                Ok(vaddr) => Some(vaddr),
+                Err(full) => {
+                    tracing::warn!(%source, "{full}: handshake from new source not accepted");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(vaddr) = vaddr {
+            meta.addr = vaddr;
+        }
+    }
+}
+
+impl AsyncUdpSocket for NodeSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if self.mode == AddressMode::Real
+            || !p2pnat_proto::path_table::is_virtual(transmit.destination)
+        {
+            return self.inner.try_send(transmit);
+        }
+        let path = self
+            .paths
+            .lock()
+            .expect("path table lock")
+            .path(transmit.destination);
+        match path {
+            Some(path) => {
+                let rewritten = Transmit {
+                    destination: self.outgoing_address(path.remote),
+                    ecn: transmit.ecn,
+                    contents: transmit.contents,
+                    segment_size: transmit.segment_size,
+                    src_ip: transmit.src_ip,
+                };
+                self.inner.try_send(&rewritten)
+            }
+            None => {
+                // No path (yet, or any more): the datagram is lost as on a dead link; QUIC
+                // retransmits or times out.
+                self.counters.no_path.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let count = match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(Ok(count)) => count,
+                other => return other,
+            };
+            let mut any_quic = false;
+            for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(count) {
+                let kept = self.filter_entry(buf, meta);
+                meta.len = kept;
+                any_quic |= kept > 0;
+            }
+            if any_quic {
+                return Poll::Ready(Ok(count));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// Builds a quinn endpoint on `socket` (server config optional), with the transport settings all
+/// p2pnat connections share.
+pub fn endpoint(
+    socket: Arc<NodeSocket>,
+    server: Option<quinn::ServerConfig>,
+) -> io::Result<quinn::Endpoint> {
+    let mut config = quinn::EndpointConfig::default();
+    // Required by the demultiplexer: QUIC packets must keep the fixed bit set (design brief, 2).
+    config.grease_quic_bit(false);
+    let runtime = quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
+}
+
+/// Transport settings shared by every connection: keep-alives hold NAT mappings open.
+pub fn transport_config(idle_timeout: std::time::Duration) -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    transport.max_idle_timeout(idle_timeout.try_into().ok());
+    Arc::new(transport)
+}
