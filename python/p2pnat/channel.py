@@ -1,0 +1,107 @@
+"""A bounded asyncio channel that can be closed.
+
+Unlike ``asyncio.Queue`` it can be closed: readers then get what is left and the iteration ends,
+and writers stop waiting. Two ways to put:
+
+* :meth:`put` waits while the channel is full (backpressure: used for received messages, so a slow
+  consumer stops the reader of the node's stdout, which stops the node, which stops the peer);
+* :meth:`put_drop_oldest` never waits and drops the oldest item when full (used for events, which
+  must never stall message delivery when nobody reads them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from typing import Deque, Generic, Set, TypeVar
+
+T = TypeVar("T")
+
+
+class ChannelClosed(Exception):
+    """Raised by :meth:`BoundedChannel.get` when the channel is closed and empty."""
+
+
+class BoundedChannel(Generic[T]):
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._items: Deque[T] = deque()
+        self._closed = False
+        self._waiters: Set[asyncio.Future] = set()
+        self.dropped = 0  # items dropped by put_drop_oldest or put after close
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    async def _wait_change(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await fut
+        finally:
+            self._waiters.discard(fut)
+
+    async def put(self, item: T) -> bool:
+        """Add ``item``, waiting while full. Returns False (item dropped) if the channel is closed."""
+        while not self._closed and len(self._items) >= self.maxsize:
+            await self._wait_change()
+        if self._closed:
+            self.dropped += 1
+            return False
+        self._items.append(item)
+        self._wake()
+        return True
+
+    def put_drop_oldest(self, item: T) -> bool:
+        """Add ``item`` without waiting; when full, drop the oldest item. False if closed."""
+        if self._closed:
+            self.dropped += 1
+            return False
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._wake()
+        return True
+
+    async def get(self) -> T:
+        """The next item, waiting for one; :class:`ChannelClosed` once closed and empty."""
+        while not self._items and not self._closed:
+            await self._wait_change()
+        if self._items:
+            item = self._items.popleft()
+            self._wake()
+            return item
+        raise ChannelClosed()
+
+    def unbound(self) -> None:
+        """Stop limiting the size (for a final drain whose size is bounded elsewhere)."""
+        self.maxsize = sys.maxsize
+        self._wake()
+
+    def close(self) -> None:
+        """No more items are accepted; items already in the channel can still be read."""
+        self._closed = True
+        self._wake()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.get()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
