@@ -4,5 +4,6 @@
 //! See docs/ARCHITECTURE.md for how the pieces fit.
 
 pub mod identity;
+pub mod node;
 pub mod socket;
 pub mod tls;

@@ -1,1 +1,123 @@
-fn main() {}
+//! `p2p-node`: one process per peer. Reach a peer by its public key; exchange bytes through
+//! stdin/stdout (docs/PROTOCOL.md). Logs go to stderr (`RUST_LOG` sets the level).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use p2pnat::identity::Identity;
+use p2pnat::node::app_io::IoMode;
+use p2pnat::node::rendezvous_client::RendezvousTarget;
+use p2pnat::node::{self, NodeConfig};
+use p2pnat_proto::probe::ProbeConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p2p-node",
+    version,
+    about = "p2pnat node: reach a peer by its public key"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Rendezvous server, `host:port` or `<rendezvous_peer_id>@host:port` to pin its key.
+    #[arg(long, default_value = "127.0.0.1:3478", global = true)]
+    rendezvous: RendezvousTarget,
+    /// Identity key file (created with mode 0600 if missing).
+    /// [default: $XDG_CONFIG_HOME/p2pnat/identity.key]
+    #[arg(long, global = true)]
+    identity: Option<PathBuf>,
+    /// Local UDP address of the node's one socket.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    listen: SocketAddr,
+    /// stdin/stdout format: `frames` for programs, `lines` for people.
+    #[arg(long, value_enum, default_value_t = IoMode::Lines)]
+    io: IoMode,
+    /// Largest message payload in bytes, sent or received.
+    #[arg(long, default_value_t = p2pnat_proto::app::DEFAULT_MAX_MESSAGE)]
+    max_message: usize,
+    /// Milliseconds to probe a peer's addresses before giving up.
+    #[arg(long, default_value_t = 5000)]
+    probe_timeout_ms: u64,
+    /// Seconds of silence after which a connection is considered dead.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Print this node's peer ID (creating the identity if needed) and exit.
+    Id,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+    let path = match args.identity.clone() {
+        Some(path) => path,
+        None => match p2pnat::identity::default_path("identity.key") {
+            Ok(path) => path,
+            Err(e) => {
+                eprintln!("p2p-node: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let identity = match Identity::load_or_create(&path) {
+        Ok(identity) => identity,
+        Err(e) => {
+            eprintln!("p2p-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Sub::Id) = args.command {
+        println!("{}", identity.peer_id());
+        return ExitCode::SUCCESS;
+    }
+    if args.max_message == 0 || args.max_message > u32::MAX as usize / 2 {
+        eprintln!(
+            "p2p-node: --max-message must be between 1 and {}",
+            u32::MAX / 2
+        );
+        return ExitCode::from(2);
+    }
+    let config = NodeConfig {
+        identity,
+        rendezvous: args.rendezvous,
+        listen: args.listen,
+        io: args.io,
+        max_message: args.max_message,
+        probe: ProbeConfig {
+            timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
+            ..ProbeConfig::default()
+        },
+        handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("p2p-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(node::run(config));
+    // stdin may still be blocked in a read; do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p2p-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -108,8 +108,8 @@ impl PathTable {
                 IpAddr::V4(Ipv4Addr::from(VIRTUAL_BASE + index)),
                 VIRTUAL_PORT,
             );
-            if !self.peers.contains_key(&vaddr) {
-                self.peers.insert(vaddr, VirtualPeer { peer, path: None });
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.peers.entry(vaddr) {
+                slot.insert(VirtualPeer { peer, path: None });
                 if let Some(peer) = peer {
                     self.by_peer.insert(peer, vaddr);
                 }

@@ -6,10 +6,13 @@
 //! 1..5   4     magic "p2pN"
 //! 5      1     kind: 1 = Ping, 2 = Pong
 //! 6..18  12    transaction ID
-//! Ping:  18..50 sender's peer ID (32 bytes)                 total 50 bytes
+//! Ping:  18..50 sender's peer ID, 50..82 target's peer ID     total 82 bytes
 //! Pong:  18     family (4 or 6), then IP (4 or 16), port u16: the address the Ping came from
 //! ```
-//! Anything else (other version, kind or length) is malformed and dropped.
+//! Anything else (other version, kind or length) is malformed and dropped. A node answers a Ping
+//! only if the target is its own ID, so a probe that reaches the wrong host (a stale or local
+//! candidate address) gets no answer. Probes are not authenticated: they only choose where QUIC
+//! packets are sent; QUIC's TLS handshake still proves who is at the other end.
 //!
 //! # Prober
 //! [`DirectProber`] checks candidate addresses of one peer, str0m-style: each candidate is plain
@@ -35,6 +38,7 @@ pub enum ProjectDatagram {
     Ping {
         transaction: [u8; 12],
         sender: PeerId,
+        target: PeerId,
     },
     Pong {
         transaction: [u8; 12],
@@ -70,9 +74,11 @@ impl ProjectDatagram {
             ProjectDatagram::Ping {
                 transaction,
                 sender,
+                target,
             } => {
                 let mut out = header(KIND_PING, transaction);
                 out.extend_from_slice(&sender.0);
+                out.extend_from_slice(&target.0);
                 out
             }
             ProjectDatagram::Pong {
@@ -111,10 +117,15 @@ impl ProjectDatagram {
         };
         match kind {
             KIND_PING => {
-                let sender: [u8; 32] = body.try_into().map_err(|_| bad_length)?;
+                if body.len() != 64 {
+                    return Err(bad_length);
+                }
+                let sender: [u8; 32] = body[..32].try_into().expect("length checked");
+                let target: [u8; 32] = body[32..].try_into().expect("length checked");
                 Ok(ProjectDatagram::Ping {
                     transaction,
                     sender: PeerId(sender),
+                    target: PeerId(target),
                 })
             }
             KIND_PONG => {
@@ -178,6 +189,7 @@ struct CandidateCheck {
 #[derive(Debug)]
 pub struct DirectProber {
     own: PeerId,
+    target: PeerId,
     config: ProbeConfig,
     checks: Vec<CandidateCheck>,
     deadline: Instant,
@@ -191,6 +203,7 @@ impl DirectProber {
     pub fn new(
         now: Instant,
         own: PeerId,
+        target: PeerId,
         candidates: &[SocketAddr],
         mut transactions: impl FnMut() -> [u8; 12],
         config: ProbeConfig,
@@ -210,6 +223,7 @@ impl DirectProber {
         let outcome = checks.is_empty().then_some(ProbeOutcome::TimedOut);
         DirectProber {
             own,
+            target,
             config,
             checks,
             deadline: now + config.timeout,
@@ -223,7 +237,7 @@ impl DirectProber {
         if self.outcome.is_some() {
             return None;
         }
-        let own = self.own;
+        let (own, target) = (self.own, self.target);
         let interval = self.config.interval;
         let check = self
             .checks
@@ -234,6 +248,7 @@ impl DirectProber {
         let ping = ProjectDatagram::Ping {
             transaction: check.transaction,
             sender: own,
+            target,
         };
         Some((check.remote, ping.encode()))
     }
@@ -299,6 +314,7 @@ mod tests {
         let ping = ProjectDatagram::Ping {
             transaction: [9; 12],
             sender: PeerId([4; 32]),
+            target: PeerId([5; 32]),
         };
         let pong4 = ProjectDatagram::Pong {
             transaction: [1; 12],
@@ -332,6 +348,7 @@ mod tests {
         let mut prober = DirectProber::new(
             start,
             PeerId([1; 32]),
+            PeerId([2; 32]),
             candidates,
             || {
                 counter += 1;
@@ -404,6 +421,7 @@ mod tests {
         let mut prober = DirectProber::new(
             Instant::now(),
             PeerId([1; 32]),
+            PeerId([2; 32]),
             &[],
             || [0; 12],
             ProbeConfig::default(),

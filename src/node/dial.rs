@@ -1,0 +1,225 @@
+//! Finding and dialling a peer: look it up at the rendezvous, probe its candidate addresses with
+//! the sans-IO [`DirectProber`], point its virtual address at the path that answered, and open a
+//! QUIC connection to the virtual address. Also answers other nodes' probes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use p2pnat_proto::demux::DatagramKind;
+use p2pnat_proto::path_table::{LocalSocketId, Path, PathKind};
+use p2pnat_proto::probe::{DirectProber, ProbeConfig, ProbeOutcome, ProjectDatagram};
+use p2pnat_proto::PeerId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::rendezvous_client::{RendezvousClient, RendezvousError};
+use crate::socket::{NodeSocket, SideDatagram};
+
+/// Most probes in progress at once (bounds the Pong routing table).
+pub const MAX_PROBES: usize = 1024;
+
+/// Why a peer could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("unknown-peer: the rendezvous has no registration for this peer")]
+    UnknownPeer,
+    #[error("rendezvous lookup failed: {0}")]
+    Lookup(#[from] RendezvousError),
+    #[error("unreachable: no candidate address answered probes within {0:?}")]
+    Unreachable(Duration),
+    #[error("too many connection attempts in progress")]
+    Busy,
+    #[error("path table full: {0}")]
+    PathTable(#[from] p2pnat_proto::path_table::PathTableFull),
+    #[error("QUIC connect failed: {0}")]
+    Connect(String),
+    #[error("QUIC handshake did not finish within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("peer presented a different identity")]
+    WrongIdentity,
+}
+
+/// A Pong as the prober needs it: where it came from and its transaction ID.
+type PongArrival = (SocketAddr, [u8; 12]);
+
+/// Routes Pongs to the prober waiting for them, by transaction ID.
+#[derive(Debug, Default)]
+pub struct PongRoutes {
+    routes: Mutex<HashMap<[u8; 12], mpsc::Sender<PongArrival>>>,
+}
+
+/// Shared pieces a dial needs.
+#[derive(Debug, Clone)]
+pub struct Dialler {
+    pub own: PeerId,
+    pub endpoint: quinn::Endpoint,
+    pub socket: Arc<NodeSocket>,
+    pub client_config: quinn::ClientConfig,
+    pub rendezvous: RendezvousClient,
+    pub pongs: Arc<PongRoutes>,
+    pub probe: ProbeConfig,
+    pub handshake_timeout: Duration,
+}
+
+fn random_transaction() -> [u8; 12] {
+    let mut id = [0u8; 12];
+    getrandom::getrandom(&mut id).expect("the OS random source works");
+    id
+}
+
+impl Dialler {
+    /// Looks `peer` up, finds a path and connects.
+    pub async fn dial(&self, peer: PeerId) -> Result<quinn::Connection, DialError> {
+        let record = self
+            .rendezvous
+            .lookup(peer)
+            .await?
+            .ok_or(DialError::UnknownPeer)?;
+        let mut candidates = record.local_addrs.clone();
+        candidates.push(record.observed);
+        candidates.retain(|addr| addr.is_ipv4() && !addr.ip().is_unspecified() && addr.port() != 0);
+        tracing::debug!(?candidates, "probing candidates");
+        let remote = self.probe(peer, &candidates).await?;
+        let vaddr = {
+            let mut paths = self.socket.paths().lock().expect("path table lock");
+            let vaddr = paths.vaddr_for_peer(peer)?;
+            paths.set_path(
+                vaddr,
+                Path {
+                    local: LocalSocketId(0),
+                    remote,
+                    kind: PathKind::Direct,
+                },
+            );
+            vaddr
+        };
+        tracing::debug!(%remote, %vaddr, "path selected; connecting");
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), vaddr, &peer.to_text())
+            .map_err(|e| DialError::Connect(e.to_string()))?;
+        let connection = tokio::time::timeout(self.handshake_timeout, connecting)
+            .await
+            .map_err(|_| DialError::HandshakeTimeout(self.handshake_timeout))?
+            .map_err(|e| DialError::Connect(e.to_string()))?;
+        if crate::tls::peer_id_of(&connection) != Some(peer) {
+            connection.close(1u32.into(), b"wrong identity");
+            return Err(DialError::WrongIdentity);
+        }
+        Ok(connection)
+    }
+
+    async fn probe(
+        &self,
+        peer: PeerId,
+        candidates: &[SocketAddr],
+    ) -> Result<SocketAddr, DialError> {
+        let start = Instant::now();
+        // One transaction ID per candidate, drawn here so the Pong routes can be set up first.
+        let transactions: Vec<[u8; 12]> = candidates.iter().map(|_| random_transaction()).collect();
+        let (tx, mut rx) = mpsc::channel(16);
+        {
+            let mut routes = self.pongs.routes.lock().expect("pong routes lock");
+            if routes.len() + transactions.len() > MAX_PROBES {
+                return Err(DialError::Busy);
+            }
+            for transaction in &transactions {
+                routes.insert(*transaction, tx.clone());
+            }
+        }
+        let mut supply = transactions.clone().into_iter();
+        let mut prober = DirectProber::new(
+            start.into_std(),
+            self.own,
+            peer,
+            candidates,
+            || supply.next().unwrap_or_else(random_transaction),
+            self.probe,
+        );
+        let outcome = loop {
+            let now = Instant::now();
+            while let Some((to, bytes)) = prober.poll_transmit(now.into_std()) {
+                if let Err(e) = self.socket.send_raw(to, &bytes) {
+                    tracing::debug!(%to, "probe not sent: {e}");
+                }
+            }
+            if let Some(outcome) = prober.poll_event() {
+                break outcome;
+            }
+            let Some(deadline) = prober.poll_timeout() else {
+                break ProbeOutcome::TimedOut;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => prober.handle_timeout(Instant::now().into_std()),
+                Some((from, transaction)) = rx.recv() => prober.handle_pong(Instant::now().into_std(), from, transaction),
+            }
+        };
+        {
+            let mut routes = self.pongs.routes.lock().expect("pong routes lock");
+            for transaction in &transactions {
+                routes.remove(transaction);
+            }
+        }
+        match outcome {
+            ProbeOutcome::Selected { remote, rtt } => {
+                tracing::debug!(%remote, ?rtt, "probe answered");
+                Ok(remote)
+            }
+            ProbeOutcome::TimedOut => Err(DialError::Unreachable(self.probe.timeout)),
+        }
+    }
+}
+
+/// Handles STUN and project datagrams from the socket: answers Pings addressed to this node and
+/// routes Pongs to their prober. Malformed datagrams are logged and dropped.
+pub async fn handle_side_datagrams(
+    own: PeerId,
+    socket: Arc<NodeSocket>,
+    pongs: Arc<PongRoutes>,
+    mut side_rx: mpsc::Receiver<SideDatagram>,
+) {
+    while let Some(datagram) = side_rx.recv().await {
+        let from = datagram.from;
+        if datagram.kind != DatagramKind::Project {
+            tracing::debug!(%from, kind = ?datagram.kind, "unsolicited datagram dropped");
+            continue;
+        }
+        match ProjectDatagram::decode(&datagram.bytes) {
+            Ok(ProjectDatagram::Ping {
+                transaction,
+                sender,
+                target,
+            }) => {
+                if target != own {
+                    tracing::debug!(%from, "Ping for another peer ignored");
+                    continue;
+                }
+                tracing::trace!(%from, peer = %sender, "answering Ping");
+                let pong = ProjectDatagram::Pong {
+                    transaction,
+                    observed: from,
+                };
+                if let Err(e) = socket.send_raw(from, &pong.encode()) {
+                    tracing::debug!(%from, "Pong not sent: {e}");
+                }
+            }
+            Ok(ProjectDatagram::Pong { transaction, .. }) => {
+                let route = pongs
+                    .routes
+                    .lock()
+                    .expect("pong routes lock")
+                    .get(&transaction)
+                    .cloned();
+                match route {
+                    Some(route) => {
+                        let _ = route.try_send((from, transaction));
+                    }
+                    None => tracing::debug!(%from, "Pong for no probe in progress dropped"),
+                }
+            }
+            Err(e) => tracing::debug!(%from, "malformed project datagram dropped: {e}"),
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The node runtime: wires the socket, QUIC endpoint, rendezvous client, peer tasks and
+//! stdin/stdout together.
+//!
+//! Tasks and the channels between them (all bounded):
+//! - stdin reader -> core: [`app_io::Input`] (capacity 1; the reader waits, so stdin stops);
+//! - core -> peer task: messages (capacity [`peer::PEER_QUEUE`]) and control;
+//! - acceptor -> peer task: incoming connections;
+//! - everyone -> stdout writer: [`app_io::Output`] (capacity 256, plus a byte budget).
+
+pub mod app_io;
+pub mod dial;
+pub mod peer;
+pub mod rendezvous_client;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use p2pnat_proto::app::{Command, Event, HELP};
+use p2pnat_proto::control::MAX_LOCAL_ADDRS;
+use p2pnat_proto::probe::ProbeConfig;
+use p2pnat_proto::PeerId;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::identity::Identity;
+use crate::socket::{self, AddressMode, NodeSocket};
+use crate::tls;
+use app_io::{Input, IoMode, Outputs};
+use peer::{Outgoing, PeerContext, PeerControl, PeerHandle};
+use rendezvous_client::RendezvousTarget;
+
+/// Most peers a node keeps a task for.
+pub const MAX_PEERS: usize = 1024;
+
+/// Settings of one node run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub identity: Identity,
+    pub rendezvous: RendezvousTarget,
+    pub listen: SocketAddr,
+    pub io: IoMode,
+    pub max_message: usize,
+    pub probe: ProbeConfig,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The peers a node knows, shared by the core and the acceptor.
+struct Peers {
+    context: PeerContext,
+    handles: Mutex<Option<HashMap<PeerId, PeerHandle>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Peers {
+    /// The peer's handle, starting its task if needed. `None` when shutting down or full.
+    fn get_or_spawn(&self, peer: PeerId) -> Result<PeerHandle, &'static str> {
+        let mut guard = self.handles.lock().expect("peers lock");
+        let handles = guard.as_mut().ok_or("node is shutting down")?;
+        if let Some(handle) = handles.get(&peer) {
+            return Ok(handle.clone());
+        }
+        if handles.len() >= MAX_PEERS {
+            return Err("too many peers");
+        }
+        let (handle, join) = peer::spawn_peer(self.context.clone(), peer);
+        handles.insert(peer, handle.clone());
+        self.tasks.lock().expect("tasks lock").push(join);
+        Ok(handle)
+    }
+
+    fn snapshot(&self) -> Vec<(PeerId, peer::PeerStatus)> {
+        let guard = self.handles.lock().expect("peers lock");
+        let mut list: Vec<_> = guard
+            .iter()
+            .flatten()
+            .map(|(id, handle)| (*id, handle.status.lock().expect("status lock").clone()))
+            .collect();
+        list.sort_by_key(|(id, _)| *id);
+        list
+    }
+}
+
+fn local_addresses(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .filter(|ip| matches!(ip, IpAddr::V4(_)))
+        .map(|ip| SocketAddr::new(ip, bound.port()))
+        .collect();
+    // Non-loopback first: they are the useful ones beyond this host.
+    addrs.sort_by_key(|a| a.ip().is_loopback());
+    addrs.truncate(MAX_LOCAL_ADDRS);
+    addrs
+}
+
+/// Runs a node until `quit`, end of stdin, or SIGINT/SIGTERM.
+pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    let own = config.identity.peer_id();
+    let std_socket =
+        std::net::UdpSocket::bind(config.listen).map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let (socket, side_rx) = NodeSocket::new(std_socket, AddressMode::Virtual)?;
+    let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+    let transport = socket::transport_config(config.idle_timeout);
+    let mut server_config =
+        quinn::ServerConfig::with_crypto(tls::server_crypto(&config.identity, tls::ALPN_PEER)?);
+    server_config.transport_config(transport.clone());
+    let endpoint = socket::endpoint(socket.clone(), Some(server_config))?;
+    let mut peer_client =
+        quinn::ClientConfig::new(tls::client_crypto(&config.identity, tls::ALPN_PEER, false)?);
+    peer_client.transport_config(transport.clone());
+    let mut rendezvous_client = quinn::ClientConfig::new(tls::client_crypto(
+        &config.identity,
+        tls::ALPN_RENDEZVOUS,
+        config.rendezvous.pinned.is_none(),
+    )?);
+    rendezvous_client.transport_config(transport);
+
+    let (outputs, output_rx) = Outputs::new(256, config.max_message.saturating_mul(2).max(1));
+    let writer = tokio::spawn(app_io::write_outputs(
+        config.io,
+        output_rx,
+        tokio::io::stdout(),
+    ));
+
+    let local_addrs = local_addresses(bound);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
+        target: config.rendezvous.clone(),
+        endpoint: endpoint.clone(),
+        socket: socket.clone(),
+        client_config: rendezvous_client,
+        local_addrs: local_addrs.clone(),
+        outputs: outputs.clone(),
+        shutdown: shutdown_rx,
+    });
+    let pongs = Arc::new(dial::PongRoutes::default());
+    tokio::spawn(dial::handle_side_datagrams(
+        own,
+        socket.clone(),
+        pongs.clone(),
+        side_rx,
+    ));
+    let dialler = dial::Dialler {
+        own,
+        endpoint: endpoint.clone(),
+        socket: socket.clone(),
+        client_config: peer_client,
+        rendezvous: rendezvous.clone(),
+        pongs,
+        probe: config.probe,
+        handshake_timeout: config.handshake_timeout,
+    };
+    let peers = Arc::new(Peers {
+        context: PeerContext {
+            dialler,
+            outputs: outputs.clone(),
+            max_message: config.max_message,
+        },
+        handles: Mutex::new(Some(HashMap::new())),
+        tasks: Mutex::new(Vec::new()),
+    });
+
+    let observed = match tokio::time::timeout(Duration::from_secs(6), first_registration).await {
+        Ok(Ok(Ok(observed))) => Some(observed),
+        Ok(Ok(Err(reason))) => {
+            outputs.error("rendezvous", reason).await;
+            None
+        }
+        _ => {
+            outputs
+                .error(
+                    "rendezvous",
+                    "no answer from the rendezvous yet; still trying",
+                )
+                .await;
+            None
+        }
+    };
+    outputs
+        .event(Event::Ready {
+            id: own,
+            local: local_addrs,
+            observed,
+        })
+        .await;
+
+    tokio::spawn(accept_connections(
+        endpoint.clone(),
+        socket.clone(),
+        peers.clone(),
+    ));
+
+    let (input_tx, mut input_rx) = mpsc::channel(1);
+    let stdin_budget = Arc::new(Semaphore::new(config.max_message.saturating_mul(2).max(1)));
+    tokio::spawn(app_io::read_inputs(
+        config.io,
+        tokio::io::stdin(),
+        input_tx,
+        outputs.clone(),
+        config.max_message,
+        stdin_budget,
+    ));
+
+    let mut writer = writer;
+    loop {
+        tokio::select! {
+            input = input_rx.recv() => match input {
+                Some(Input::Quit) | None => break,
+                Some(Input::Command(Command::Quit)) => break,
+                Some(input) => handle_input(own, input, &peers, &outputs).await,
+            },
+            _ = shutdown_signal() => {
+                tracing::info!("signal received; shutting down");
+                break;
+            }
+            _ = &mut writer => {
+                tracing::info!("stdout closed; shutting down");
+                break;
+            }
+        }
+    }
+
+    // Shut down: peer tasks finish what was queued (bounded wait), then the endpoint closes.
+    let handles = peers.handles.lock().expect("peers lock").take();
+    drop(handles);
+    let tasks: Vec<_> = std::mem::take(&mut *peers.tasks.lock().expect("tasks lock"));
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    let _ = shutdown_tx.send(true);
+    if let Some(connection) = rendezvous.current() {
+        connection.close(0u32.into(), b"quit");
+    }
+    endpoint.close(0u32.into(), b"quit");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    outputs.finish().await;
+    drop(outputs);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn handle_input(own: PeerId, input: Input, peers: &Peers, outputs: &Outputs) {
+    match input {
+        Input::Send {
+            msg_id,
+            peer_text,
+            payload,
+            permit,
+        } => {
+            let fail = |reason: String| Event::Failed {
+                msg_id,
+                peer: peer_text.clone(),
+                reason,
+            };
+            let peer = match peer_text.parse::<PeerId>() {
+                Ok(peer) => peer,
+                Err(e) => return outputs.event(fail(format!("bad-peer-id: {e}"))).await,
+            };
+            if peer == own {
+                return outputs
+                    .event(fail("self: cannot send to this node's own ID".into()))
+                    .await;
+            }
+            let handle = match peers.get_or_spawn(peer) {
+                Ok(handle) => handle,
+                Err(reason) => return outputs.event(fail(reason.into())).await,
+            };
+            let outgoing = Outgoing {
+                msg_id,
+                payload,
+                permit,
+            };
+            if let Err(e) = handle.messages.send(outgoing).await {
+                outputs.event(fail("peer task ended".into())).await;
+                drop(e);
+            }
+        }
+        Input::Command(command) => handle_command(own, command, peers, outputs).await,
+        Input::Quit => {}
+    }
+}
+
+async fn handle_command(own: PeerId, command: Command, peers: &Peers, outputs: &Outputs) {
+    match command {
+        Command::Send { .. } | Command::Quit => {
+            unreachable!("sends arrive as Input::Send and quit ends the loop")
+        }
+        Command::Connect(peer) | Command::Disconnect(peer) if peer == own => {
+            outputs.error("self", "that is this node's own ID").await
+        }
+        Command::Connect(peer) => match peers.get_or_spawn(peer) {
+            Ok(handle) => {
+                let _ = handle.control.send(PeerControl::Connect).await;
+            }
+            Err(reason) => outputs.error("internal", reason).await,
+        },
+        Command::Disconnect(peer) => {
+            let handle = peers
+                .handles
+                .lock()
+                .expect("peers lock")
+                .as_ref()
+                .and_then(|h| h.get(&peer).cloned());
+            match handle {
+                Some(handle) => {
+                    let _ = handle.control.send(PeerControl::Disconnect).await;
+                }
+                None => {
+                    outputs
+                        .error("unknown-peer", format!("no connection to {peer}"))
+                        .await
+                }
+            }
+        }
+        Command::List => {
+            let list = peers.snapshot();
+            let count = list.len();
+            for (peer, status) in list {
+                let state = if status.connected {
+                    "connected"
+                } else if status.connecting {
+                    "connecting"
+                } else {
+                    "idle"
+                };
+                outputs
+                    .event(Event::Peer {
+                        peer,
+                        state,
+                        path: status.connected.then_some("direct"),
+                        remote: status.remote,
+                    })
+                    .await;
+            }
+            outputs.event(Event::Peers(count)).await;
+        }
+        Command::Id => outputs.event(Event::Id(own)).await,
+        Command::Help => {
+            for line in HELP {
+                outputs.event(Event::Help(line)).await;
+            }
+        }
+    }
+}
+
+/// Accepts QUIC connections, learns who dialled from the handshake, and hands each connection to
+/// its peer's task.
+async fn accept_connections(endpoint: quinn::Endpoint, socket: Arc<NodeSocket>, peers: Arc<Peers>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let socket = socket.clone();
+        let peers = peers.clone();
+        tokio::spawn(async move {
+            let vaddr = incoming.remote_address();
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(e) => {
+                    tracing::debug!(%vaddr, "incoming handshake failed: {e}");
+                    socket
+                        .paths()
+                        .lock()
+                        .expect("path table lock")
+                        .release(vaddr);
+                    return;
+                }
+            };
+            let Some(peer) = tls::peer_id_of(&connection) else {
+                connection.close(1u32.into(), b"no identity");
+                socket
+                    .paths()
+                    .lock()
+                    .expect("path table lock")
+                    .release(vaddr);
+                return;
+            };
+            socket
+                .paths()
+                .lock()
+                .expect("path table lock")
+                .bind_peer(vaddr, peer);
+            match peers.get_or_spawn(peer) {
+                Ok(handle) => {
+                    let _ = handle.control.send(PeerControl::Incoming(connection)).await;
+                }
+                Err(reason) => connection.close(0u32.into(), reason.as_bytes()),
+            }
+        });
+    }
+}

@@ -1,0 +1,532 @@
+//! One task per known peer: owns its connections, sends the application's messages in order on
+//! one stream, and turns the peer's acknowledgements into `delivered` events.
+//!
+//! # Streams on a peer connection (docs/PROTOCOL.md section 5)
+//! Each side opens at most one unidirectional *message* stream (first byte [`STREAM_MESSAGES`])
+//! carrying `u32 length | payload` records, and, once it receives messages, one unidirectional
+//! *ack* stream (first byte [`STREAM_ACKS`]) carrying `u64` cumulative counts of messages handed to
+//! its application. Every message given to the task ends in exactly one `delivered` or `failed`
+//! event: failed when no connection can be made, or when the connection it was sent on closes
+//! before its acknowledgement arrived.
+//!
+//! # Bounds
+//! At most [`MAX_IN_FLIGHT`] messages wait for acknowledgement per peer; beyond that the task stops
+//! taking messages, which stops stdin. A peer announcing a message larger than our
+//! `--max-message` is a protocol violation: the connection is closed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use p2pnat_proto::app::Event;
+use p2pnat_proto::PeerId;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tracing::Instrument as _;
+
+use super::app_io::Outputs;
+use super::dial::Dialler;
+
+/// First byte of a message stream.
+pub const STREAM_MESSAGES: u8 = 0x01;
+/// First byte of an acknowledgement stream.
+pub const STREAM_ACKS: u8 = 0x02;
+/// Most messages awaiting acknowledgement per peer.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Capacity of a peer's queue of outgoing messages.
+pub const PEER_QUEUE: usize = 64;
+/// QUIC application error code: protocol violation by the peer.
+pub const CLOSE_PROTOCOL_ERROR: u32 = 2;
+
+/// A message for a peer, with the stdin budget it holds until written.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub msg_id: u64,
+    pub payload: Vec<u8>,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Control inputs of a peer task.
+#[derive(Debug)]
+pub enum PeerControl {
+    Connect,
+    Disconnect,
+    Incoming(quinn::Connection),
+    Acked { connection: usize, count: u64 },
+    Closed { connection: usize, reason: String },
+}
+
+/// What `list` reports of a peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStatus {
+    pub connected: bool,
+    pub connecting: bool,
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// The core's handle on a peer task.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    pub messages: mpsc::Sender<Outgoing>,
+    pub control: mpsc::Sender<PeerControl>,
+    pub status: Arc<Mutex<PeerStatus>>,
+}
+
+/// Shared context of peer tasks.
+#[derive(Debug, Clone)]
+pub struct PeerContext {
+    pub dialler: Dialler,
+    pub outputs: Outputs,
+    pub max_message: usize,
+}
+
+/// Starts the task for `peer`.
+pub fn spawn_peer(context: PeerContext, peer: PeerId) -> (PeerHandle, tokio::task::JoinHandle<()>) {
+    let (messages_tx, messages_rx) = mpsc::channel(PEER_QUEUE);
+    let (control_tx, control_rx) = mpsc::channel(64);
+    let status = Arc::new(Mutex::new(PeerStatus::default()));
+    let handle = PeerHandle {
+        messages: messages_tx,
+        control: control_tx.clone(),
+        status: status.clone(),
+    };
+    let task = PeerTask {
+        context,
+        peer,
+        control_tx,
+        status,
+        connections: Vec::new(),
+        sender: None,
+    };
+    let span = tracing::info_span!("peer", peer = %peer.short());
+    let join = tokio::spawn(task.run(messages_rx, control_rx).instrument(span));
+    (handle, join)
+}
+
+struct ActiveSender {
+    connection: usize,
+    stream: quinn::SendStream,
+    /// msg_ids sent and not yet acknowledged, oldest first.
+    in_flight: VecDeque<u64>,
+    /// Messages sent on this stream so far.
+    sent: u64,
+}
+
+struct PeerTask {
+    context: PeerContext,
+    peer: PeerId,
+    control_tx: mpsc::Sender<PeerControl>,
+    status: Arc<Mutex<PeerStatus>>,
+    connections: Vec<quinn::Connection>,
+    sender: Option<ActiveSender>,
+}
+
+impl PeerTask {
+    async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<Outgoing>,
+        mut control: mpsc::Receiver<PeerControl>,
+    ) {
+        loop {
+            let can_send = self
+                .sender
+                .as_ref()
+                .is_none_or(|s| s.in_flight.len() < MAX_IN_FLIGHT);
+            tokio::select! {
+                biased;
+                Some(input) = control.recv() => self.handle_control(input).await,
+                message = messages.recv(), if can_send => match message {
+                    Some(message) => self.send(message, &mut messages).await,
+                    None => break,
+                },
+            }
+        }
+        self.finish(control).await;
+    }
+
+    /// After the core let go: wait (bounded) for outstanding acknowledgements, then close.
+    async fn finish(mut self, mut control: mpsc::Receiver<PeerControl>) {
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
+        tokio::pin!(deadline);
+        while self
+            .sender
+            .as_ref()
+            .is_some_and(|s| !s.in_flight.is_empty())
+        {
+            tokio::select! {
+                Some(input) = control.recv() => self.handle_control(input).await,
+                _ = &mut deadline => break,
+            }
+        }
+        if let Some(sender) = self.sender.take() {
+            self.fail_all(
+                sender.in_flight,
+                "node shutting down before delivery was confirmed",
+            )
+            .await;
+        }
+        for connection in &self.connections {
+            connection.close(0u32.into(), b"quit");
+        }
+    }
+
+    async fn handle_control(&mut self, input: PeerControl) {
+        match input {
+            PeerControl::Connect => {
+                if self.connections.is_empty() {
+                    if let Err(e) = self.dial().await {
+                        self.context
+                            .outputs
+                            .error(
+                                "unreachable",
+                                format!("cannot connect to {}: {e}", self.peer),
+                            )
+                            .await;
+                    }
+                }
+            }
+            PeerControl::Disconnect => {
+                for connection in &self.connections {
+                    connection.close(0u32.into(), b"disconnect requested");
+                }
+            }
+            PeerControl::Incoming(connection) => self.add_connection(connection).await,
+            PeerControl::Acked { connection, count } => self.acked(connection, count).await,
+            PeerControl::Closed { connection, reason } => self.closed(connection, reason).await,
+        }
+    }
+
+    async fn dial(&mut self) -> Result<(), super::dial::DialError> {
+        self.status.lock().expect("status lock").connecting = true;
+        let result = self.context.dialler.dial(self.peer).await;
+        self.status.lock().expect("status lock").connecting = false;
+        let connection = result?;
+        self.add_connection(connection).await;
+        Ok(())
+    }
+
+    async fn add_connection(&mut self, connection: quinn::Connection) {
+        let first = self.connections.is_empty();
+        tokio::spawn(
+            receive(
+                connection.clone(),
+                self.peer,
+                self.context.outputs.clone(),
+                self.control_tx.clone(),
+                self.context.max_message,
+            )
+            .in_current_span(),
+        );
+        self.connections.push(connection.clone());
+        if first {
+            let remote = self.remote_of(&connection);
+            {
+                let mut status = self.status.lock().expect("status lock");
+                status.connected = true;
+                status.remote = Some(remote);
+            }
+            tracing::info!(%remote, "connected");
+            self.context
+                .outputs
+                .event(Event::Connected {
+                    peer: self.peer,
+                    path: "direct",
+                    remote,
+                })
+                .await;
+        }
+    }
+
+    fn remote_of(&self, connection: &quinn::Connection) -> std::net::SocketAddr {
+        let vaddr = connection.remote_address();
+        let paths = self
+            .context
+            .dialler
+            .socket
+            .paths()
+            .lock()
+            .expect("path table lock");
+        paths.path(vaddr).map_or(vaddr, |path| path.remote)
+    }
+
+    async fn send(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
+        if self.connections.is_empty() {
+            if let Err(e) = self.dial().await {
+                let reason = e.to_string();
+                tracing::info!("dial failed: {reason}");
+                self.fail(first.msg_id, &reason).await;
+                // Everything already queued was meant for the same unreachable peer.
+                while let Ok(queued) = queue.try_recv() {
+                    self.fail(queued.msg_id, &reason).await;
+                }
+                return;
+            }
+        }
+        if self.sender.is_none() {
+            if let Err(e) = self.open_sender().await {
+                self.fail(first.msg_id, &e).await;
+                return;
+            }
+        }
+        let sender = self.sender.as_mut().expect("sender opened above");
+        let Outgoing {
+            msg_id,
+            payload,
+            permit,
+        } = first;
+        let length = Bytes::copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        let mut chunks = [length, Bytes::from(payload)];
+        match sender.stream.write_all_chunks(&mut chunks).await {
+            Ok(()) => {
+                sender.in_flight.push_back(msg_id);
+                sender.sent += 1;
+            }
+            Err(e) => {
+                let reason = format!("connection lost while sending: {e}");
+                self.fail(msg_id, &reason).await;
+            }
+        }
+        drop(permit);
+    }
+
+    async fn open_sender(&mut self) -> Result<(), String> {
+        let connection = self.connections[0].clone();
+        let mut stream = connection
+            .open_uni()
+            .await
+            .map_err(|e| format!("cannot open a stream: {e}"))?;
+        stream
+            .write_all(&[STREAM_MESSAGES])
+            .await
+            .map_err(|e| format!("cannot write to a stream: {e}"))?;
+        self.sender = Some(ActiveSender {
+            connection: connection.stable_id(),
+            stream,
+            in_flight: VecDeque::new(),
+            sent: 0,
+        });
+        Ok(())
+    }
+
+    async fn acked(&mut self, connection: usize, count: u64) {
+        let Some(sender) = self.sender.as_mut().filter(|s| s.connection == connection) else {
+            return;
+        };
+        let acked_before = sender.sent - sender.in_flight.len() as u64;
+        if count > sender.sent {
+            tracing::warn!(
+                count,
+                sent = sender.sent,
+                "peer acknowledged more than was sent"
+            );
+        }
+        let newly = count.min(sender.sent).saturating_sub(acked_before);
+        let delivered: Vec<u64> = sender.in_flight.drain(..newly as usize).collect();
+        for msg_id in delivered {
+            self.context
+                .outputs
+                .event(Event::Delivered {
+                    msg_id,
+                    peer: self.peer,
+                })
+                .await;
+        }
+    }
+
+    async fn closed(&mut self, connection: usize, reason: String) {
+        let vaddr = self
+            .connections
+            .iter()
+            .find(|c| c.stable_id() == connection)
+            .map(|c| c.remote_address());
+        self.connections.retain(|c| c.stable_id() != connection);
+        if let Some(vaddr) = vaddr {
+            // Keep the path table bounded: forget a virtual address no live connection uses.
+            if !self.connections.iter().any(|c| c.remote_address() == vaddr) {
+                let mut paths = self
+                    .context
+                    .dialler
+                    .socket
+                    .paths()
+                    .lock()
+                    .expect("path table lock");
+                paths.release(vaddr);
+            }
+        }
+        if self
+            .sender
+            .as_ref()
+            .is_some_and(|s| s.connection == connection)
+        {
+            let sender = self.sender.take().expect("checked above");
+            self.fail_all(
+                sender.in_flight,
+                &format!("connection closed before delivery was confirmed: {reason}"),
+            )
+            .await;
+        }
+        if self.connections.is_empty() {
+            {
+                let mut status = self.status.lock().expect("status lock");
+                status.connected = false;
+                status.remote = None;
+            }
+            tracing::info!("disconnected: {reason}");
+            self.context
+                .outputs
+                .event(Event::Disconnected {
+                    peer: self.peer,
+                    reason,
+                })
+                .await;
+        }
+    }
+
+    async fn fail(&self, msg_id: u64, reason: &str) {
+        self.context
+            .outputs
+            .event(Event::Failed {
+                msg_id,
+                peer: self.peer.to_text(),
+                reason: reason.to_string(),
+            })
+            .await;
+    }
+
+    async fn fail_all(&self, msg_ids: VecDeque<u64>, reason: &str) {
+        for msg_id in msg_ids {
+            self.fail(msg_id, reason).await;
+        }
+    }
+}
+
+/// Accepts the peer's streams on one connection until it closes, then reports `Closed`.
+async fn receive(
+    connection: quinn::Connection,
+    peer: PeerId,
+    outputs: Outputs,
+    control: mpsc::Sender<PeerControl>,
+    max_message: usize,
+) {
+    let id = connection.stable_id();
+    let reason = loop {
+        let mut stream = match connection.accept_uni().await {
+            Ok(stream) => stream,
+            Err(e) => break e.to_string(),
+        };
+        let kind = match stream.read_u8().await {
+            Ok(kind) => kind,
+            Err(e) => {
+                tracing::debug!("stream ended before its type byte: {e}");
+                continue;
+            }
+        };
+        match kind {
+            STREAM_MESSAGES => {
+                let task = receive_messages(
+                    connection.clone(),
+                    stream,
+                    peer,
+                    outputs.clone(),
+                    max_message,
+                );
+                tokio::spawn(task.in_current_span());
+            }
+            STREAM_ACKS => {
+                let control = control.clone();
+                let task = async move {
+                    while let Ok(count) = stream.read_u64().await {
+                        let acked = PeerControl::Acked {
+                            connection: id,
+                            count,
+                        };
+                        if control.send(acked).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::spawn(task.in_current_span());
+            }
+            other => {
+                tracing::warn!("peer opened a stream of unknown type {other}; closing connection");
+                outputs
+                    .error(
+                        "protocol",
+                        format!("peer {peer} opened an unknown stream type {other}"),
+                    )
+                    .await;
+                connection.close(CLOSE_PROTOCOL_ERROR.into(), b"unknown stream type");
+            }
+        }
+    };
+    let _ = control
+        .send(PeerControl::Closed {
+            connection: id,
+            reason,
+        })
+        .await;
+}
+
+/// Reads `u32 length | payload` records, hands each payload to stdout, and acknowledges the count.
+async fn receive_messages(
+    connection: quinn::Connection,
+    mut stream: quinn::RecvStream,
+    peer: PeerId,
+    outputs: Outputs,
+    max_message: usize,
+) {
+    let (count_tx, count_rx) = watch::channel(0u64);
+    tokio::spawn(send_acks(connection.clone(), count_rx).in_current_span());
+    let mut count = 0u64;
+    loop {
+        let length = match stream.read_u32().await {
+            Ok(length) => length as usize,
+            Err(e) => {
+                tracing::debug!("message stream ended: {e}");
+                return;
+            }
+        };
+        if length > max_message {
+            tracing::warn!(
+                length,
+                "peer sent a message over --max-message; closing connection"
+            );
+            outputs
+                .error(
+                    "too-large",
+                    format!("peer {peer} sent a message of {length} bytes, over --max-message {max_message}; connection closed"),
+                )
+                .await;
+            connection.close(CLOSE_PROTOCOL_ERROR.into(), b"message too large");
+            return;
+        }
+        let permit = outputs.reserve(length).await;
+        let mut payload = vec![0u8; length];
+        if let Err(e) = stream.read_exact(&mut payload).await {
+            tracing::debug!("message stream broke inside a message: {e}");
+            return;
+        }
+        if !outputs.recv(peer, payload, permit).await {
+            return;
+        }
+        count += 1;
+        let _ = count_tx.send(count);
+    }
+}
+
+/// Writes the latest cumulative count whenever it changes (coalescing bursts).
+async fn send_acks(connection: quinn::Connection, mut counts: watch::Receiver<u64>) {
+    let Ok(mut stream) = connection.open_uni().await else {
+        return;
+    };
+    if stream.write_all(&[STREAM_ACKS]).await.is_err() {
+        return;
+    }
+    while counts.changed().await.is_ok() {
+        let count = *counts.borrow_and_update();
+        if stream.write_all(&count.to_be_bytes()).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.finish();
+}

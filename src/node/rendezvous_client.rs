@@ -1,0 +1,293 @@
+//! The node's connection to the rendezvous: keeps it up, keeps the registration fresh, and runs
+//! lookups.
+//!
+//! The keeper task connects (by real address, as a passthrough on the node's one socket, so the
+//! rendezvous observes the same NAT mapping peers will use), registers with the node's local
+//! addresses, refreshes every third of the granted TTL, and reconnects with backoff (1 s doubling
+//! to 30 s) when the connection or a refresh fails. Lookups wait up to [`LOOKUP_TIMEOUT`] for a
+//! connection and an answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2pnat_proto::control::{self, PeerRecord, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::PeerId;
+use tokio::sync::{oneshot, watch};
+
+use super::app_io::Outputs;
+use crate::socket::NodeSocket;
+
+/// How long a lookup (or a registration) may take, connection wait included.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the rendezvous is and, if pinned, which key it must present.
+#[derive(Debug, Clone)]
+pub struct RendezvousTarget {
+    /// `host:port` as given by the user.
+    pub address: String,
+    pub pinned: Option<PeerId>,
+}
+
+impl std::str::FromStr for RendezvousTarget {
+    type Err = String;
+
+    /// `host:port` or `<peer_id>@host:port`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (pinned, address) = match text.split_once('@') {
+            Some((id, address)) => (
+                Some(
+                    id.parse::<PeerId>()
+                        .map_err(|e| format!("bad rendezvous peer ID: {e}"))?,
+                ),
+                address,
+            ),
+            None => (None, text),
+        };
+        if !address.contains(':') {
+            return Err(format!(
+                "rendezvous address {address:?} needs a port (host:port)"
+            ));
+        }
+        Ok(RendezvousTarget {
+            address: address.to_string(),
+            pinned,
+        })
+    }
+}
+
+/// Why a rendezvous request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    #[error("not connected to the rendezvous")]
+    NotConnected,
+    #[error("rendezvous did not answer in time")]
+    Timeout,
+    #[error("rendezvous stream failed: {0}")]
+    Stream(String),
+    #[error("rendezvous sent a malformed answer: {0}")]
+    Malformed(#[from] control::ControlDecodeError),
+    #[error("rendezvous refused: {0}")]
+    Refused(String),
+    #[error("rendezvous answered with an unexpected message")]
+    Unexpected,
+}
+
+/// Cloneable handle for lookups.
+#[derive(Debug, Clone)]
+pub struct RendezvousClient {
+    connection: watch::Receiver<Option<quinn::Connection>>,
+}
+
+async fn request(
+    connection: &quinn::Connection,
+    request: &Request,
+) -> Result<Response, RendezvousError> {
+    let exchange = async {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        send.write_all(&control::encode(request))
+            .await
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        send.finish()
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        let bytes = recv
+            .read_to_end(MAX_CONTROL_MESSAGE)
+            .await
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        Ok(control::decode::<Response>(&bytes)?)
+    };
+    tokio::time::timeout(LOOKUP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| RendezvousError::Timeout)?
+}
+
+impl RendezvousClient {
+    /// Looks `peer` up: `Ok(None)` when the rendezvous does not know it.
+    pub async fn lookup(&self, peer: PeerId) -> Result<Option<PeerRecord>, RendezvousError> {
+        let mut watch = self.connection.clone();
+        let connection = tokio::time::timeout(LOOKUP_TIMEOUT, watch.wait_for(|c| c.is_some()))
+            .await
+            .map_err(|_| RendezvousError::NotConnected)?
+            .map_err(|_| RendezvousError::NotConnected)?
+            .clone()
+            .ok_or(RendezvousError::NotConnected)?;
+        match request(&connection, &Request::Lookup { peer }).await? {
+            Response::Found {
+                peer: found,
+                record,
+            } if found == peer => Ok(Some(record)),
+            Response::NotFound { peer: missing } if missing == peer => Ok(None),
+            Response::Refused { code, message } => {
+                Err(RendezvousError::Refused(format!("{code:?}: {message}")))
+            }
+            _ => Err(RendezvousError::Unexpected),
+        }
+    }
+
+    /// The current connection, if any (closed at shutdown).
+    pub fn current(&self) -> Option<quinn::Connection> {
+        self.connection.borrow().clone()
+    }
+}
+
+/// Everything the keeper needs.
+pub struct Keeper {
+    pub target: RendezvousTarget,
+    pub endpoint: quinn::Endpoint,
+    pub socket: Arc<NodeSocket>,
+    pub client_config: quinn::ClientConfig,
+    pub local_addrs: Vec<SocketAddr>,
+    pub outputs: Outputs,
+    /// Becomes true when the node shuts down: the keeper closes its connection quietly and ends.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the keeper. `first` receives the outcome of the first registration attempt: the
+/// observed address, or why it failed.
+pub fn spawn(
+    keeper: Keeper,
+) -> (
+    RendezvousClient,
+    oneshot::Receiver<Result<SocketAddr, String>>,
+) {
+    let (conn_tx, conn_rx) = watch::channel(None);
+    let (first_tx, first_rx) = oneshot::channel();
+    tokio::spawn(keep(keeper, conn_tx, first_tx));
+    (
+        RendezvousClient {
+            connection: conn_rx,
+        },
+        first_rx,
+    )
+}
+
+async fn resolve(address: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| format!("{address} has no IPv4 address"))
+}
+
+async fn connect_and_register(
+    keeper: &Keeper,
+) -> Result<(quinn::Connection, SocketAddr, Duration), String> {
+    let addr = resolve(&keeper.target.address).await?;
+    keeper.socket.add_passthrough(addr);
+    let server_name = keeper
+        .target
+        .pinned
+        .map_or(crate::tls::UNPINNED_SERVER_NAME.to_string(), |id| {
+            id.to_text()
+        });
+    let connecting = keeper
+        .endpoint
+        .connect_with(keeper.client_config.clone(), addr, &server_name)
+        .map_err(|e| format!("cannot connect to rendezvous {addr}: {e}"))?;
+    let connection = tokio::time::timeout(LOOKUP_TIMEOUT, connecting)
+        .await
+        .map_err(|_| format!("rendezvous {addr} did not answer"))?
+        .map_err(|e| format!("rendezvous {addr}: {e}"))?;
+    let (observed, ttl) = register(&connection, &keeper.local_addrs).await?;
+    Ok((connection, observed, ttl))
+}
+
+async fn register(
+    connection: &quinn::Connection,
+    local_addrs: &[SocketAddr],
+) -> Result<(SocketAddr, Duration), String> {
+    let request_message = Request::Register {
+        local_addrs: local_addrs.to_vec(),
+    };
+    match request(connection, &request_message).await {
+        Ok(Response::Registered { observed, ttl_secs }) => {
+            Ok((observed, Duration::from_secs(u64::from(ttl_secs.max(3)))))
+        }
+        Ok(Response::Refused { code, message }) => {
+            Err(format!("registration refused ({code:?}): {message}"))
+        }
+        Ok(_) => Err("unexpected answer to registration".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn keep(
+    mut keeper: Keeper,
+    conn_tx: watch::Sender<Option<quinn::Connection>>,
+    first_tx: oneshot::Sender<Result<SocketAddr, String>>,
+) {
+    let mut first = Some(first_tx);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match connect_and_register(&keeper).await {
+            Ok((connection, observed, ttl)) => {
+                tracing::info!(%observed, "registered with the rendezvous");
+                backoff = Duration::from_secs(1);
+                match first.take() {
+                    Some(first) => {
+                        let _ = first.send(Ok(observed));
+                    }
+                    None => tracing::info!(%observed, "reconnected to the rendezvous"),
+                }
+                let _ = conn_tx.send(Some(connection.clone()));
+                let reason = loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ttl / 3) => {
+                            if let Err(e) = register(&connection, &keeper.local_addrs).await {
+                                break e;
+                            }
+                        }
+                        e = connection.closed() => break e.to_string(),
+                        _ = stopped(&mut keeper.shutdown) => {
+                            connection.close(0u32.into(), b"quit");
+                            return;
+                        }
+                    }
+                };
+                let _ = conn_tx.send(None);
+                connection.close(0u32.into(), b"reconnecting");
+                keeper
+                    .outputs
+                    .error(
+                        "rendezvous",
+                        format!("lost the rendezvous ({reason}); reconnecting"),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!("rendezvous: {e}");
+                match first.take() {
+                    Some(first) => {
+                        let _ = first.send(Err(e));
+                    }
+                    None => tracing::debug!("still cannot reach the rendezvous"),
+                }
+            }
+        }
+        let stopping = *keeper.shutdown.borrow();
+        if conn_tx.is_closed() || stopping {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopped(&mut keeper.shutdown) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Completes once `shutdown` holds true (never, if its sender is gone without saying so).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        let stop = *shutdown.borrow_and_update();
+        if stop {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
