@@ -1,0 +1,371 @@
+//! A running lab: namespaces, links, routers and the processes started in them.
+//!
+//! A [`Lab`] owns everything it created. Dropping it (normally, on an error path or while a
+//! panic unwinds) kills every process inside its namespaces and deletes them; the CLI also
+//! tears live labs down on SIGINT/SIGTERM through [`teardown_live_labs`].
+
+use crate::error::{NetsimError, Result};
+use crate::netns;
+use crate::nft;
+use crate::topology::{
+    Attachment, LabPlan, LinkImpairment, NodePlan, Role, RouterConfig, Topology, INTERNET,
+};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+
+/// Directory holding one JSON description per live lab, for `netsim exec` and `netsim down`.
+pub const STATE_DIR: &str = "/run/netsim";
+
+/// Namespace prefixes of the labs this process has built and not yet torn down.
+static LIVE_LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Tears down every lab this process still owns (for signal handlers and panics that do not
+/// unwind). Safe to call concurrently with [`Lab`]'s drop: removal is idempotent.
+pub fn teardown_live_labs() {
+    let prefixes: Vec<String> = match LIVE_LABS.lock() {
+        Ok(mut live) => std::mem::take(&mut *live),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    for prefix in prefixes {
+        let _ = netns::remove_by_prefix(&prefix);
+        let run_id = prefix
+            .trim_start_matches(crate::topology::NETNS_PREFIX)
+            .trim_end_matches('-');
+        let _ = std::fs::remove_file(state_path(run_id));
+    }
+}
+
+/// Path of the state file of a run.
+pub fn state_path(run_id: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{run_id}.json"))
+}
+
+/// What is persisted about a live lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    /// Process that built the lab and will tear it down.
+    pub owner_pid: u32,
+    /// Scenario name, if the lab came from one.
+    pub scenario: Option<String>,
+    pub plan: LabPlan,
+}
+
+impl LabState {
+    /// Reads every state file under [`STATE_DIR`] (unreadable ones are skipped).
+    pub fn load_all() -> Vec<LabState> {
+        let Ok(entries) = std::fs::read_dir(STATE_DIR) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect()
+    }
+
+    /// Whether the owning process still runs.
+    pub fn owner_alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.owner_pid)).exists()
+    }
+}
+
+/// Builds a [`Lab`]. Every lab has the `rendezvous` host (two public addresses) and the
+/// `witness` host (one unrelated public address) on the internet.
+#[derive(Debug, Default, Clone)]
+pub struct LabBuilder {
+    topology: Topology,
+    scenario: Option<String>,
+}
+
+impl LabBuilder {
+    /// Adds a NAT router.
+    pub fn router(mut self, name: &str, config: RouterConfig) -> Self {
+        self.topology
+            .routers
+            .push((name.into(), config, LinkImpairment::default()));
+        self
+    }
+    /// Adds a host with a public address.
+    pub fn public_host(mut self, name: &str) -> Self {
+        self.topology
+            .hosts
+            .push((name.into(), Attachment::Internet, LinkImpairment::default()));
+        self
+    }
+    /// Adds a host on the LAN of `router`.
+    pub fn host_behind(mut self, name: &str, router: &str) -> Self {
+        self.topology.hosts.push((
+            name.into(),
+            Attachment::Router(router.into()),
+            LinkImpairment::default(),
+        ));
+        self
+    }
+    /// Impairs the uplink of an already added host or router.
+    pub fn impair(mut self, name: &str, impairment: LinkImpairment) -> Self {
+        for (n, _, link) in &mut self.topology.hosts {
+            if n == name {
+                *link = impairment;
+            }
+        }
+        for (n, _, link) in &mut self.topology.routers {
+            if n == name {
+                *link = impairment;
+            }
+        }
+        self
+    }
+    /// Records the scenario name in the lab's state file.
+    pub fn scenario(mut self, name: &str) -> Self {
+        self.scenario = Some(name.into());
+        self
+    }
+    /// The topology so far.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Creates the lab. Needs root; returns [`NetsimError::NotRoot`] otherwise. On any error
+    /// everything created so far is removed before returning.
+    pub fn build(self) -> Result<Lab> {
+        netns::require_root_and_tools()?;
+        let run_id = netns::fresh_run_id()?;
+        let plan = self.topology.plan(&run_id)?;
+        let lab = Lab {
+            plan,
+            torn_down: false,
+        };
+        LIVE_LABS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(lab.plan.netns_prefix());
+        let state = LabState {
+            owner_pid: std::process::id(),
+            scenario: self.scenario,
+            plan: lab.plan.clone(),
+        };
+        lab.write_state(&state)?;
+        lab.create()?; // on error `lab` drops here and tears down
+        Ok(lab)
+    }
+}
+
+/// A live lab. Dropping it removes everything it created.
+#[derive(Debug)]
+pub struct Lab {
+    plan: LabPlan,
+    torn_down: bool,
+}
+
+impl Lab {
+    pub fn builder() -> LabBuilder {
+        LabBuilder::default()
+    }
+
+    pub fn plan(&self) -> &LabPlan {
+        &self.plan
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.plan.run_id
+    }
+
+    /// A namespace of the lab by its short name (`alice`, `home`, `rendezvous`, ...).
+    pub fn node(&self, name: &str) -> Result<&NodePlan> {
+        self.plan.node(name)
+    }
+
+    /// The primary address of a host or router.
+    pub fn addr(&self, name: &str) -> Result<Ipv4Addr> {
+        let node = self.node(name)?;
+        node.addrs
+            .first()
+            .copied()
+            .ok_or_else(|| NetsimError::UnknownHost(format!("{name} (has no address)")))
+    }
+
+    /// A command that runs `program` inside the namespace of `host` (via `ip netns exec`).
+    pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        let node = self.node(host)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node.netns]).arg(program);
+        Ok(cmd)
+    }
+
+    /// Starts a process inside `host`. It is killed when the lab is torn down at the latest.
+    pub fn spawn(&self, host: &str, program: &str, args: &[&str]) -> Result<LabProcess> {
+        let mut cmd = self.command(host, program)?;
+        cmd.args(args);
+        let child = cmd
+            .spawn()
+            .map_err(|e| NetsimError::io(format!("starting {program} in {host}"), e))?;
+        Ok(LabProcess { child })
+    }
+
+    /// A UDP socket bound to `bind` inside the namespace of `host`.
+    pub fn udp_socket(&self, host: &str, bind: SocketAddr) -> Result<UdpSocket> {
+        let netns = self.node(host)?.netns.clone();
+        netns::in_netns(&netns, move || UdpSocket::bind(bind))
+    }
+
+    /// Removes everything now, reporting errors (dropping does the same but ignores them).
+    pub fn teardown(mut self) -> Result<()> {
+        self.teardown_inner()
+    }
+
+    fn teardown_inner(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let prefix = self.plan.netns_prefix();
+        let result = netns::remove_by_prefix(&prefix).map(|_| ());
+        let _ = std::fs::remove_file(state_path(&self.plan.run_id));
+        LIVE_LABS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| p != &prefix);
+        result
+    }
+
+    fn write_state(&self, state: &LabState) -> Result<()> {
+        std::fs::create_dir_all(STATE_DIR)
+            .map_err(|e| NetsimError::io(format!("creating {STATE_DIR}"), e))?;
+        let json = serde_json::to_vec_pretty(state).map_err(|e| NetsimError::Format {
+            context: "serialising lab state".into(),
+            message: e.to_string(),
+        })?;
+        let path = state_path(&self.plan.run_id);
+        std::fs::write(&path, json)
+            .map_err(|e| NetsimError::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Creates namespaces, links, addresses, routes, sysctls and rulesets, in that order.
+    fn create(&self) -> Result<()> {
+        let nodes = &self.plan.nodes;
+        let netns_of = |name: &str| -> &str {
+            &nodes
+                .iter()
+                .find(|n| n.name == name)
+                .expect("plan invariant: uplinks name nodes")
+                .netns
+        };
+        let add_ns: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("netns add {}", n.netns))
+            .collect();
+        netns::ip_batch(None, &add_ns)?;
+
+        for node in nodes {
+            let mut sysctls = vec![
+                ("net/ipv6/conf/all/disable_ipv6", "1".to_string()),
+                ("net/ipv6/conf/default/disable_ipv6", "1".to_string()),
+            ];
+            if let Some(router) = &node.router {
+                sysctls.push(("net/ipv4/ip_forward", "1".into()));
+                sysctls.push(("net/ipv4/conf/all/rp_filter", "0".into()));
+                sysctls.push(("net/ipv4/conf/default/rp_filter", "0".into()));
+                if let Some(t) = router.config.udp_timeout {
+                    let secs = t.as_secs().max(1).to_string();
+                    sysctls.push(("net/netfilter/nf_conntrack_udp_timeout", secs.clone()));
+                    sysctls.push(("net/netfilter/nf_conntrack_udp_timeout_stream", secs));
+                }
+            }
+            netns::set_sysctls(&node.netns, &sysctls)?;
+        }
+
+        // Loopback and bridges, one `ip` per namespace.
+        for node in nodes {
+            let mut ip = vec!["link set lo up".to_string()];
+            match node.role {
+                Role::Internet => {
+                    ip.push("link add name br0 type bridge".into());
+                    ip.push("link set br0 up".into());
+                }
+                Role::Router => {
+                    let r = node.router.as_ref().expect("routers have a router plan");
+                    ip.push("link add name lan0 type bridge".into());
+                    ip.push(format!(
+                        "addr add {}/{} dev lan0",
+                        r.lan_addr, r.lan_prefix_len
+                    ));
+                    ip.push("link set lan0 up".into());
+                }
+                _ => {}
+            }
+            netns::ip_batch(Some(&node.netns), &ip)?;
+        }
+
+        // Veth pairs, created from the upstream namespace straight into the member's.
+        for upstream in nodes {
+            let ip: Vec<String> = nodes
+                .iter()
+                .filter_map(|n| n.uplink.as_ref().map(|up| (n, up)))
+                .filter(|(_, up)| up.upstream == upstream.name)
+                .flat_map(|(member, up)| {
+                    [
+                        format!(
+                            "link add name {} type veth peer name {} netns {}",
+                            up.port, up.interface, member.netns
+                        ),
+                        format!("link set {} master {} up", up.port, up.bridge),
+                    ]
+                })
+                .collect();
+            netns::ip_batch(Some(&upstream.netns), &ip)?;
+        }
+
+        // Addresses and routes.
+        for node in nodes {
+            let Some(up) = &node.uplink else { continue };
+            let mut ip: Vec<String> = node
+                .addrs
+                .iter()
+                .map(|a| format!("addr add {a}/{} dev {}", up.prefix_len, up.interface))
+                .collect();
+            ip.push(format!("link set {} up", up.interface));
+            ip.push(match up.gateway {
+                Some(gw) => format!("route add default via {gw}"),
+                None => format!("route add default dev {}", up.interface),
+            });
+            netns::ip_batch(Some(&node.netns), &ip)?;
+        }
+
+        for node in nodes {
+            if let Some(router) = &node.router {
+                netns::nft_load(&node.netns, &nft::router_ruleset(router))?;
+            }
+            if let Some(up) = &node.uplink {
+                if let Some(rules) = nft::impairment_ruleset(&up.port, &up.impairment) {
+                    netns::nft_load(netns_of(&up.upstream), &rules)?;
+                }
+            }
+        }
+        debug_assert_eq!(nodes[0].name, INTERNET);
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown_inner() {
+            eprintln!("netsim: teardown of lab {} failed: {e}", self.plan.run_id);
+        }
+    }
+}
+
+/// A process started inside the lab; killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct LabProcess {
+    pub child: Child,
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,215 @@
+//! `netsim`: build a NAT lab in network namespaces, check it, run the p2pnat matrix.
+
+use clap::{Parser, Subcommand};
+use p2pnat_netsim::lab::{state_path, LabState};
+use p2pnat_netsim::topology::{netns_prefix, NETNS_PREFIX};
+use p2pnat_netsim::{matrix, netns, scenario, selfcheck, signals, Lab, NetsimError};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "netsim",
+    about = "A NAT lab in Linux network namespaces for p2pnat (needs root)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a scenario, run its self-check, print its hosts, and keep it up until Ctrl-C.
+    Up {
+        /// all-kinds, same-nat, same-nat-hairpin, or <kind>+<kind> (e.g. public+symmetric).
+        scenario: String,
+        /// Skip the NAT self-check.
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// Run a command inside a host of a lab that is up.
+    Exec {
+        /// Host name (as printed by `netsim up`).
+        host: String,
+        /// Run id of the lab, needed only when several labs are up.
+        #[arg(long)]
+        run: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Build every NAT kind and verify that each behaves as configured.
+    Check,
+    /// Run every pair of peer kinds with p2p-node and p2p-rendezvous and write a report.
+    Matrix(matrix::MatrixArgs),
+    /// Remove leftover labs (namespaces named nsim*) whose owning process is gone.
+    Down {
+        /// Also remove labs whose owner is still running.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    signals::install();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netsim: {e}");
+            match e {
+                NetsimError::NotRoot => ExitCode::from(77),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
+    match cmd {
+        Cmd::Up { scenario, no_check } => up(&scenario, no_check),
+        Cmd::Exec { host, run, command } => exec(&host, run.as_deref(), &command),
+        Cmd::Check => check(),
+        Cmd::Matrix(args) => matrix::run_cli(&args),
+        Cmd::Down { all } => down(all),
+    }
+}
+
+fn up(name: &str, no_check: bool) -> Result<ExitCode, NetsimError> {
+    let lab = scenario::by_name(name)?.build()?;
+    print_hosts(&lab);
+    if !no_check {
+        let report = selfcheck::check_lab(&lab)?;
+        for line in report.lines() {
+            println!("{line}");
+        }
+        report.ensure_passed()?;
+    }
+    println!(
+        "lab {} is up; state in {}; `netsim exec <host> -- <command>` runs inside it; Ctrl-C removes it",
+        lab.run_id(),
+        state_path(lab.run_id()).display()
+    );
+    loop {
+        // The signal thread tears the lab down and exits the process.
+        std::thread::park();
+    }
+}
+
+fn print_hosts(lab: &Lab) {
+    println!(
+        "{:<16} {:<9} {:<22} {:<28} namespace",
+        "host", "role", "addresses", "via"
+    );
+    for node in &lab.plan().nodes {
+        let addrs: Vec<String> = node.addrs.iter().map(|a| a.to_string()).collect();
+        let via = match (&node.router, &node.uplink) {
+            (Some(r), _) => format!(
+                "{} nat, lan {}/{}",
+                r.config.nat.name(),
+                r.lan_addr,
+                r.lan_prefix_len
+            ),
+            (None, Some(up)) => up.upstream.clone(),
+            (None, None) => "-".into(),
+        };
+        let role = format!("{:?}", node.role).to_lowercase();
+        println!(
+            "{:<16} {:<9} {:<22} {:<28} {}",
+            node.name,
+            role,
+            if addrs.is_empty() {
+                "-".into()
+            } else {
+                addrs.join(",")
+            },
+            via,
+            node.netns
+        );
+    }
+}
+
+fn exec(host: &str, run: Option<&str>, command: &[String]) -> Result<ExitCode, NetsimError> {
+    netns::require_root_and_tools()?;
+    let labs: Vec<LabState> = LabState::load_all()
+        .into_iter()
+        .filter(|s| s.owner_alive())
+        .filter(|s| run.is_none_or(|r| s.plan.run_id == r))
+        .collect();
+    let state = match labs.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(NetsimError::NoLab(
+                "no lab is up (start one with `netsim up <scenario>`)".into(),
+            ))
+        }
+        many => {
+            let ids: Vec<&str> = many.iter().map(|s| s.plan.run_id.as_str()).collect();
+            return Err(NetsimError::NoLab(format!(
+                "several labs are up ({}); choose one with --run",
+                ids.join(", ")
+            )));
+        }
+    };
+    let node = state.plan.node(host)?;
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &node.netns])
+        .args(command)
+        .status()
+        .map_err(|e| NetsimError::io("running ip netns exec", e))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+fn check() -> Result<ExitCode, NetsimError> {
+    let lab = scenario::all_kinds().build()?;
+    let started = std::time::Instant::now();
+    let report = selfcheck::check_lab(&lab)?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    println!(
+        "self-check of lab {}: {} in {:.1} s",
+        lab.run_id(),
+        if report.passed() { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    lab.teardown()?;
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn down(all: bool) -> Result<ExitCode, NetsimError> {
+    netns::require_root_and_tools()?;
+    let live: Vec<String> = LabState::load_all()
+        .into_iter()
+        .filter(|s| s.owner_alive() && !all)
+        .map(|s| s.plan.run_id)
+        .collect();
+    let mut runs: Vec<String> = netns::list_netns(NETNS_PREFIX)?
+        .into_iter()
+        .filter_map(|ns| {
+            let rest = ns.strip_prefix(NETNS_PREFIX)?;
+            Some(rest.split_once('-')?.0.to_string())
+        })
+        .collect();
+    runs.extend(LabState::load_all().into_iter().map(|s| s.plan.run_id));
+    runs.sort();
+    runs.dedup();
+    let mut removed = 0;
+    for run in runs {
+        if live.contains(&run) {
+            println!("keeping lab {run}: its owner is still running (use --all to remove it)");
+            continue;
+        }
+        let n = netns::remove_by_prefix(&netns_prefix(&run))?;
+        let _ = std::fs::remove_file(state_path(&run));
+        println!("removed lab {run} ({n} namespaces)");
+        removed += 1;
+    }
+    println!("{removed} lab(s) removed");
+    Ok(ExitCode::SUCCESS)
+}
