@@ -173,6 +173,26 @@ impl PathTable {
         true
     }
 
+    /// The virtual address to dial `peer` at over `path`, with the path set and the peer bound.
+    ///
+    /// If the peer is dialling us at the same moment, its handshake already has a virtual address
+    /// on this path ([`PathTable::vaddr_for_incoming`]); that one is shared rather than a second
+    /// allocated, because a path belongs to one virtual address and the two would otherwise take
+    /// it from each other, leaving one handshake with no path.
+    pub fn vaddr_for_dial(
+        &mut self,
+        peer: PeerId,
+        path: Path,
+    ) -> Result<SocketAddr, PathTableFull> {
+        let vaddr = match self.vaddr_for_path(path.local, path.remote) {
+            Some(existing) if self.peer(existing).is_none_or(|p| p == peer) => existing,
+            _ => self.vaddr_for_peer(peer)?,
+        };
+        self.bind_peer(vaddr, peer);
+        self.set_path(vaddr, path);
+        Ok(vaddr)
+    }
+
     /// Records that the handshake on `vaddr` proved it is `peer`.
     pub fn bind_peer(&mut self, vaddr: SocketAddr, peer: PeerId) {
         let vaddr = normalize(vaddr);
@@ -269,6 +289,25 @@ mod tests {
         table.release(vaddr);
         assert!(table.is_empty());
         assert_eq!(table.vaddr_for_path(LocalSocketId(0), remote), None);
+    }
+
+    #[test]
+    fn simultaneous_dial_shares_the_handshake_vaddr() {
+        // Their Initial arrives before our probe finished: it got an anonymous address.
+        let mut table = PathTable::new(8);
+        let peer = PeerId([7; 32]);
+        let remote = "192.0.2.4:9".parse().unwrap();
+        let incoming = table.vaddr_for_incoming(LocalSocketId(0), remote).unwrap();
+        let dialled = table.vaddr_for_dial(peer, direct("192.0.2.4:9")).unwrap();
+        assert_eq!(dialled, incoming, "one address, so neither loses the path");
+        assert_eq!(table.path(incoming), Some(direct("192.0.2.4:9")));
+        assert_eq!(table.peer(incoming), Some(peer));
+        // A path owned by a different, proven peer is not shared.
+        let other = table
+            .vaddr_for_dial(PeerId([8; 32]), direct("192.0.2.4:9"))
+            .unwrap();
+        assert_ne!(other, incoming);
+        assert_eq!(table.path(incoming), None);
     }
 
     #[test]

@@ -82,19 +82,19 @@ impl Dialler {
         candidates.retain(|addr| addr.is_ipv4() && !addr.ip().is_unspecified() && addr.port() != 0);
         tracing::debug!(?candidates, "probing candidates");
         let remote = self.probe(peer, &candidates).await?;
-        let vaddr = {
-            let mut paths = self.socket.paths().lock().expect("path table lock");
-            let vaddr = paths.vaddr_for_peer(peer)?;
-            paths.set_path(
-                vaddr,
+        let vaddr = self
+            .socket
+            .paths()
+            .lock()
+            .expect("path table lock")
+            .vaddr_for_dial(
+                peer,
                 Path {
                     local: LocalSocketId(0),
                     remote,
                     kind: PathKind::Direct,
                 },
-            );
-            vaddr
-        };
+            )?;
         tracing::debug!(%remote, %vaddr, "path selected; connecting");
         let connecting = self
             .endpoint

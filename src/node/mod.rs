@@ -391,11 +391,11 @@ async fn accept_connections(endpoint: quinn::Endpoint, socket: Arc<NodeSocket>, 
                 Ok(connection) => connection,
                 Err(e) => {
                     tracing::debug!(%vaddr, "incoming handshake failed: {e}");
-                    socket
-                        .paths()
-                        .lock()
-                        .expect("path table lock")
-                        .release(vaddr);
+                    let mut paths = socket.paths().lock().expect("path table lock");
+                    // A dial to the same peer may share this address; then it is not ours to free.
+                    if paths.peer(vaddr).is_none() {
+                        paths.release(vaddr);
+                    }
                     return;
                 }
             };
