@@ -305,7 +305,9 @@ async fn read_frames(
                         .await;
                     continue;
                 };
-                if !forward_command(&line, tx, outputs, max_message, budget, 0).await {
+                if forward_command(&line, tx, outputs, max_message, budget, 0).await
+                    == Forwarded::Stopped
+                {
                     return Ok(());
                 }
             }
@@ -319,8 +321,18 @@ async fn read_frames(
     }
 }
 
-/// Parses a command line and forwards it; line-mode sends get `msg_id`. Returns false when the
-/// node stopped listening.
+/// What [`forward_command`] did with a line.
+#[derive(Debug, PartialEq, Eq)]
+enum Forwarded {
+    /// A send (valid or refused for its size) that used the `msg_id`.
+    UsedMsgId,
+    /// Anything else: another command, or an error event.
+    Other,
+    /// The node stopped listening.
+    Stopped,
+}
+
+/// Parses a command line and forwards it; sends get `msg_id`.
 async fn forward_command(
     line: &str,
     tx: &mpsc::Sender<Input>,
@@ -328,7 +340,7 @@ async fn forward_command(
     max_message: usize,
     budget: &Arc<Semaphore>,
     msg_id: u64,
-) -> bool {
+) -> Forwarded {
     let input = match parse_command_line(line) {
         Ok(Command::Send { peer, payload }) => {
             if payload.len() > max_message {
@@ -339,7 +351,7 @@ async fn forward_command(
                         reason: format!("too-large: payload exceeds --max-message {max_message}"),
                     })
                     .await;
-                return true;
+                return Forwarded::UsedMsgId;
             }
             let permit = acquire(budget, payload.len()).await;
             Input::Send {
@@ -352,14 +364,18 @@ async fn forward_command(
         Ok(command) => Input::Command(command),
         Err(e) => {
             // An empty line in line mode is not worth an error.
-            if line.trim().is_empty() {
-                return true;
+            if !line.trim().is_empty() {
+                outputs.error(e.code(), e.to_string()).await;
             }
-            outputs.error(e.code(), e.to_string()).await;
-            return true;
+            return Forwarded::Other;
         }
     };
-    tx.send(input).await.is_ok()
+    let used = matches!(input, Input::Send { .. });
+    match tx.send(input).await {
+        Err(_) => Forwarded::Stopped,
+        Ok(()) if used => Forwarded::UsedMsgId,
+        Ok(()) => Forwarded::Other,
+    }
 }
 
 async fn read_lines(
@@ -388,12 +404,10 @@ async fn read_lines(
             continue;
         }
         let text = String::from_utf8_lossy(&line);
-        let is_send = text.trim_start().starts_with("send ");
-        if !forward_command(&text, tx, outputs, max_message, budget, next_msg_id).await {
-            return Ok(());
-        }
-        if is_send {
-            next_msg_id += 1;
+        match forward_command(&text, tx, outputs, max_message, budget, next_msg_id).await {
+            Forwarded::Stopped => return Ok(()),
+            Forwarded::UsedMsgId => next_msg_id += 1,
+            Forwarded::Other => {}
         }
         if !complete {
             return Ok(());

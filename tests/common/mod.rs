@@ -87,12 +87,14 @@ pub struct Node {
     pub id: String,
     pub ready: String,
     pub outputs: mpsc::Receiver<Out>,
+    /// Output frames the test has not consumed yet are held up to a bound; past it the reader
+    /// stops reading the node's stdout, as a slow application would.
     /// Keeps events that a wait skipped over, in order.
     pub backlog: Vec<Out>,
     pub dir: tempfile::TempDir,
 }
 
-fn read_frames(mut stdout: impl Read, tx: mpsc::Sender<Out>) {
+fn read_frames(mut stdout: impl Read, tx: mpsc::SyncSender<Out>) {
     loop {
         let mut header = [0u8; 5];
         if stdout.read_exact(&mut header).is_err() {
@@ -128,6 +130,16 @@ impl Node {
     }
 
     pub fn start_in(dir: tempfile::TempDir, rendezvous: &Rendezvous, extra: &[&str]) -> Self {
+        Self::start_bounded(dir, rendezvous, extra, 1_000_000)
+    }
+
+    /// Starts a node whose unconsumed outputs are held only up to `bound` frames.
+    pub fn start_bounded(
+        dir: tempfile::TempDir,
+        rendezvous: &Rendezvous,
+        extra: &[&str],
+        bound: usize,
+    ) -> Self {
         let mut child = Command::new(node_binary())
             .args(["--io", "frames", "--listen", "127.0.0.1:0", "--rendezvous"])
             .arg(&rendezvous.addr)
@@ -140,7 +152,7 @@ impl Node {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(bound);
         std::thread::spawn(move || read_frames(stdout, tx));
         let stdin = child.stdin.take();
         let mut node = Node {
