@@ -7,7 +7,7 @@ Python objects into payload bytes with a codec (JSON by default). Nothing here t
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 from . import events as ev
 from .codecs import decode_with, encode_with, get_codec, make_envelope
