@@ -235,20 +235,24 @@ async fn keep(
                 let _ = conn_tx.send(Some(connection.clone()));
                 let reason = loop {
                     tokio::select! {
+                        biased;
+                        _ = stopped(&mut keeper.shutdown) => {
+                            connection.close(0u32.into(), b"quit");
+                            return;
+                        }
                         _ = tokio::time::sleep(ttl / 3) => {
                             if let Err(e) = register(&connection, &keeper.local_addrs).await {
                                 break e;
                             }
                         }
                         e = connection.closed() => break e.to_string(),
-                        _ = stopped(&mut keeper.shutdown) => {
-                            connection.close(0u32.into(), b"quit");
-                            return;
-                        }
                     }
                 };
                 let _ = conn_tx.send(None);
                 connection.close(0u32.into(), b"reconnecting");
+                if *keeper.shutdown.borrow() {
+                    return;
+                }
                 keeper
                     .outputs
                     .error(
