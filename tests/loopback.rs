@@ -222,3 +222,14 @@ fn list_id_and_line_commands_in_framed_mode() {
     a.command(&format!("disconnect {b_id}"));
     a.wait_event(|e| e.starts_with(&format!("disconnected {b_id}")));
 }
+
+#[test]
+fn rendezvous_limits_refuse_with_a_clear_error() {
+    let rendezvous = Rendezvous::start(&["--max-registrations", "1"]);
+    let _first = Node::start(&rendezvous, &[]);
+    let mut second = Node::start(&rendezvous, &[]);
+    // The refusal is reported before ready, and ready says nothing was observed.
+    let error = second.wait_event(|e| e.starts_with("error rendezvous"));
+    assert!(error.contains("RegistryFull"), "{error}");
+    assert!(second.ready.ends_with("observed=-"), "{}", second.ready);
+}

@@ -409,6 +409,8 @@ async fn receive(
     max_message: usize,
 ) {
     let id = connection.stable_id();
+    // One stream of each kind per connection: more is a protocol violation.
+    let (mut seen_messages, mut seen_acks) = (false, false);
     let reason = loop {
         let mut stream = match connection.accept_uni().await {
             Ok(stream) => stream,
@@ -421,6 +423,22 @@ async fn receive(
                 continue;
             }
         };
+        let duplicate = match kind {
+            STREAM_MESSAGES => std::mem::replace(&mut seen_messages, true),
+            STREAM_ACKS => std::mem::replace(&mut seen_acks, true),
+            _ => false,
+        };
+        if duplicate {
+            tracing::warn!("peer opened a second stream of type {kind}; closing connection");
+            outputs
+                .error(
+                    "protocol",
+                    format!("peer {peer} opened a second stream of type {kind}"),
+                )
+                .await;
+            connection.close(CLOSE_PROTOCOL_ERROR.into(), b"duplicate stream");
+            continue;
+        }
         match kind {
             STREAM_MESSAGES => {
                 let task = receive_messages(
