@@ -5,5 +5,6 @@
 
 pub mod identity;
 pub mod node;
+pub mod process;
 pub mod socket;
 pub mod tls;

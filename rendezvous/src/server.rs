@@ -110,26 +110,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     tokio::select! {
         _ = accept => {}
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = p2pnat::process::shutdown_signal() => tracing::info!("shutting down"),
     }
     endpoint.close(0u32.into(), b"rendezvous shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn stun_answer(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {

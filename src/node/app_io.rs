@@ -76,12 +76,7 @@ impl Outputs {
 
     /// Reserves room for a received payload of `len` bytes (waits while stdout is behind).
     pub async fn reserve(&self, len: usize) -> OwnedSemaphorePermit {
-        let permits = u32::try_from(len).unwrap_or(u32::MAX).max(1);
-        self.budget
-            .clone()
-            .acquire_many_owned(permits)
-            .await
-            .expect("the stdout budget is never closed")
+        acquire(&self.budget, len).await
     }
 
     /// Queues a received payload for stdout.
@@ -209,13 +204,15 @@ async fn skip(reader: &mut (impl AsyncRead + Unpin), len: u64) -> std::io::Resul
     Ok(())
 }
 
+/// Takes `len` bytes (at least 1) from a byte budget, waiting until they are free. Budgets are
+/// at least `max_message` bytes, so any accepted message fits.
 async fn acquire(budget: &Arc<Semaphore>, len: usize) -> OwnedSemaphorePermit {
     let permits = u32::try_from(len).unwrap_or(u32::MAX).max(1);
     budget
         .clone()
         .acquire_many_owned(permits)
         .await
-        .expect("the stdin budget is never closed")
+        .expect("byte budgets are never closed")
 }
 
 async fn read_frames(

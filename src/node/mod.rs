@@ -232,7 +232,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
                 Some(Input::Command(Command::Quit)) => break,
                 Some(input) => handle_input(own, input, &peers, &outputs).await,
             },
-            _ = shutdown_signal() => {
+            _ = crate::process::shutdown_signal() => {
                 tracing::info!("signal received; shutting down");
                 break;
             }
@@ -260,19 +260,6 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     drop(outputs);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 async fn handle_input(own: PeerId, input: Input, peers: &Peers, outputs: &Outputs) {

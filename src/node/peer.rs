@@ -237,16 +237,18 @@ impl PeerTask {
         }
     }
 
-    fn remote_of(&self, connection: &quinn::Connection) -> std::net::SocketAddr {
-        let vaddr = connection.remote_address();
-        let paths = self
-            .context
+    fn paths(&self) -> std::sync::MutexGuard<'_, p2pnat_proto::path_table::PathTable> {
+        self.context
             .dialler
             .socket
             .paths()
             .lock()
-            .expect("path table lock");
-        paths.path(vaddr).map_or(vaddr, |path| path.remote)
+            .expect("path table lock")
+    }
+
+    fn remote_of(&self, connection: &quinn::Connection) -> std::net::SocketAddr {
+        let vaddr = connection.remote_address();
+        self.paths().path(vaddr).map_or(vaddr, |path| path.remote)
     }
 
     async fn send(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
@@ -343,14 +345,7 @@ impl PeerTask {
         if let Some(vaddr) = vaddr {
             // Keep the path table bounded: forget a virtual address no live connection uses.
             if !self.connections.iter().any(|c| c.remote_address() == vaddr) {
-                let mut paths = self
-                    .context
-                    .dialler
-                    .socket
-                    .paths()
-                    .lock()
-                    .expect("path table lock");
-                paths.release(vaddr);
+                self.paths().release(vaddr);
             }
         }
         if self
@@ -423,58 +418,45 @@ async fn receive(
                 continue;
             }
         };
-        let duplicate = match kind {
-            STREAM_MESSAGES => std::mem::replace(&mut seen_messages, true),
-            STREAM_ACKS => std::mem::replace(&mut seen_acks, true),
-            _ => false,
+        let violation = match kind {
+            STREAM_MESSAGES if seen_messages => Some("a second message stream"),
+            STREAM_ACKS if seen_acks => Some("a second ack stream"),
+            STREAM_MESSAGES | STREAM_ACKS => None,
+            _ => Some("a stream of unknown type"),
         };
-        if duplicate {
-            tracing::warn!("peer opened a second stream of type {kind}; closing connection");
+        if let Some(what) = violation {
+            tracing::warn!(kind, "peer opened {what}; closing connection");
             outputs
-                .error(
-                    "protocol",
-                    format!("peer {peer} opened a second stream of type {kind}"),
-                )
+                .error("protocol", format!("peer {peer} opened {what} ({kind})"))
                 .await;
-            connection.close(CLOSE_PROTOCOL_ERROR.into(), b"duplicate stream");
+            connection.close(CLOSE_PROTOCOL_ERROR.into(), b"stream protocol violation");
             continue;
         }
-        match kind {
-            STREAM_MESSAGES => {
-                let task = receive_messages(
-                    connection.clone(),
-                    stream,
-                    peer,
-                    outputs.clone(),
-                    max_message,
-                );
-                tokio::spawn(task.in_current_span());
-            }
-            STREAM_ACKS => {
-                let control = control.clone();
-                let task = async move {
-                    while let Ok(count) = stream.read_u64().await {
-                        let acked = PeerControl::Acked {
-                            connection: id,
-                            count,
-                        };
-                        if control.send(acked).await.is_err() {
-                            break;
-                        }
+        if kind == STREAM_MESSAGES {
+            seen_messages = true;
+            let task = receive_messages(
+                connection.clone(),
+                stream,
+                peer,
+                outputs.clone(),
+                max_message,
+            );
+            tokio::spawn(task.in_current_span());
+        } else {
+            seen_acks = true;
+            let control = control.clone();
+            let task = async move {
+                while let Ok(count) = stream.read_u64().await {
+                    let acked = PeerControl::Acked {
+                        connection: id,
+                        count,
+                    };
+                    if control.send(acked).await.is_err() {
+                        break;
                     }
-                };
-                tokio::spawn(task.in_current_span());
-            }
-            other => {
-                tracing::warn!("peer opened a stream of unknown type {other}; closing connection");
-                outputs
-                    .error(
-                        "protocol",
-                        format!("peer {peer} opened an unknown stream type {other}"),
-                    )
-                    .await;
-                connection.close(CLOSE_PROTOCOL_ERROR.into(), b"unknown stream type");
-            }
+                }
+            };
+            tokio::spawn(task.in_current_span());
         }
     };
     let _ = control
