@@ -17,6 +17,9 @@ pub enum PeerKind {
     FullCone,
     RestrictedCone,
     PortRestrictedCone,
+    /// A port-restricted cone without a WAN firewall (a bare Linux NAT box): unsolicited
+    /// inbound datagrams are kept by conntrack and move the host's next mapping to a new port.
+    LinuxNat,
     Symmetric,
     /// A carrier NAT (port-restricted cone, 100.64.0.0/10 inside) in front of a full-cone
     /// home router: the home router's openness is hidden by the carrier's filtering.
@@ -26,11 +29,12 @@ pub enum PeerKind {
 }
 
 impl PeerKind {
-    pub const ALL: [PeerKind; 7] = [
+    pub const ALL: [PeerKind; 8] = [
         PeerKind::Public,
         PeerKind::FullCone,
         PeerKind::RestrictedCone,
         PeerKind::PortRestrictedCone,
+        PeerKind::LinuxNat,
         PeerKind::Symmetric,
         PeerKind::DoubleNat,
         PeerKind::UdpBlocked,
@@ -42,6 +46,7 @@ impl PeerKind {
             PeerKind::FullCone => "full-cone",
             PeerKind::RestrictedCone => "restricted-cone",
             PeerKind::PortRestrictedCone => "port-restricted-cone",
+            PeerKind::LinuxNat => "linux-nat",
             PeerKind::Symmetric => "symmetric",
             PeerKind::DoubleNat => "double-nat",
             PeerKind::UdpBlocked => "udp-blocked",
@@ -68,6 +73,11 @@ impl PeerKind {
                 builder
                     .router(&router, nat(kind))
                     .host_behind(peer, &router)
+            }
+            PeerKind::LinuxNat => {
+                let router = format!("{peer}-nat");
+                let config = nat(NatKind::PortRestrictedCone).wan_firewall(false);
+                builder.router(&router, config).host_behind(peer, &router)
             }
             PeerKind::DoubleNat => {
                 let cgn = format!("{peer}-cgn");
@@ -191,7 +201,7 @@ pub fn scenario_help() -> Vec<(String, &'static str)> {
         ("all-kinds".into(), "one host behind every NAT kind and option (what `netsim check` verifies)"),
         ("same-nat".into(), "alice and bob behind one port-restricted NAT without hairpinning"),
         ("same-nat-hairpin".into(), "alice and bob behind one port-restricted NAT with hairpinning"),
-        ("<kind>+<kind>".into(), "alice behind the first kind, bob behind the second; kinds: public, full-cone, restricted-cone, port-restricted-cone, symmetric, double-nat, udp-blocked"),
+        ("<kind>+<kind>".into(), "alice behind the first kind, bob behind the second; kinds: public, full-cone, restricted-cone, port-restricted-cone, linux-nat, symmetric, double-nat, udp-blocked"),
     ]
 }
 

@@ -1,16 +1,229 @@
-//! The scenario matrix.
+//! The scenario matrix: every pair of peer kinds, plus two peers behind one NAT, each run
+//! with the real `p2p-rendezvous` and `p2p-node`, measured, and compared with the expected
+//! outcomes kept as data in `netsim/expected.toml`.
+//!
+//! Cells run one after another (the machine has two cores and timings matter). The matrix
+//! exits non-zero if any cell does worse than expected; better is reported, not failed.
+
+pub mod cell;
+pub mod expected;
+pub mod node;
+pub mod report;
+
 use crate::error::{NetsimError, Result};
-use std::path::PathBuf;
+use crate::lab::LabBuilder;
+use crate::scenario::{self, PeerKind};
+use cell::CellConfig;
+use report::{Report, Row};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Default expectations file, next to this crate's manifest.
+pub const DEFAULT_EXPECTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/expected.toml");
 
 /// Arguments of `netsim matrix`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct MatrixArgs {
-    /// Report folder.
+    /// Report folder (matrix.md, matrix.json, and per-cell logs under logs/).
     #[arg(long, default_value = "reports/netsim")]
     pub out: PathBuf,
+    /// Expected outcomes.
+    #[arg(long, default_value = DEFAULT_EXPECTED)]
+    pub expected: PathBuf,
+    /// p2p-node binary [default: $P2P_NODE_BIN, else next to netsim, else the workspace's
+    /// target/debug].
+    #[arg(long)]
+    pub node_bin: Option<PathBuf>,
+    /// p2p-rendezvous binary [default: $P2P_RENDEZVOUS_BIN, else as for --node-bin].
+    #[arg(long)]
+    pub rendezvous_bin: Option<PathBuf>,
+    /// Run only the cells whose name contains one of these (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Bytes of the bulk transfer.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub bulk_bytes: usize,
+    /// Seconds to wait for one message to arrive or fail.
+    #[arg(long, default_value_t = 15)]
+    pub message_timeout: u64,
+    /// Seconds to wait for the bulk transfer.
+    #[arg(long, default_value_t = 30)]
+    pub bulk_timeout: u64,
+    /// Extra argument for every p2p-node (repeatable), e.g. --node-arg=--probe-timeout-ms=3000.
+    #[arg(long, allow_hyphen_values = true)]
+    pub node_arg: Vec<String>,
 }
 
-pub fn run_cli(_args: &MatrixArgs) -> Result<ExitCode> {
-    Err(NetsimError::Matrix("not yet".into()))
+/// Every cell of the matrix, in order: unordered pairs of [`PeerKind::ALL`] (alice is the
+/// first kind and dials first), then two peers behind one NAT without and with hairpinning.
+pub fn all_cells() -> Vec<(String, LabBuilder)> {
+    let mut cells = Vec::new();
+    for (i, a) in PeerKind::ALL.iter().enumerate() {
+        for b in &PeerKind::ALL[i..] {
+            cells.push((format!("{a}+{b}"), scenario::pair(*a, *b)));
+        }
+    }
+    cells.push(("same-nat".into(), scenario::same_nat(false)));
+    cells.push(("same-nat-hairpin".into(), scenario::same_nat(true)));
+    cells
+}
+
+/// Finds a binary: the explicit path, else `$env_var`, else next to the running executable,
+/// else the workspace's target/debug.
+pub fn locate_binary(explicit: Option<&Path>, env_var: &str, name: &str) -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else if let Some(p) = std::env::var_os(env_var) {
+        candidates.push(PathBuf::from(p));
+    } else {
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                candidates.push(dir.join(name));
+                // Test binaries live in target/debug/deps.
+                if let Some(up) = dir.parent() {
+                    candidates.push(up.join(name));
+                }
+            }
+        }
+        candidates.push(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug")
+                .join(name),
+        );
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            NetsimError::Matrix(format!(
+                "cannot find {name} (looked at {}); build it with `cargo build --workspace --bins` or set {env_var}",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// Runs the matrix and writes the report; the exit code is non-zero if a cell did worse than
+/// expected.
+pub fn run_cli(args: &MatrixArgs) -> Result<ExitCode> {
+    crate::netns::require_root_and_tools()?;
+    let report = run(args)?;
+    println!("{}", report.summary());
+    println!(
+        "report: {} and matrix.json",
+        args.out.join("matrix.md").display()
+    );
+    let worse = report.count(|v| matches!(v, expected::Verdict::Worse(_)));
+    Ok(if worse == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the selected cells and writes the report into `args.out`.
+pub fn run(args: &MatrixArgs) -> Result<Report> {
+    let started = Instant::now();
+    let node_bin = locate_binary(args.node_bin.as_deref(), "P2P_NODE_BIN", "p2p-node")?;
+    let rendezvous_bin = locate_binary(
+        args.rendezvous_bin.as_deref(),
+        "P2P_RENDEZVOUS_BIN",
+        "p2p-rendezvous",
+    )?;
+    let cells = all_cells();
+    let names: Vec<String> = cells.iter().map(|(n, _)| n.clone()).collect();
+    let expectations = expected::load(&args.expected, &names)?;
+    let work_dir = args.out.join("logs");
+    if work_dir.exists() {
+        std::fs::remove_dir_all(&work_dir)
+            .map_err(|e| NetsimError::io(format!("clearing {}", work_dir.display()), e))?;
+    }
+    let cfg = CellConfig {
+        node_bin: absolute(&node_bin),
+        rendezvous_bin: absolute(&rendezvous_bin),
+        work_dir: absolute(&work_dir),
+        ready_timeout: Duration::from_secs(15),
+        message_timeout: Duration::from_secs(args.message_timeout),
+        bulk_bytes: args.bulk_bytes.max(1024),
+        bulk_timeout: Duration::from_secs(args.bulk_timeout),
+        node_args: args.node_arg.clone(),
+    };
+    let mut rows = Vec::new();
+    for (name, builder) in cells {
+        if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        if crate::signals::interrupted() {
+            break;
+        }
+        let result = cell::run_cell(&cfg, &name, builder)?;
+        let expected = expectations
+            .iter()
+            .find(|e| e.pair == name)
+            .expect("load checked every cell is named")
+            .clone();
+        let verdict = expected::verdict(&expected, &result);
+        println!(
+            "{:<42} connected={:<5} path={:<8} first={:>8} ms  bulk={:>7} MiB/s  {:.1} s  {}",
+            name,
+            result.connected,
+            result.path.as_deref().unwrap_or("-"),
+            result
+                .first_message_ms
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            result
+                .throughput_mib_s
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            result.duration_s,
+            verdict.label()
+        );
+        if let expected::Verdict::Worse(reasons) | expected::Verdict::Better(reasons) = &verdict {
+            for r in reasons {
+                println!("    {r}");
+            }
+        }
+        rows.push(Row {
+            expected,
+            result,
+            verdict,
+        });
+    }
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        finished_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        node_bin: cfg.node_bin.display().to_string(),
+        rendezvous_bin: cfg.rendezvous_bin.display().to_string(),
+        duration_s: started.elapsed().as_secs_f64(),
+        rows,
+    };
+    report.write(&args.out)?;
+    Ok(report)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_expectations_cover_every_cell() {
+        let names: Vec<String> = all_cells().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 8 * 9 / 2 + 2);
+        expected::load(Path::new(DEFAULT_EXPECTED), &names).unwrap();
+    }
 }

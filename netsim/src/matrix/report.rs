@@ -1,0 +1,182 @@
+//! The matrix report: a markdown table for people and JSON for programs.
+
+use super::cell::CellResult;
+use super::expected::{Expectation, Verdict};
+use crate::error::{NetsimError, Result};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+
+/// One row: what was expected, what happened, and the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub expected: Expectation,
+    pub result: CellResult,
+    pub verdict: Verdict,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The command line that produced the report.
+    pub command: String,
+    /// Seconds since the Unix epoch when the matrix finished.
+    pub finished_unix: u64,
+    pub node_bin: String,
+    pub rendezvous_bin: String,
+    pub duration_s: f64,
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    pub fn count(&self, f: impl Fn(&Verdict) -> bool) -> usize {
+        self.rows.iter().filter(|r| f(&r.verdict)).count()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} cells: {} as expected, {} better than expected, {} worse than expected ({:.0} s)",
+            self.rows.len(),
+            self.count(|v| matches!(v, Verdict::AsExpected)),
+            self.count(|v| matches!(v, Verdict::Better(_))),
+            self.count(|v| matches!(v, Verdict::Worse(_))),
+            self.duration_s
+        )
+    }
+
+    /// Renders the markdown report.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# netsim matrix\n");
+        let _ = writeln!(md, "Command: `{}`  ", self.command);
+        let _ = writeln!(
+            md,
+            "Finished: {} (Unix time)  \nNode: `{}`  \nRendezvous: `{}`\n",
+            self.finished_unix, self.node_bin, self.rendezvous_bin
+        );
+        let _ = writeln!(md, "**{}**\n", self.summary());
+        md.push_str("alice sends first (dialling bob), then bob sends to alice (dialling her if no connection exists). \
+*first msg ms*: from queueing the first message that arrived to its arrival at the other application; \
+*direct after ms*: from alice's first send to the first `connected`/`path` event with a direct path; \
+*bulk*: the bulk transfer in 1 MiB framed messages, first byte queued to last byte received; \
+*messages*: delivered/failed/lost/corrupted/duplicated of sent.\n\n");
+        md.push_str("| cell (alice+bob) | expected | connected | path | dialled by | first msg ms | direct after ms | bulk MiB/s | messages | verdict |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        for row in &self.rows {
+            let r = &row.result;
+            let e = &row.expected;
+            let expected = if e.connected {
+                e.path.clone().unwrap_or_default()
+            } else {
+                "no connection".into()
+            };
+            let m = &r.messages;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} of {} | {} |",
+                r.cell,
+                expected,
+                if r.connected { "yes" } else { "no" },
+                r.path.as_deref().unwrap_or("-"),
+                r.dialled_by.as_deref().unwrap_or("-"),
+                opt(r.first_message_ms, 1),
+                opt(r.time_to_direct_ms, 1),
+                opt(r.throughput_mib_s, 1),
+                m.delivered,
+                m.failed,
+                m.lost,
+                m.corrupted,
+                m.duplicated,
+                m.sent,
+                row.verdict.label()
+            );
+        }
+        let details: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| !matches!(r.verdict, Verdict::AsExpected) || !r.result.notes.is_empty())
+            .collect();
+        if !details.is_empty() {
+            md.push_str("\n## Details\n\n");
+            for row in details {
+                let reasons = match &row.verdict {
+                    Verdict::AsExpected => Vec::new(),
+                    Verdict::Better(r) | Verdict::Worse(r) => r.clone(),
+                };
+                let _ = writeln!(md, "- **{}** ({}):", row.result.cell, row.verdict.label());
+                for reason in reasons.iter().chain(row.result.notes.iter()) {
+                    let _ = writeln!(md, "  - {reason}");
+                }
+            }
+        }
+        md.push_str("\n## Ready events\n\n| cell | alice | bob |\n|---|---|---|\n");
+        for row in &self.rows {
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | `{}` |",
+                row.result.cell, row.result.alice_ready, row.result.bob_ready
+            );
+        }
+        md
+    }
+
+    /// Writes `matrix.md` and `matrix.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NetsimError::io(format!("creating {}", dir.display()), e))?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| NetsimError::Format {
+            context: "serialising the matrix report".into(),
+            message: e.to_string(),
+        })?;
+        for (name, text) in [("matrix.md", self.markdown()), ("matrix.json", json)] {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| NetsimError::io(format!("writing {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_has_a_row_per_cell_and_explains_non_matches() {
+        let expected = Expectation {
+            pair: "public+public".into(),
+            connected: false,
+            path: None,
+        };
+        let result = CellResult {
+            cell: "public+public".into(),
+            connected: true,
+            path: Some("direct".into()),
+            throughput_mib_s: Some(12.345),
+            ..CellResult::default()
+        };
+        let verdict = super::super::expected::verdict(&expected, &result);
+        let report = Report {
+            command: "netsim matrix".into(),
+            finished_unix: 0,
+            node_bin: "n".into(),
+            rendezvous_bin: "r".into(),
+            duration_s: 1.0,
+            rows: vec![Row {
+                expected,
+                result,
+                verdict,
+            }],
+        };
+        let md = report.markdown();
+        assert!(md.contains("| public+public | no connection | yes | direct |"));
+        assert!(md.contains("12.3"));
+        assert!(md.contains("better than expected"));
+        assert!(md.contains("## Details"));
+        assert!(report.summary().contains("1 better than expected"));
+    }
+}
