@@ -40,9 +40,16 @@ pub fn build_or_skip(builder: LabBuilder) -> Option<Lab> {
     match builder.build() {
         Ok(lab) => Some(lab),
         Err(NetsimError::NotRoot) => {
-            eprintln!("skipping: netsim needs root");
+            print_skip("skipping: netsim needs root");
             None
         }
         Err(e) => panic!("building the lab failed: {e}"),
     }
+}
+
+/// Writes a line straight to the process's stderr, past the test harness's output capture,
+/// so a skipped lab test says so in a plain `cargo test` run.
+pub fn print_skip(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

@@ -1,0 +1,237 @@
+//! Integration tests that build real labs. They need root; without it each prints
+//! "skipping: netsim needs root" and passes.
+
+use p2pnat_netsim::selfcheck::{check_lab, HostCheck};
+use p2pnat_netsim::topology::{netns_prefix, WITNESS, WITNESS_ADDR};
+use p2pnat_netsim::{
+    build_or_skip, netns, scenario, Classification, FilteringBehaviour, Lab, LinkImpairment,
+    MappingBehaviour, NatKind, RouterConfig,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn host<'a>(checks: &'a [HostCheck], name: &str) -> &'a HostCheck {
+    checks
+        .iter()
+        .find(|c| c.host == name)
+        .expect("host was checked")
+}
+
+#[test]
+fn every_nat_kind_behaves_as_configured() {
+    let Some(lab) = build_or_skip(scenario::all_kinds()) else {
+        return;
+    };
+    let report = check_lab(&lab).expect("self-check runs");
+    for line in report.lines() {
+        eprintln!("{line}");
+    }
+    report
+        .ensure_passed()
+        .expect("every router behaves as configured");
+    // Spot-check a few classifications directly, not only through `passed`.
+    let symmetric = host(&report.hosts, "symmetric");
+    match symmetric.observed {
+        Ok(Classification::Nat(b)) => {
+            assert_eq!(b.mapping, MappingBehaviour::AddressAndPortDependent)
+        }
+        ref other => panic!("symmetric NAT classified as {other:?}"),
+    }
+    let restricted = host(&report.hosts, "restricted");
+    match restricted.observed {
+        Ok(Classification::Nat(b)) => assert_eq!(b.filtering, FilteringBehaviour::AddressDependent),
+        ref other => panic!("restricted cone classified as {other:?}"),
+    }
+    assert_eq!(
+        host(&report.hosts, "blocked").observed,
+        Ok(Classification::UdpBlocked)
+    );
+    assert_eq!(
+        report.hairpins.len(),
+        2,
+        "one hairpin check per two-host LAN"
+    );
+}
+
+/// The self-check is only worth something if it fails on a router that lies: a router set up
+/// as a full cone whose inbound DNAT rule is removed behaves as a port-restricted cone.
+#[test]
+fn self_check_catches_a_misbehaving_router() {
+    let builder = Lab::builder()
+        .router("home", RouterConfig::new(NatKind::FullCone))
+        .host_behind("alice", "home");
+    let Some(lab) = build_or_skip(builder) else {
+        return;
+    };
+    check_lab(&lab)
+        .unwrap()
+        .ensure_passed()
+        .expect("intact router passes");
+    let router_ns = lab.node("home").unwrap().netns.clone();
+    netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &router_ns,
+            "nft",
+            "flush",
+            "chain",
+            "ip",
+            "netsim_nat",
+            "prerouting",
+        ],
+        None,
+    )
+    .unwrap();
+    let report = check_lab(&lab).unwrap();
+    assert!(!report.passed(), "a tampered router must fail the check");
+    let alice = host(&report.hosts, "alice");
+    match alice.observed {
+        Ok(Classification::Nat(b)) => {
+            assert_eq!(b.mapping, MappingBehaviour::EndpointIndependent);
+            assert_eq!(b.filtering, FilteringBehaviour::AddressAndPortDependent);
+        }
+        ref other => panic!("tampered router classified as {other:?}"),
+    }
+    assert!(report.ensure_passed().is_err());
+}
+
+#[test]
+fn the_lab_is_removed_on_drop_and_on_panic() {
+    let builder = Lab::builder().public_host("alice");
+    let Some(lab) = build_or_skip(builder.clone()) else {
+        return;
+    };
+    let prefix = netns_prefix(lab.run_id());
+    assert!(netns::list_netns(&prefix).unwrap().len() >= 4);
+    let mut sleeper = lab.spawn("alice", "sleep", &["600"]).unwrap();
+    let pid = sleeper.child.id();
+    drop(lab);
+    assert!(
+        netns::list_netns(&prefix).unwrap().is_empty(),
+        "namespaces left after drop"
+    );
+    // The process inside the lab was killed with it.
+    let status = sleeper.child.wait().unwrap();
+    assert!(!status.success(), "sleep {pid} should have been killed");
+
+    let prefix_seen = std::sync::Mutex::new(String::new());
+    let panicked = std::panic::catch_unwind(|| {
+        let lab = builder.build().unwrap();
+        *prefix_seen.lock().unwrap() = netns_prefix(lab.run_id());
+        panic!("test panic while the lab is up");
+    });
+    assert!(panicked.is_err());
+    let prefix = prefix_seen.lock().unwrap().clone();
+    assert!(!prefix.is_empty());
+    assert!(
+        netns::list_netns(&prefix).unwrap().is_empty(),
+        "namespaces left after a panic"
+    );
+}
+
+#[test]
+fn commands_run_inside_the_host_namespace() {
+    let builder = Lab::builder()
+        .router("home", RouterConfig::new(NatKind::PortRestrictedCone))
+        .host_behind("alice", "home");
+    let Some(lab) = build_or_skip(builder) else {
+        return;
+    };
+    let out = lab
+        .command("alice", "ip")
+        .unwrap()
+        .args(["-4", "-o", "addr", "show", "dev", "eth0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{}/24", lab.addr("alice").unwrap())),
+        "{text}"
+    );
+    // No link of the lab is visible in the machine's own namespace.
+    let root = netns::run("ip", &["-o", "link"], None).unwrap();
+    assert!(!root.contains("lan0") && !root.contains("br0"), "{root}");
+}
+
+/// Random loss from nftables on a host's uplink, in both directions: with 30 % per
+/// direction a datagram and its echo both survive about 49 % of the time.
+#[test]
+fn link_loss_drops_about_the_configured_share() {
+    let builder = Lab::builder()
+        .public_host("lossy")
+        .impair("lossy", LinkImpairment { loss_percent: 30 });
+    let Some(lab) = build_or_skip(builder) else {
+        return;
+    };
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let client = lab.udp_socket("lossy", any).unwrap();
+    let echo = lab
+        .udp_socket(WITNESS, SocketAddr::new(WITNESS_ADDR.into(), 7))
+        .unwrap();
+    let target = echo.local_addr().unwrap();
+    // One datagram at a time, so no socket buffer overflows and only the link drops.
+    const N: usize = 500;
+    let wait = Some(Duration::from_millis(10));
+    echo.set_read_timeout(wait).unwrap();
+    client.set_read_timeout(wait).unwrap();
+    let mut buf = [0u8; 16];
+    let (mut arrived, mut echoed) = (0, 0);
+    for i in 0..N {
+        client.send_to(&(i as u32).to_be_bytes(), target).unwrap();
+        if let Ok((n, from)) = echo.recv_from(&mut buf) {
+            arrived += 1;
+            echo.send_to(&buf[..n], from).unwrap();
+            if client.recv_from(&mut buf).is_ok() {
+                echoed += 1;
+            }
+        }
+    }
+    let one_way = arrived as f64 / N as f64;
+    let round_trip = echoed as f64 / N as f64;
+    eprintln!("one way {one_way:.2} arrived, round trip {round_trip:.2}");
+    assert!((0.60..=0.80).contains(&one_way), "one way {one_way}");
+    assert!(
+        (0.38..=0.60).contains(&round_trip),
+        "round trip {round_trip}"
+    );
+}
+
+/// One real cell of the matrix when the binaries are built (`cargo build --workspace
+/// --bins`); skipped with a message otherwise.
+#[test]
+fn one_matrix_cell_with_the_real_binaries() {
+    use p2pnat_netsim::matrix::{cell, locate_binary};
+    let (Ok(node), Ok(rendezvous)) = (
+        locate_binary(None, "P2P_NODE_BIN", "p2p-node"),
+        locate_binary(None, "P2P_RENDEZVOUS_BIN", "p2p-rendezvous"),
+    ) else {
+        p2pnat_netsim::print_skip("skipping: p2p-node / p2p-rendezvous not built");
+        return;
+    };
+    if let Err(p2pnat_netsim::NetsimError::NotRoot) = netns::require_root_and_tools() {
+        p2pnat_netsim::print_skip("skipping: netsim needs root");
+        return;
+    }
+    let work = std::env::temp_dir().join(format!("netsim-test-{}", std::process::id()));
+    let cfg = cell::CellConfig {
+        node_bin: node,
+        rendezvous_bin: rendezvous,
+        work_dir: work.clone(),
+        ready_timeout: Duration::from_secs(15),
+        message_timeout: Duration::from_secs(15),
+        bulk_bytes: 2 * 1024 * 1024,
+        bulk_timeout: Duration::from_secs(30),
+        node_args: vec![],
+    };
+    let builder = scenario::pair(scenario::PeerKind::Public, scenario::PeerKind::FullCone);
+    let result = cell::run_cell(&cfg, "public+full-cone", builder).unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+    eprintln!("{result:?}");
+    assert_eq!(result.lab_problem, None);
+    assert!(result.connected);
+    assert_eq!(result.path.as_deref(), Some("direct"));
+    assert_eq!(result.messages.lost + result.messages.corrupted, 0);
+    assert!(result.throughput_mib_s.is_some());
+}
