@@ -64,9 +64,9 @@ async def serve(args) -> int:
         return 1
     peer_id_file = Path(args.peer_id_file) if args.peer_id_file else None
     try:
-        print(f"server peer id: {server.peer_id}", flush=True)
-        if peer_id_file:
+        if peer_id_file:  # before printing: whoever reads the line may look for the file at once
             peer_id_file.write_text(server.peer_id + "\n")
+        print(f"server peer id: {server.peer_id}", flush=True)
         print("waiting for messages (Ctrl+C to stop)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -21,7 +21,8 @@ class _Endpoint:
     def __init__(self, *, rendezvous: Optional[str], identity: Optional[str], codec: Any,
                  listen: Optional[str], binary: Optional[str], max_message: Optional[int],
                  on_event: Optional[EventHandler], accept_from: Optional[str],
-                 message_queue_size: int, event_queue_size: int, max_in_flight: int,
+                 message_queue_size: int, message_queue_bytes: Optional[int],
+                 event_queue_size: int, max_in_flight: Optional[int],
                  ready_timeout: float, stop_timeout: float, stderr: StderrTarget,
                  extra_args: Sequence[str], env: Optional[Dict[str, str]], name: str) -> None:
         self.codec = get_codec(codec)
@@ -30,8 +31,9 @@ class _Endpoint:
             rendezvous=rendezvous, identity=identity, listen=listen, max_message=max_message,
             binary=binary, extra_args=extra_args, env=env,
             decode=lambda data: decode_with(codec_obj, data), accept_from=accept_from,
-            message_queue_size=message_queue_size, event_queue_size=event_queue_size,
-            max_in_flight=max_in_flight, ready_timeout=ready_timeout, stop_timeout=stop_timeout,
+            message_queue_size=message_queue_size, message_queue_bytes=message_queue_bytes,
+            event_queue_size=event_queue_size, max_in_flight=max_in_flight,
+            ready_timeout=ready_timeout, stop_timeout=stop_timeout,
             stderr=stderr, on_event=on_event, name=name)
 
     # lifecycle
@@ -104,13 +106,15 @@ class P2PServer(_Endpoint):
     def __init__(self, rendezvous: Optional[str] = None, identity: Optional[str] = None,
                  codec: Any = "json", *, listen: Optional[str] = None, binary: Optional[str] = None,
                  max_message: Optional[int] = None, on_event: Optional[EventHandler] = None,
-                 message_queue_size: int = 64, event_queue_size: int = 256,
-                 max_in_flight: int = 256, ready_timeout: float = 30.0, stop_timeout: float = 5.0,
+                 message_queue_size: int = 1024, message_queue_bytes: Optional[int] = None,
+                 event_queue_size: int = 256, max_in_flight: Optional[int] = None,
+                 ready_timeout: float = 30.0, stop_timeout: float = 5.0,
                  stderr: StderrTarget = None, extra_args: Sequence[str] = (),
                  env: Optional[Dict[str, str]] = None) -> None:
         super().__init__(rendezvous=rendezvous, identity=identity, codec=codec, listen=listen,
                          binary=binary, max_message=max_message, on_event=on_event, accept_from=None,
-                         message_queue_size=message_queue_size, event_queue_size=event_queue_size,
+                         message_queue_size=message_queue_size,
+                         message_queue_bytes=message_queue_bytes, event_queue_size=event_queue_size,
                          max_in_flight=max_in_flight, ready_timeout=ready_timeout,
                          stop_timeout=stop_timeout, stderr=stderr, extra_args=extra_args, env=env,
                          name="p2p-node(server)")
@@ -154,8 +158,9 @@ class P2PClient(_Endpoint):
                  identity: Optional[str] = None, codec: Any = "json", *,
                  listen: Optional[str] = None, binary: Optional[str] = None,
                  max_message: Optional[int] = None, on_event: Optional[EventHandler] = None,
-                 message_queue_size: int = 64, event_queue_size: int = 256,
-                 max_in_flight: int = 256, ready_timeout: float = 30.0, stop_timeout: float = 5.0,
+                 message_queue_size: int = 1024, message_queue_bytes: Optional[int] = None,
+                 event_queue_size: int = 256, max_in_flight: Optional[int] = None,
+                 ready_timeout: float = 30.0, stop_timeout: float = 5.0,
                  stderr: StderrTarget = None, extra_args: Sequence[str] = (),
                  env: Optional[Dict[str, str]] = None) -> None:
         send_header(0, server_peer_id, 0)  # validates the peer id early
@@ -163,7 +168,7 @@ class P2PClient(_Endpoint):
         super().__init__(rendezvous=rendezvous, identity=identity, codec=codec, listen=listen,
                          binary=binary, max_message=max_message, on_event=on_event,
                          accept_from=server_peer_id, message_queue_size=message_queue_size,
-                         event_queue_size=event_queue_size, max_in_flight=max_in_flight,
+                         message_queue_bytes=message_queue_bytes, event_queue_size=event_queue_size, max_in_flight=max_in_flight,
                          ready_timeout=ready_timeout, stop_timeout=stop_timeout, stderr=stderr,
                          extra_args=extra_args, env=env, name="p2p-node(client)")
 

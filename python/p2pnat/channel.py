@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from typing import Deque, Generic, Set, TypeVar
+from typing import Deque, Generic, Optional, Set, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -24,11 +24,16 @@ class ChannelClosed(Exception):
 
 
 class BoundedChannel(Generic[T]):
-    def __init__(self, maxsize: int) -> None:
+    """At most ``maxsize`` items and, if ``max_bytes`` is set, at most ``max_bytes`` of item sizes
+    (as given to :meth:`put`); one item larger than ``max_bytes`` is let in when the channel is empty."""
+
+    def __init__(self, maxsize: int, max_bytes: Optional[int] = None) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
-        self._items: Deque[T] = deque()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: Deque[Tuple[T, int]] = deque()
         self._closed = False
         self._waiters: Set[asyncio.Future] = set()
         self.dropped = 0  # items dropped by put_drop_oldest or put after close
@@ -54,14 +59,22 @@ class BoundedChannel(Generic[T]):
         finally:
             self._waiters.discard(fut)
 
-    async def put(self, item: T) -> bool:
-        """Add ``item``, waiting while full. Returns False (item dropped) if the channel is closed."""
-        while not self._closed and len(self._items) >= self.maxsize:
+    def _full_for(self, size: int) -> bool:
+        if len(self._items) >= self.maxsize:
+            return True
+        return (self.max_bytes is not None and bool(self._items)
+                and self.bytes + size > self.max_bytes)
+
+    async def put(self, item: T, size: int = 0) -> bool:
+        """Add ``item`` (counting ``size`` bytes), waiting while full. Returns False (item
+        dropped) if the channel is closed."""
+        while not self._closed and self._full_for(size):
             await self._wait_change()
         if self._closed:
             self.dropped += 1
             return False
-        self._items.append(item)
+        self._items.append((item, size))
+        self.bytes += size
         self._wake()
         return True
 
@@ -71,9 +84,10 @@ class BoundedChannel(Generic[T]):
             self.dropped += 1
             return False
         if len(self._items) >= self.maxsize:
-            self._items.popleft()
+            _, size = self._items.popleft()
+            self.bytes -= size
             self.dropped += 1
-        self._items.append(item)
+        self._items.append((item, 0))
         self._wake()
         return True
 
@@ -82,7 +96,8 @@ class BoundedChannel(Generic[T]):
         while not self._items and not self._closed:
             await self._wait_change()
         if self._items:
-            item = self._items.popleft()
+            item, size = self._items.popleft()
+            self.bytes -= size
             self._wake()
             return item
         raise ChannelClosed()
@@ -90,6 +105,7 @@ class BoundedChannel(Generic[T]):
     def unbound(self) -> None:
         """Stop limiting the size (for a final drain whose size is bounded elsewhere)."""
         self.maxsize = sys.maxsize
+        self.max_bytes = None
         self._wake()
 
     def close(self) -> None:

@@ -6,10 +6,14 @@ codec-aware ``P2PServer`` / ``P2PClient`` (api.py) sit on top of it. It is publi
 
 Memory is bounded everywhere:
 
-* received messages go to a bounded channel; when it is full the reader stops reading the node's
-  stdout, so the node stops reading from its peers (backpressure, docs/PROTOCOL.md 1.4);
+* received messages go to a channel bounded by count (``message_queue_size``) and payload bytes
+  (``message_queue_bytes``, default 2 x max_message like the node's own bound); when it is full the
+  reader stops reading the node's stdout, so the node stops reading from its peers (backpressure,
+  docs/PROTOCOL.md 1.4);
 * events go to a bounded channel that drops the oldest event when full (events never stall messages);
-* at most ``max_in_flight`` sends wait for ``delivered``/``failed`` at once (more ``send`` calls wait);
+* sends are limited by the node's stdin (it reads only as fast as it can hand messages to peers),
+  so unconfirmed sends are bounded by the node's own buffers; ``max_in_flight`` adds a count limit
+  (off by default, see python/README.md about the deadlock it can cause);
 * stderr is read continuously, line by line, into the ``logging`` module and/or a file; only the last
   ``STDERR_TAIL_LINES`` lines are kept (for error messages).
 """
@@ -71,7 +75,8 @@ class NodeProcess:
                  binary: Optional[str] = None, extra_args: Sequence[str] = (),
                  env: Optional[Dict[str, str]] = None,
                  decode: Optional[Callable[[bytes], Any]] = None, accept_from: Optional[str] = None,
-                 message_queue_size: int = 64, event_queue_size: int = 256, max_in_flight: int = 256,
+                 message_queue_size: int = 1024, message_queue_bytes: Optional[int] = None,
+                 event_queue_size: int = 256, max_in_flight: Optional[int] = None,
                  ready_timeout: float = 30.0, stop_timeout: float = 5.0, kill_timeout: float = 5.0,
                  stderr: StderrTarget = None, on_event: Optional[EventHandler] = None,
                  name: str = "p2p-node") -> None:
@@ -93,7 +98,10 @@ class NodeProcess:
         self._handlers: List[EventHandler] = [on_event] if on_event else []
         self._handler_tasks: Set[asyncio.Task] = set()
 
-        self._messages: BoundedChannel[Tuple[str, Any]] = BoundedChannel(message_queue_size)
+        if message_queue_bytes is None:  # the node's own bound for received payloads (PROTOCOL 1.4)
+            message_queue_bytes = 2 * (max_message or DEFAULT_MAX_MESSAGE)
+        self._messages: BoundedChannel[Tuple[str, Any]] = BoundedChannel(message_queue_size,
+                                                                          message_queue_bytes)
         self._events: BoundedChannel[ev.Event] = BoundedChannel(event_queue_size)
         self._max_in_flight = max_in_flight
         self._in_flight: Optional[asyncio.Semaphore] = None
@@ -171,7 +179,8 @@ class NodeProcess:
             raise P2PError("this node was already started (create a new object to start again)")
         binary = self.binary or find_binary(NODE)
         loop = asyncio.get_running_loop()
-        self._in_flight = asyncio.Semaphore(self._max_in_flight)
+        if self._max_in_flight is not None:
+            self._in_flight = asyncio.Semaphore(self._max_in_flight)
         self._write_lock = asyncio.Lock()
         self._list_lock = asyncio.Lock()
         self._ready = loop.create_future()
@@ -275,16 +284,16 @@ class NodeProcess:
         ``wait=False``: returns, once the frame is written to the node's stdin, an
         ``asyncio.Future`` with that outcome (an ignored failure is not reported as "never
         retrieved"; it is also a ``failed`` event).
-        Either way the call waits while ``max_in_flight`` sends are unconfirmed, and while the node's
-        stdin is full (backpressure).
+        Either way the call waits while the node's stdin is full (backpressure) and, if
+        ``max_in_flight`` is set, while that many sends are unconfirmed.
         """
         self._check_running()
         if not isinstance(payload, bytes):
             payload = bytes(payload)
         msg_id = next(self._msg_ids)
         header = send_header(msg_id, peer_id, len(payload))  # ValueError/TypeError at the caller
-        assert self._in_flight is not None
-        await self._in_flight.acquire()
+        if self._in_flight is not None:
+            await self._in_flight.acquire()
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = fut
         fut.add_done_callback(functools.partial(self._send_done, msg_id))
@@ -301,8 +310,8 @@ class NodeProcess:
     def _send_done(self, msg_id: int, fut: asyncio.Future) -> None:
         if self._pending.get(msg_id) is fut:
             del self._pending[msg_id]
-        assert self._in_flight is not None
-        self._in_flight.release()
+        if self._in_flight is not None:
+            self._in_flight.release()
         if not fut.cancelled():
             fut.exception()  # mark retrieved: failures are also events
 
@@ -359,8 +368,15 @@ class NodeProcess:
                     stdin.write(part)
                 await stdin.drain()
             except (BrokenPipeError, ConnectionResetError) as exc:
-                raise NodeExited(f"{self.name} stopped reading its stdin ({exc})",
-                                 returncode=self._proc.returncode, stderr_tail=self.stderr_tail) from exc
+                broken = exc
+            else:
+                return
+        # The node closed its stdin: it is exiting. Report how it ended, not just the broken pipe.
+        if await _wait_exit(self._proc, self.stop_timeout):
+            raise NodeExited(self._exit_reason(self._proc.returncode), returncode=self._proc.returncode,
+                             stderr_tail=self.stderr_tail) from broken
+        raise NodeExited(f"{self.name} stopped reading its stdin ({broken})",
+                         stderr_tail=self.stderr_tail) from broken
 
     # ------------------------------------------------------------------ receiving
     def messages(self) -> BoundedChannel:
@@ -490,7 +506,7 @@ class NodeProcess:
                 self._publish(ev.Event(kind=ev.DECODE_ERROR, peer_id=peer_id, reason=str(exc),
                                        payload=payload[:EVENT_PAYLOAD_PREFIX]))
                 return
-        if not await self._messages.put((peer_id, message)):
+        if not await self._messages.put((peer_id, message), len(payload)):
             log.debug("%s: message from %s dropped: the node is stopping", self.name, peer_id)
 
     async def _drain_stderr(self) -> None:
@@ -552,13 +568,14 @@ class NodeProcess:
                 task.cancel()
             except Exception:
                 pass
+        self._finish(self._exit_reason(returncode), returncode)
+
+    def _exit_reason(self, returncode: Optional[int]) -> str:
         if self._stopping and returncode == 0:
-            reason = f"{self.name} stopped"
-        elif returncode is not None and returncode < 0:
-            reason = f"{self.name} was killed by signal {-returncode}"
-        else:
-            reason = f"{self.name} exited with status {returncode}"
-        self._finish(reason, returncode)
+            return f"{self.name} stopped"
+        if returncode is not None and returncode < 0:
+            return f"{self.name} was killed by signal {-returncode}"
+        return f"{self.name} exited with status {returncode}"
 
     def _finish(self, reason: str, returncode: Optional[int]) -> None:
         tail = () if (self._stopping and returncode == 0) else self.stderr_tail
@@ -566,6 +583,7 @@ class NodeProcess:
         self._exit_error = self._new_exit_error()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self._new_exit_error())
+            self._ready.exception()  # start() may have given up waiting (timeout): no "never retrieved"
         for fut in list(self._pending.values()):
             if not fut.done():
                 fut.set_exception(self._new_exit_error())

@@ -77,9 +77,16 @@ def rendezvous(tmp_path_factory):
     _, rendezvous_bin = binaries_or_skip()
     tmp = tmp_path_factory.mktemp("rendezvous")
     log_path = tmp / "rendezvous.log"
+    argv = [rendezvous_bin, "--listen", "127.0.0.1:0", "--identity", str(tmp / "rendezvous.key")]
+    # Every test node registers from 127.0.0.1, dozens within seconds: lift the per-IP limit on new
+    # registrations (a refused registration makes a peer unreachable until the node's retry).
+    help_text = subprocess.run([rendezvous_bin, "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+    if "--new-per-ip-burst" in help_text:
+        argv += ["--new-per-ip-burst", "1000000"]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [rendezvous_bin, "--listen", "127.0.0.1:0", "--identity", str(tmp / "rendezvous.key")],
+            argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
             env={**os.environ, "NO_COLOR": "1"})
     try:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -94,12 +93,12 @@ def test_thousand_messages_in_order(rendezvous, tmp_path):
     async def main():
         async with server_for(rendezvous, tmp_path) as server:
             echo = asyncio.ensure_future(echo_loop(server, n))
-            async with client_for(rendezvous, tmp_path, server.peer_id, max_in_flight=64) as client:
+            async with client_for(rendezvous, tmp_path, server.peer_id) as client:
+                # Read the answers while sending: their delivery events queue behind them.
+                replies = asyncio.ensure_future(_first(client.messages(), n))
                 futures = [await client.send_message({"seq": i}, wait=False) for i in range(n)]
                 ids = await asyncio.gather(*futures)
-                replies = [await client.messages().__anext__() for _ in range(n)]
-                seen = await echo
-                return ids, seen, replies
+                return ids, await echo, await replies
     ids, seen, replies = run(main(), timeout=300)
     assert len(set(ids)) == n
     assert [m["payload"]["seq"] for _, m in seen] == list(range(n))
@@ -187,6 +186,15 @@ async def _all(aiterable):
     return [item async for item in aiterable]
 
 
+async def _first(aiterable, n):
+    out = []
+    async for item in aiterable:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_garbage_from_a_raw_peer_is_an_error_event(rendezvous, tmp_path, codec):
     garbage = b"\xc1\xff\xfe not valid json, msgpack or cbor"
@@ -257,10 +265,11 @@ def test_too_large_message_fails_and_the_stream_stays_in_sync(rendezvous, tmp_pa
                     await client.send_message({"big": b"\x00" * 10000})
                 await client.send_message({"small": True})
                 reply = await client.messages().__anext__()
-                return info.value, reply
-    exc, reply = run(main())
+                return info.value, reply, await echo
+    exc, reply, seen = run(main())
     assert exc.reason.startswith("too-large")
     assert reply["payload"] == {"small": True}
+    assert [m["payload"] for _, m in seen] == [{"small": True}]  # nothing of the large one arrived
 
 
 def test_peer_id_matches_identity_file(rendezvous, tmp_path, node_binary):

@@ -172,7 +172,7 @@ def test_slow_consumer_stops_the_reader(tmp_path):
     bound = 2 * ((64 * 1024 + 2 * 64 * 1024) // frame_size + 8) + 4
 
     async def main():
-        async with fake("flood", message_queue_size=4,
+        async with fake("flood", message_queue_size=4, stop_timeout=0.5,
                         extra_env={"FAKE_NODE_COUNT_FILE": str(count_file)}) as node:
             await asyncio.sleep(1.0)  # give an unbounded reader ample time to swallow thousands
             stalled = int(count_file.read_text())
