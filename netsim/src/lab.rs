@@ -7,6 +7,7 @@
 use crate::error::{NetsimError, Result};
 use crate::netns;
 use crate::nft;
+use crate::shaper::{Shaper, ShaperParams};
 use crate::topology::{
     Attachment, LabPlan, LinkImpairment, NodePlan, Role, RouterConfig, Topology, INTERNET,
 };
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Directory holding one JSON description per live lab, for `netsim exec` and `netsim down`.
 pub const STATE_DIR: &str = "/run/netsim";
@@ -78,6 +80,8 @@ impl LabState {
 pub struct LabBuilder {
     topology: Topology,
     scenario: Option<String>,
+    /// Names passed to `impair` that were not in the lab.
+    unknown: Vec<String>,
 }
 
 impl LabBuilder {
@@ -104,18 +108,31 @@ impl LabBuilder {
         ));
         self
     }
-    /// Impairs the uplink of an already added host or router.
+    /// Impairs the uplink of an already added host or router (an unknown name makes
+    /// [`LabBuilder::build`] fail).
     pub fn impair(mut self, name: &str, impairment: LinkImpairment) -> Self {
+        let mut found = false;
         for (n, _, link) in &mut self.topology.hosts {
             if n == name {
                 *link = impairment;
+                found = true;
             }
         }
         for (n, _, link) in &mut self.topology.routers {
             if n == name {
                 *link = impairment;
+                found = true;
             }
         }
+        if !found {
+            self.unknown.push(name.to_string());
+        }
+        self
+    }
+    /// Puts the userspace shaper on the uplink of `name` even without a delay or rate yet, so
+    /// that [`Lab::set_impairment`] can add them while the lab runs.
+    pub fn shape(mut self, name: &str) -> Self {
+        self.topology.shaped.push(name.into());
         self
     }
     /// Records the scenario name in the lab's state file.
@@ -131,11 +148,17 @@ impl LabBuilder {
     /// Creates the lab. Needs root; returns [`NetsimError::NotRoot`] otherwise. On any error
     /// everything created so far is removed before returning.
     pub fn build(self) -> Result<Lab> {
+        if let Some(name) = self.unknown.first() {
+            return Err(NetsimError::Topology(format!(
+                "cannot impair unknown `{name}`"
+            )));
+        }
         netns::require_root_and_tools()?;
         let run_id = netns::fresh_run_id()?;
         let plan = self.topology.plan(&run_id)?;
-        let lab = Lab {
+        let mut lab = Lab {
             plan,
+            shapers: Vec::new(),
             torn_down: false,
         };
         LIVE_LABS
@@ -149,6 +172,7 @@ impl LabBuilder {
         };
         lab.write_state(&state)?;
         lab.create()?; // on error `lab` drops here and tears down
+        lab.start_shapers()?;
         Ok(lab)
     }
 }
@@ -157,6 +181,8 @@ impl LabBuilder {
 #[derive(Debug)]
 pub struct Lab {
     plan: LabPlan,
+    /// (node name, its uplink's shaper), stopped before the namespaces go.
+    shapers: Vec<(String, Shaper)>,
     torn_down: bool,
 }
 
@@ -221,6 +247,7 @@ impl Lab {
             return Ok(());
         }
         self.torn_down = true;
+        self.shapers.clear();
         let prefix = self.plan.netns_prefix();
         let result = netns::remove_by_prefix(&prefix).map(|_| ());
         let _ = std::fs::remove_file(state_path(&self.plan.run_id));
@@ -229,6 +256,66 @@ impl Lab {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|p| p != &prefix);
         result
+    }
+
+    fn start_shapers(&mut self) -> Result<()> {
+        for node in &self.plan.nodes {
+            let Some(up) = &node.uplink else { continue };
+            let Some(shaper) = &up.shaper else { continue };
+            let params = Arc::new(ShaperParams::default());
+            params.set(
+                Duration::from_millis(u64::from(up.impairment.delay_ms)),
+                up.impairment.rate_kbit,
+            );
+            let netns = &self.plan.node(shaper)?.netns;
+            self.shapers
+                .push((node.name.clone(), Shaper::start(netns, params)?));
+        }
+        Ok(())
+    }
+
+    /// Changes the impairment of the uplink of `name` while the lab runs. Loss can always
+    /// change; delay and rate need the shaper, present when the link had a delay or rate at
+    /// build time or was named in [`LabBuilder::shape`].
+    pub fn set_impairment(&self, name: &str, impairment: LinkImpairment) -> Result<()> {
+        let node = self.node(name)?;
+        let up = node
+            .uplink
+            .as_ref()
+            .ok_or_else(|| NetsimError::Topology(format!("`{name}` has no uplink to impair")))?;
+        match self.shapers.iter().find(|(n, _)| n == name) {
+            Some((_, shaper)) => shaper.params.set(
+                Duration::from_millis(u64::from(impairment.delay_ms)),
+                impairment.rate_kbit,
+            ),
+            None if impairment.needs_shaper() => {
+                return Err(NetsimError::Topology(format!(
+                    "the uplink of `{name}` has no shaper; give it one with LabBuilder::shape or a delay at build time"
+                )))
+            }
+            None => {}
+        }
+        let upstream_ns = &self.node(&up.upstream)?.netns;
+        let table = format!("netsim_link_{}", up.port);
+        // Replace the loss table (it may not exist yet).
+        let _ = netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                upstream_ns,
+                "nft",
+                "delete",
+                "table",
+                "netdev",
+                &table,
+            ],
+            None,
+        );
+        if let Some(rules) = nft::impairment_ruleset(&up.port, &impairment) {
+            netns::nft_load(upstream_ns, &rules)?;
+        }
+        Ok(())
     }
 
     fn write_state(&self, state: &LabState) -> Result<()> {
@@ -299,23 +386,47 @@ impl Lab {
             netns::ip_batch(Some(&node.netns), &ip)?;
         }
 
-        // Veth pairs, created from the upstream namespace straight into the member's.
+        // Veth pairs, created from the upstream namespace straight into the member's (or
+        // into the shaper's, which gets a second pair to the member).
         for upstream in nodes {
             let ip: Vec<String> = nodes
                 .iter()
                 .filter_map(|n| n.uplink.as_ref().map(|up| (n, up)))
                 .filter(|(_, up)| up.upstream == upstream.name)
                 .flat_map(|(member, up)| {
+                    let (peer_name, peer_ns) = match &up.shaper {
+                        Some(shaper) => ("a1", netns_of(shaper)),
+                        None => (up.interface.as_str(), member.netns.as_str()),
+                    };
                     [
                         format!(
-                            "link add name {} type veth peer name {} netns {}",
-                            up.port, up.interface, member.netns
+                            "link add name {} type veth peer name {peer_name} netns {peer_ns}",
+                            up.port
                         ),
                         format!("link set {} master {} up", up.port, up.bridge),
                     ]
                 })
                 .collect();
             netns::ip_batch(Some(&upstream.netns), &ip)?;
+        }
+        for member in nodes {
+            let Some(shaper) = member
+                .uplink
+                .as_ref()
+                .and_then(|u| u.shaper.as_ref().map(|s| (u, s)))
+            else {
+                continue;
+            };
+            let (up, shaper) = shaper;
+            let ip = vec![
+                format!(
+                    "link add name a0 type veth peer name {} netns {}",
+                    up.interface, member.netns
+                ),
+                "link set a0 up".to_string(),
+                "link set a1 up".to_string(),
+            ];
+            netns::ip_batch(Some(netns_of(shaper)), &ip)?;
         }
 
         // Addresses and routes.

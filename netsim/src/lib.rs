@@ -25,6 +25,7 @@ pub mod netns;
 pub mod nft;
 pub mod scenario;
 pub mod selfcheck;
+pub mod shaper;
 pub mod signals;
 pub mod stun;
 pub mod topology;

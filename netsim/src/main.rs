@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 use p2pnat_netsim::lab::{state_path, LabState};
 use p2pnat_netsim::topology::{netns_prefix, NETNS_PREFIX};
-use p2pnat_netsim::{matrix, netns, scenario, selfcheck, signals, Lab, NetsimError};
+use p2pnat_netsim::{
+    matrix, netns, scenario, selfcheck, signals, Lab, LinkImpairment, NetsimError,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -25,6 +27,10 @@ enum Cmd {
         /// Skip the NAT self-check.
         #[arg(long)]
         no_check: bool,
+        /// Impair a host's or router's uplink, e.g. --link alice:loss=5,delay=40,rate=10000
+        /// (loss in %, delay in ms each way, rate in kbit/s each way). Repeatable.
+        #[arg(long = "link", value_name = "HOST:SPEC")]
+        links: Vec<String>,
     },
     /// Run a command inside a host of a lab that is up.
     Exec {
@@ -66,7 +72,11 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
     match cmd {
-        Cmd::Up { scenario, no_check } => up(&scenario, no_check),
+        Cmd::Up {
+            scenario,
+            no_check,
+            links,
+        } => up(&scenario, no_check, &links),
         Cmd::Exec { host, run, command } => exec(&host, run.as_deref(), &command),
         Cmd::Check => check(),
         Cmd::Matrix(args) => matrix::run_cli(&args),
@@ -74,8 +84,21 @@ fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
     }
 }
 
-fn up(name: &str, no_check: bool) -> Result<ExitCode, NetsimError> {
-    let lab = scenario::by_name(name)?.build()?;
+fn up(name: &str, no_check: bool, links: &[String]) -> Result<ExitCode, NetsimError> {
+    let mut builder = scenario::by_name(name)?;
+    let mut impaired = Vec::new();
+    for link in links {
+        let (host, spec) = link.split_once(':').ok_or_else(|| {
+            NetsimError::Topology(format!("--link wants HOST:SPEC, got `{link}`"))
+        })?;
+        let impairment: LinkImpairment = spec.parse()?;
+        // Shaped from the start, impaired only after the self-check.
+        if impairment.needs_shaper() {
+            builder = builder.shape(host);
+        }
+        impaired.push((host.to_string(), impairment));
+    }
+    let lab = builder.build()?;
     print_hosts(&lab);
     if !no_check {
         let report = selfcheck::check_lab(&lab)?;
@@ -83,6 +106,10 @@ fn up(name: &str, no_check: bool) -> Result<ExitCode, NetsimError> {
             println!("{line}");
         }
         report.ensure_passed()?;
+    }
+    for (host, impairment) in impaired {
+        lab.set_impairment(&host, impairment)?;
+        println!("impaired the uplink of {host}: {impairment:?}");
     }
     println!(
         "lab {} is up; state in {}; `netsim exec <host> -- <command>` runs inside it; Ctrl-C removes it",

@@ -201,7 +201,14 @@ mod tests {
     #[test]
     fn loss_only_when_asked() {
         assert_eq!(impairment_ruleset("p1", &LinkImpairment::default()), None);
-        let r = impairment_ruleset("p1", &LinkImpairment { loss_percent: 7 }).unwrap();
+        let r = impairment_ruleset(
+            "p1",
+            &LinkImpairment {
+                loss_percent: 7,
+                ..LinkImpairment::default()
+            },
+        )
+        .unwrap();
         assert!(r.contains("device \"p1\""));
         assert!(r.contains("numgen random mod 100 < 7 drop"));
         assert!(r.contains("hook egress"));

@@ -28,6 +28,8 @@ pub const RENDEZVOUS_ADDRS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 10),
     Ipv4Addr::new(203, 0, 113, 11),
 ];
+/// Suffix of shaper namespaces (reserved in names).
+pub const LINK_SUFFIX: &str = "-link";
 pub const WITNESS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 250);
 /// Most hosts or routers of one kind the address plan has room for.
 pub const MAX_PER_SEGMENT: usize = 200;
@@ -84,8 +86,47 @@ impl NatKind {
 /// both directions. Zero means "none".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkImpairment {
-    /// Percentage (0..=100) of IPv4 packets dropped at random, in each direction.
+    /// Percentage (0..=100) of IPv4 packets dropped at random, in each direction (nftables).
     pub loss_percent: u8,
+    /// Added one-way delay in milliseconds, each direction (userspace shaper).
+    pub delay_ms: u32,
+    /// Bandwidth cap in kbit/s, each direction; 0 = none (userspace shaper).
+    pub rate_kbit: u32,
+}
+
+impl LinkImpairment {
+    /// Whether the link needs the userspace shaper (delay or rate).
+    pub fn needs_shaper(&self) -> bool {
+        self.delay_ms > 0 || self.rate_kbit > 0
+    }
+}
+
+impl std::str::FromStr for LinkImpairment {
+    type Err = NetsimError;
+    /// Parses `loss=5,delay=40,rate=10000` (any subset, in any order).
+    fn from_str(spec: &str) -> Result<Self> {
+        let mut imp = LinkImpairment::default();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let bad = || {
+                NetsimError::Topology(format!(
+                    "bad link impairment `{part}` (want loss=PERCENT, delay=MS or rate=KBIT)"
+                ))
+            };
+            let (key, value) = part.split_once('=').ok_or_else(bad)?;
+            match key {
+                "loss" => {
+                    imp.loss_percent = value.parse().map_err(|_| bad())?;
+                    if imp.loss_percent > 100 {
+                        return Err(bad());
+                    }
+                }
+                "delay" => imp.delay_ms = value.parse().map_err(|_| bad())?,
+                "rate" => imp.rate_kbit = value.parse().map_err(|_| bad())?,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(imp)
+    }
 }
 
 /// How a router is configured.
@@ -157,6 +198,9 @@ pub struct Topology {
     pub routers: Vec<(String, RouterConfig, LinkImpairment)>,
     /// (name, attachment, uplink impairment), in declaration order.
     pub hosts: Vec<(String, Attachment, LinkImpairment)>,
+    /// Hosts or routers whose uplink gets the userspace shaper even without a delay or rate
+    /// at build time, so that one can be set while the lab runs.
+    pub shaped: Vec<String>,
 }
 
 /// What a namespace of the lab is for.
@@ -168,6 +212,8 @@ pub enum Role {
     Witness,
     Host,
     Router,
+    /// The shaper namespace in the middle of a delayed or rate-limited link.
+    Link,
 }
 
 /// The link from a namespace up to the segment it is attached to.
@@ -186,6 +232,8 @@ pub struct Uplink {
     /// Default gateway, or `None` for an on-link default route (the internet is one segment).
     pub gateway: Option<Ipv4Addr>,
     pub impairment: LinkImpairment,
+    /// Plan name of the shaper namespace the link runs through, if shaped.
+    pub shaper: Option<String>,
 }
 
 /// A router's own addressing.
@@ -277,7 +325,7 @@ fn validate_name(name: &str) -> Result<()> {
             "name `{name}` must be 1-24 characters of a-z, 0-9 and -"
         )));
     }
-    if [INTERNET, RENDEZVOUS, WITNESS].contains(&name) {
+    if [INTERNET, RENDEZVOUS, WITNESS].contains(&name) || name.ends_with(LINK_SUFFIX) {
         return Err(NetsimError::Topology(format!("name `{name}` is reserved")));
     }
     Ok(())
@@ -319,6 +367,11 @@ impl Topology {
             name: INTERNET.into(),
             members: 0,
         }];
+        if let Some(unknown) = self.shaped.iter().find(|n| !seen.contains(n.as_str())) {
+            return Err(NetsimError::Topology(format!(
+                "cannot shape unknown `{unknown}`"
+            )));
+        }
         let mut nodes = vec![NodePlan {
             name: INTERNET.into(),
             netns: format!("{prefix}{INTERNET}"),
@@ -339,6 +392,7 @@ impl Topology {
                 prefix_len: 24,
                 gateway: None,
                 impairment,
+                shaper: None,
             }
         };
         for (name, role, addrs) in [
@@ -435,6 +489,26 @@ impl Topology {
                 router: None,
             });
         }
+        // Shaper namespaces for delayed or rate-limited links.
+        let mut shapers = Vec::new();
+        for node in &mut nodes {
+            let Some(up) = node.uplink.as_mut() else {
+                continue;
+            };
+            if up.impairment.needs_shaper() || self.shaped.contains(&node.name) {
+                let name = format!("{}{LINK_SUFFIX}", node.name);
+                up.shaper = Some(name.clone());
+                shapers.push(NodePlan {
+                    netns: format!("{prefix}{name}"),
+                    name,
+                    role: Role::Link,
+                    addrs: vec![],
+                    uplink: None,
+                    router: None,
+                });
+            }
+        }
+        nodes.extend(shapers);
         Ok(LabPlan {
             run_id: run_id.to_string(),
             nodes,
@@ -472,6 +546,7 @@ fn lan_uplink(
         prefix_len: 24,
         gateway: Some(Ipv4Addr::new(net[0], net[1], net[2], 1)),
         impairment,
+        shaper: None,
     })
 }
 
@@ -505,6 +580,7 @@ mod tests {
                     LinkImpairment::default(),
                 ),
             ],
+            shaped: vec![],
         }
     }
 
@@ -580,6 +656,54 @@ mod tests {
     }
 
     #[test]
+    fn delayed_links_get_a_shaper_namespace() {
+        let mut t = double_nat();
+        t.hosts[0].2 = "delay=20,rate=1000".parse().unwrap();
+        t.shaped.push("bob".into());
+        let plan = t.plan("x").unwrap();
+        let alice = plan.node("alice").unwrap();
+        assert_eq!(
+            alice.uplink.as_ref().unwrap().shaper.as_deref(),
+            Some("alice-link")
+        );
+        assert_eq!(plan.node("alice-link").unwrap().role, Role::Link);
+        assert!(plan.node("bob-link").is_ok());
+        assert!(plan
+            .node("carrier")
+            .unwrap()
+            .uplink
+            .as_ref()
+            .unwrap()
+            .shaper
+            .is_none());
+        t.shaped.push("nobody".into());
+        assert!(t.plan("x").is_err());
+        let mut t = double_nat();
+        t.hosts[0].0 = "x-link".into();
+        assert!(t.plan("x").is_err(), "the -link suffix is reserved");
+    }
+
+    #[test]
+    fn impairment_specs_parse() {
+        let imp: LinkImpairment = "loss=5,delay=40,rate=10000".parse().unwrap();
+        assert_eq!(
+            imp,
+            LinkImpairment {
+                loss_percent: 5,
+                delay_ms: 40,
+                rate_kbit: 10000
+            }
+        );
+        assert_eq!(
+            "".parse::<LinkImpairment>().unwrap(),
+            LinkImpairment::default()
+        );
+        for bad in ["loss=101", "loss", "speed=3", "delay=-1"] {
+            assert!(bad.parse::<LinkImpairment>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn udp_blocking_router_has_no_expected_nat_behaviour() {
         let t = Topology {
             routers: vec![(
@@ -592,6 +716,7 @@ mod tests {
                 Attachment::Router("fw".into()),
                 LinkImpairment::default(),
             )],
+            shaped: vec![],
         };
         let plan = t.plan("x").unwrap();
         assert_eq!(plan.expected_behaviour(plan.node("h").unwrap()), None);

@@ -4,8 +4,8 @@
 use p2pnat_netsim::selfcheck::{check_lab, HostCheck};
 use p2pnat_netsim::topology::{netns_prefix, WITNESS, WITNESS_ADDR};
 use p2pnat_netsim::{
-    build_or_skip, netns, scenario, Classification, FilteringBehaviour, Lab, LinkImpairment,
-    MappingBehaviour, NatKind, RouterConfig,
+    build_or_skip, netns, scenario, Classification, FilteringBehaviour, Lab, MappingBehaviour,
+    NatKind, RouterConfig,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -161,7 +161,7 @@ fn commands_run_inside_the_host_namespace() {
 fn link_loss_drops_about_the_configured_share() {
     let builder = Lab::builder()
         .public_host("lossy")
-        .impair("lossy", LinkImpairment { loss_percent: 30 });
+        .impair("lossy", "loss=30".parse().unwrap());
     let Some(lab) = build_or_skip(builder) else {
         return;
     };
@@ -224,6 +224,7 @@ fn one_matrix_cell_with_the_real_binaries() {
         bulk_bytes: 2 * 1024 * 1024,
         bulk_timeout: Duration::from_secs(30),
         node_args: vec![],
+        link: None,
     };
     let builder = scenario::pair(scenario::PeerKind::Public, scenario::PeerKind::FullCone);
     let result = cell::run_cell(&cfg, "public+full-cone", builder).unwrap();
@@ -234,4 +235,101 @@ fn one_matrix_cell_with_the_real_binaries() {
     assert_eq!(result.path.as_deref(), Some("direct"));
     assert_eq!(result.messages.lost + result.messages.corrupted, 0);
     assert!(result.throughput_mib_s.is_some());
+}
+
+/// Round trip of small datagrams between a host and the witness, in milliseconds.
+fn udp_round_trips(lab: &Lab, host: &str, count: usize) -> Vec<f64> {
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let client = lab.udp_socket(host, any).unwrap();
+    let echo = lab
+        .udp_socket(WITNESS, SocketAddr::new(WITNESS_ADDR.into(), 7))
+        .unwrap();
+    let target = echo.local_addr().unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // One extra first round trip resolves ARP (itself delayed) and is not counted.
+    (0..=count)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            client.send_to(b"ping", target).unwrap();
+            let (n, from) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], from).unwrap();
+            client.recv_from(&mut buf).unwrap();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .skip(1)
+        .collect()
+}
+
+/// The userspace shaper adds its delay in each direction, and it can change live.
+#[test]
+fn link_delay_adds_to_the_round_trip_and_changes_live() {
+    let builder = Lab::builder()
+        .public_host("far")
+        .impair("far", "delay=40".parse().unwrap());
+    let Some(lab) = build_or_skip(builder) else {
+        return;
+    };
+    let rtts = udp_round_trips(&lab, "far", 10);
+    eprintln!("round trips with 40 ms each way: {rtts:?}");
+    assert!(
+        rtts.iter().all(|&r| (80.0..=130.0).contains(&r)),
+        "{rtts:?}"
+    );
+    lab.set_impairment("far", "delay=5".parse().unwrap())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let rtts = udp_round_trips(&lab, "far", 10);
+    eprintln!("round trips with 5 ms each way: {rtts:?}");
+    assert!(rtts.iter().all(|&r| (10.0..=45.0).contains(&r)), "{rtts:?}");
+}
+
+/// A rate cap paces a burst: 500 KiB at 4 Mbit/s take about a second to arrive.
+#[test]
+fn link_rate_caps_throughput() {
+    let builder = Lab::builder()
+        .public_host("slow")
+        .impair("slow", "rate=4000".parse().unwrap());
+    let Some(lab) = build_or_skip(builder) else {
+        return;
+    };
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let client = lab.udp_socket("slow", any).unwrap();
+    let sink = lab
+        .udp_socket(WITNESS, SocketAddr::new(WITNESS_ADDR.into(), 9))
+        .unwrap();
+    let target = sink.local_addr().unwrap();
+    // Resolve ARP first so the burst is not held behind it.
+    client.send_to(b"warm-up", target).unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    sink.recv_from(&mut buf).unwrap();
+    const DATAGRAMS: usize = 500;
+    let payload = [7u8; 1024];
+    for _ in 0..DATAGRAMS {
+        client.send_to(&payload, target).unwrap();
+    }
+    let mut first = None;
+    let mut last = std::time::Instant::now();
+    let mut bytes = 0usize;
+    sink.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok((n, _)) = sink.recv_from(&mut buf) {
+        first.get_or_insert_with(std::time::Instant::now);
+        last = std::time::Instant::now();
+        bytes += n;
+    }
+    let secs = (last - first.expect("something arrived")).as_secs_f64();
+    // Each 1024-byte payload is 1066 bytes on the wire (UDP, IP, Ethernet headers).
+    let kbit = (bytes / 1024 * 1066 * 8) as f64 / secs / 1000.0;
+    eprintln!("{bytes} bytes in {secs:.3} s = {kbit:.0} kbit/s on the wire");
+    assert_eq!(
+        bytes,
+        DATAGRAMS * 1024,
+        "the queue holds a burst of this size"
+    );
+    assert!((3400.0..=4400.0).contains(&kbit), "{kbit} kbit/s");
 }

@@ -44,6 +44,8 @@ pub struct CellConfig {
     pub bulk_timeout: Duration,
     /// Extra arguments for every p2p-node.
     pub node_args: Vec<String>,
+    /// Impairment of alice's and bob's uplinks, applied after the self-check.
+    pub link: Option<crate::topology::LinkImpairment>,
 }
 
 /// How the messages of a cell ended.
@@ -107,6 +109,10 @@ pub fn run_cell(cfg: &CellConfig, name: &str, builder: LabBuilder) -> Result<Cel
         bob_ready: "-".into(),
         ..CellResult::default()
     };
+    let builder = match cfg.link {
+        Some(link) if link.needs_shaper() => builder.shape("alice").shape("bob"),
+        _ => builder,
+    };
     let lab = builder.build()?;
     let check = selfcheck::check_lab(&lab)?;
     if !check.passed() {
@@ -118,6 +124,10 @@ pub fn run_cell(cfg: &CellConfig, name: &str, builder: LabBuilder) -> Result<Cel
         result.lab_problem = Some(format!("self-check failed: {}", failures.join("; ")));
         result.duration_s = started.elapsed().as_secs_f64();
         return Ok(result);
+    }
+    if let Some(link) = cfg.link {
+        lab.set_impairment("alice", link)?;
+        lab.set_impairment("bob", link)?;
     }
     let rendezvous_id = match start_rendezvous(cfg, &lab, &dir) {
         Ok((id, process)) => {

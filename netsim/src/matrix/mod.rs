@@ -50,6 +50,10 @@ pub struct MatrixArgs {
     /// Seconds to wait for the bulk transfer.
     #[arg(long, default_value_t = 30)]
     pub bulk_timeout: u64,
+    /// Impair both peers' uplinks after the self-check, e.g. --link loss=1,delay=20,rate=50000
+    /// (expected outcomes are written for an unimpaired network).
+    #[arg(long)]
+    pub link: Option<crate::topology::LinkImpairment>,
     /// Extra argument for every p2p-node (repeatable), e.g. --node-arg=--probe-timeout-ms=3000.
     #[arg(long, allow_hyphen_values = true)]
     pub node_arg: Vec<String>,
@@ -153,6 +157,7 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         bulk_bytes: args.bulk_bytes.max(1024),
         bulk_timeout: Duration::from_secs(args.bulk_timeout),
         node_args: args.node_arg.clone(),
+        link: args.link,
     };
     let mut rows = Vec::new();
     for (name, builder) in cells {
@@ -201,6 +206,7 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
             .map_or(0, |d| d.as_secs()),
         node_bin: cfg.node_bin.display().to_string(),
         rendezvous_bin: cfg.rendezvous_bin.display().to_string(),
+        link: args.link,
         duration_s: started.elapsed().as_secs_f64(),
         rows,
     };

@@ -24,6 +24,8 @@ pub struct Report {
     pub finished_unix: u64,
     pub node_bin: String,
     pub rendezvous_bin: String,
+    /// Impairment of both peers' uplinks, if any.
+    pub link: Option<crate::topology::LinkImpairment>,
     pub duration_s: f64,
     pub rows: Vec<Row>,
 }
@@ -54,6 +56,13 @@ impl Report {
             "Finished: {} (Unix time)  \nNode: `{}`  \nRendezvous: `{}`\n",
             self.finished_unix, self.node_bin, self.rendezvous_bin
         );
+        if let Some(link) = &self.link {
+            let _ = writeln!(
+                md,
+                "Peers' uplinks impaired: {}% loss, {} ms delay each way, {} kbit/s (0 = no cap)\n",
+                link.loss_percent, link.delay_ms, link.rate_kbit
+            );
+        }
         let _ = writeln!(md, "**{}**\n", self.summary());
         md.push_str("alice sends first (dialling bob), then bob sends to alice (dialling her if no connection exists). \
 *first msg ms*: from queueing the first message that arrived to its arrival at the other application; \
@@ -165,6 +174,7 @@ mod tests {
             finished_unix: 0,
             node_bin: "n".into(),
             rendezvous_bin: "r".into(),
+            link: None,
             duration_s: 1.0,
             rows: vec![Row {
                 expected,
