@@ -128,6 +128,7 @@ class NodeProcess:
         self._list_lock: Optional[asyncio.Lock] = None
         self._list_collector: Optional[Tuple[List[PeerInfo], asyncio.Future]] = None
         self._first_event_seen = False
+        self._fatal: Optional[str] = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -251,8 +252,7 @@ class NodeProcess:
         await proc.wait()
         if self._monitor_task is not None:
             await asyncio.shield(self._monitor_task)
-        if self._handler_tasks:
-            await asyncio.gather(*self._handler_tasks, return_exceptions=True)
+        # Event handler tasks are not awaited: one of them may be the caller of stop().
 
     async def __aenter__(self) -> "NodeProcess":
         return await self.start()
@@ -432,11 +432,13 @@ class NodeProcess:
                                          f"({len(body)} byte body) skipped")
         except FrameError as exc:
             # The stream cannot be resynchronised: the node is unusable.
+            self._fatal = f"unreadable stdout: {exc}"
             self._protocol_error(f"{exc}; stopping the node")
             _signal(self._proc, signal.SIGKILL)
         except Exception as exc:  # a bug here must not leave callers hanging
             log.exception("%s: stdout reader failed", self.name)
-            self._protocol_error(f"reader failed: {exc!r}")
+            self._fatal = f"stdout reader failed: {exc!r}"
+            self._protocol_error(self._fatal)
             _signal(self._proc, signal.SIGKILL)
 
     def _protocol_error(self, message: str) -> None:
@@ -571,6 +573,8 @@ class NodeProcess:
         self._finish(self._exit_reason(returncode), returncode)
 
     def _exit_reason(self, returncode: Optional[int]) -> str:
+        if self._fatal is not None:
+            return f"{self.name} was killed by the wrapper: {self._fatal}"
         if self._stopping and returncode == 0:
             return f"{self.name} stopped"
         if returncode is not None and returncode < 0:

@@ -92,3 +92,24 @@ def test_binary_missing_says_how_to_build(tmp_path):
     assert "P2P_NODE_BIN" in str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert not os.path.exists(tmp_path / "target")  # nothing was built
+
+
+def test_byte_bound():
+    async def main():
+        ch = BoundedChannel(100, max_bytes=10)
+        await ch.put("a", 6)
+        blocked = asyncio.ensure_future(ch.put("b", 6))  # 12 > 10: waits
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not blocked.done() and ch.bytes == 6
+        assert await ch.get() == "a"
+        await blocked
+        assert ch.bytes == 6
+        await ch.get()
+        await ch.put("huge", 1000)  # larger than the bound, but the channel is empty: let in
+        assert ch.bytes == 1000
+        late = asyncio.ensure_future(ch.put("small", 1))
+        await asyncio.sleep(0)
+        assert not late.done()
+        return await ch.get(), await late, await ch.get(), ch.bytes
+    assert run(main()) == ("huge", True, "small", 0)

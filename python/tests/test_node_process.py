@@ -132,11 +132,12 @@ def test_corrupt_stdout_is_a_protocol_error_and_stops_the_node():
         node = fake("bad-length")
         await node.start()
         events = await collect_events(node)
-        with pytest.raises(NodeExited):
+        with pytest.raises(NodeExited) as info:
             await node.send("p", b"x")
         await node.stop()
-        return events, node
-    events, node = run(main())
+        return events, node, info.value
+    events, node, exc = run(main())
+    assert "killed by the wrapper: unreadable stdout" in str(exc)
     kinds = [e.kind for e in events]
     assert ev.PROTOCOL_ERROR in kinds and kinds[-1] == ev.NODE_EXITED
     assert "length 0" in events[kinds.index(ev.PROTOCOL_ERROR)].reason
@@ -154,6 +155,22 @@ def test_short_recv_frame_is_skipped_and_the_node_keeps_working():
     seen, msg = run(main())
     assert [e.kind for e in seen] == ["ready", ev.PROTOCOL_ERROR, "error"]
     assert msg == ("p", b"still works")
+
+
+def test_stop_from_an_async_event_handler():
+    async def main():
+        node = fake("echo")
+
+        async def on_event(event):
+            if event.kind == ev.CONNECTED:
+                await node.stop()
+        node.add_event_handler(on_event)
+        await node.start()
+        await node.connect("somepeer")
+        rest = [e.kind async for e in node.events()]
+        return rest, node
+    rest, node = run(main(), timeout=60)
+    assert rest[-1] == ev.NODE_EXITED and node.returncode == 0
 
 
 def test_event_not_ready_first_still_starts():
