@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Most bytes one direction holds (delay line plus rate queue) before dropping frames.
 pub const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Kernel receive buffer of each shaper socket.
+const RECEIVE_BUFFER_BYTES: libc::c_int = 8 * 1024 * 1024;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// Size of `struct virtio_net_hdr` that precedes each frame with PACKET_VNET_HDR.
@@ -123,6 +125,22 @@ fn packet_socket(interface: &str) -> io::Result<OwnedFd> {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    // A large receive buffer, so a burst waits for the forwarding thread instead of being
+    // dropped when the machine is busy (root may exceed rmem_max with the FORCE option).
+    let rcvbuf: libc::c_int = RECEIVE_BUFFER_BYTES;
+    // SAFETY: setsockopt with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: an all-zero sockaddr_ll is valid; the fields we need are set below.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

@@ -191,7 +191,7 @@ fn link_loss_drops_about_the_configured_share() {
     let one_way = arrived as f64 / N as f64;
     let round_trip = echoed as f64 / N as f64;
     eprintln!("one way {one_way:.2} arrived, round trip {round_trip:.2}");
-    assert!((0.60..=0.80).contains(&one_way), "one way {one_way}");
+    assert!((0.58..=0.82).contains(&one_way), "one way {one_way}");
     assert!(
         (0.38..=0.60).contains(&round_trip),
         "round trip {round_trip}"
