@@ -45,11 +45,26 @@ pub fn state_path(run_id: &str) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{run_id}.json"))
 }
 
+/// State letter and start time of a process, from /proc/<pid>/stat.
+fn process_start(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 overall is the 20th after the command name (state is the 3rd overall).
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
 /// What is persisted about a live lab.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
     /// Process that built the lab and will tear it down.
     pub owner_pid: u32,
+    /// Its start time in clock ticks after boot (field 22 of /proc/<pid>/stat).
+    #[serde(default)]
+    pub owner_start: Option<u64>,
     /// Scenario name, if the lab came from one.
     pub scenario: Option<String>,
     pub plan: LabPlan,
@@ -68,9 +83,15 @@ impl LabState {
             .collect()
     }
 
-    /// Whether the owning process still runs.
+    /// Whether the owning process still runs: it exists, is not a zombie, and started when
+    /// the owner did (a recycled pid is not the owner).
     pub fn owner_alive(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.owner_pid)).exists()
+        match process_start(self.owner_pid) {
+            Some((state, start)) => {
+                !matches!(state, 'Z' | 'X') && self.owner_start.is_none_or(|s| s == start)
+            }
+            None => false,
+        }
     }
 }
 
@@ -167,6 +188,7 @@ impl LabBuilder {
             .push(lab.plan.netns_prefix());
         let state = LabState {
             owner_pid: std::process::id(),
+            owner_start: process_start(std::process::id()).map(|(_, start)| start),
             scenario: self.scenario,
             plan: lab.plan.clone(),
         };
@@ -478,5 +500,32 @@ impl Drop for LabProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(owner_pid: u32, owner_start: Option<u64>) -> LabState {
+        LabState {
+            owner_pid,
+            owner_start,
+            scenario: None,
+            plan: LabPlan {
+                run_id: "test".into(),
+                nodes: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn owner_liveness_follows_pid_and_start_time() {
+        let me = std::process::id();
+        let (_, start) = process_start(me).expect("own /proc entry");
+        assert!(state(me, Some(start)).owner_alive());
+        assert!(state(me, None).owner_alive());
+        assert!(!state(me, Some(start + 1)).owner_alive(), "recycled pid");
+        assert!(!state(u32::MAX - 1, None).owner_alive(), "no such process");
     }
 }
