@@ -192,7 +192,8 @@ fn check() -> Result<ExitCode, NetsimError> {
     let lab = scenario::all_kinds().build()?;
     let started = std::time::Instant::now();
     let report = selfcheck::check_lab(&lab)?;
-    for line in report.lines() {
+    let lines = report.lines();
+    for line in &lines {
         println!("{line}");
     }
     println!(
@@ -201,6 +202,8 @@ fn check() -> Result<ExitCode, NetsimError> {
         if report.passed() { "passed" } else { "FAILED" },
         started.elapsed().as_secs_f64()
     );
+    let failed = lines.iter().filter(|l| l.starts_with("FAIL")).count();
+    println!("check: {} passed, {failed} failed", lines.len() - failed);
     lab.teardown()?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
