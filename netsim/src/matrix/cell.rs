@@ -73,6 +73,10 @@ pub struct CellResult {
     /// `ready` event fields of alice and bob (`-` if none came).
     pub alice_ready: String,
     pub bob_ready: String,
+    /// `ready` events whose `observed=` address disagrees with the lab (the rendezvous must
+    /// see the outermost NAT's public IP, the host's own IP when public, nothing when UDP is
+    /// blocked), one line each.
+    pub observed_mismatches: Vec<String>,
     pub connected: bool,
     /// Who dialled the first connection that was reported (`alice` or `bob`).
     pub dialled_by: Option<String>,
@@ -248,6 +252,11 @@ fn run_nodes(
         let text = ready.map_or("-".to_string(), |l| {
             l.trim_start_matches("ready ").to_string()
         });
+        if text != "-" {
+            if let Some(problem) = observed_mismatch(lab, hosts[i], &text)? {
+                result.observed_mismatches.push(problem);
+            }
+        }
         if i == 0 {
             result.alice_ready = text;
         } else {
@@ -327,6 +336,41 @@ fn run_nodes(
         &mut result.notes,
     );
     Ok(())
+}
+
+/// Compares the `observed=` field of a ready event with the address the lab says the
+/// rendezvous must see; returns a description of any disagreement.
+fn observed_mismatch(lab: &Lab, host: &str, ready: &str) -> Result<Option<String>> {
+    let plan = lab.plan();
+    let node = plan.node(host)?;
+    let expected = match plan.expected_behaviour(node) {
+        None => None,
+        Some(_) => {
+            let mut outermost = node;
+            while let Some(router) = plan.router_of(outermost) {
+                outermost = router;
+            }
+            Some(outermost.addrs[0])
+        }
+    };
+    let observed = ready
+        .split(' ')
+        .find_map(|w| w.strip_prefix("observed="))
+        .unwrap_or("");
+    let observed_ip = observed
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip());
+    let ok = match expected {
+        Some(ip) => observed_ip == Some(ip.into()),
+        None => observed == "-",
+    };
+    Ok((!ok).then(|| {
+        format!(
+            "{host} reported observed={observed}, the lab expects {}",
+            expected.map_or("- (UDP blocked)".to_string(), |ip| format!("{ip}:<port>"))
+        )
+    }))
 }
 
 /// Waits until message `id` from node `from` arrives at the other node (returns its arrival

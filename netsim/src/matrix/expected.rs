@@ -114,6 +114,9 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
         },
         (false, false) => {}
     }
+    for mismatch in &got.observed_mismatches {
+        worse.push(format!("wrong observed address: {mismatch}"));
+    }
     let m = &got.messages;
     if m.lost > 0 {
         worse.push(format!("{} message(s) lost without a failed event", m.lost));
@@ -235,5 +238,9 @@ mod tests {
         let mut r = result(false, None);
         r.lab_problem = Some("self-check failed".into());
         assert!(matches!(verdict(&expect(false), &r), Verdict::Worse(_)));
+        let mut r = result(true, Some("direct"));
+        r.observed_mismatches
+            .push("alice reported observed=10.1.0.10:5".into());
+        assert!(matches!(verdict(&expect(true), &r), Verdict::Worse(_)));
     }
 }
