@@ -188,6 +188,19 @@ pub fn same_nat(hairpin: bool) -> LabBuilder {
         .host_behind("bob", "home")
 }
 
+/// `alice` behind a port-restricted NAT whose UDP mappings expire after `timeout` idle,
+/// `bob` public.
+pub fn short_mapping_timeout(timeout: Duration) -> LabBuilder {
+    LabBuilder::default()
+        .scenario("keepalive")
+        .router(
+            "alice-nat",
+            RouterConfig::new(NatKind::PortRestrictedCone).udp_timeout(timeout),
+        )
+        .host_behind("alice", "alice-nat")
+        .public_host("bob")
+}
+
 /// `alice` behind `a` and `bob` behind `b`.
 pub fn pair(a: PeerKind, b: PeerKind) -> LabBuilder {
     let builder = LabBuilder::default().scenario(&format!("{a}+{b}"));
@@ -201,6 +214,7 @@ pub fn scenario_help() -> Vec<(String, &'static str)> {
         ("all-kinds".into(), "one host behind every NAT kind and option (what `netsim check` verifies)"),
         ("same-nat".into(), "alice and bob behind one port-restricted NAT without hairpinning"),
         ("same-nat-hairpin".into(), "alice and bob behind one port-restricted NAT with hairpinning"),
+        ("keepalive".into(), "alice behind a port-restricted NAT with a 10 s UDP mapping timeout, bob public"),
         ("<kind>+<kind>".into(), "alice behind the first kind, bob behind the second; kinds: public, full-cone, restricted-cone, port-restricted-cone, linux-nat, symmetric, double-nat, udp-blocked"),
     ]
 }
@@ -211,10 +225,11 @@ pub fn by_name(name: &str) -> Result<LabBuilder> {
         "all-kinds" => Ok(all_kinds()),
         "same-nat" => Ok(same_nat(false)),
         "same-nat-hairpin" => Ok(same_nat(true)),
+        "keepalive" => Ok(short_mapping_timeout(Duration::from_secs(10))),
         _ => {
             let (a, b) = name.split_once('+').ok_or_else(|| {
                 NetsimError::Topology(format!(
-                    "unknown scenario `{name}`; try all-kinds, same-nat, same-nat-hairpin or <kind>+<kind>"
+                    "unknown scenario `{name}`; try all-kinds, same-nat, same-nat-hairpin, keepalive or <kind>+<kind>"
                 ))
             })?;
             Ok(pair(a.parse()?, b.parse()?))
@@ -228,7 +243,12 @@ mod tests {
 
     #[test]
     fn every_scenario_plans() {
-        for builder in [all_kinds(), same_nat(true), same_nat(false)] {
+        for builder in [
+            all_kinds(),
+            same_nat(true),
+            same_nat(false),
+            by_name("keepalive").unwrap(),
+        ] {
             builder.topology().plan("t").unwrap();
         }
         for a in PeerKind::ALL {

@@ -227,7 +227,12 @@ fn one_matrix_cell_with_the_real_binaries() {
         link: None,
     };
     let builder = scenario::pair(scenario::PeerKind::Public, scenario::PeerKind::FullCone);
-    let result = cell::run_cell(&cfg, "public+full-cone", builder).unwrap();
+    let spec = cell::CellSpec {
+        name: "public+full-cone".into(),
+        builder,
+        idle: None,
+    };
+    let result = cell::run_cell(&cfg, spec).unwrap();
     let _ = std::fs::remove_dir_all(&work);
     eprintln!("{result:?}");
     assert_eq!(result.lab_problem, None);

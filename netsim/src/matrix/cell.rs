@@ -100,9 +100,23 @@ struct SentMessage {
     payload: Vec<u8>,
 }
 
+/// One cell to run: its name, its lab, and optionally an idle period after the first
+/// exchange, followed by one more message each way (tests keepalives against NAT timeouts).
+pub struct CellSpec {
+    pub name: String,
+    pub builder: LabBuilder,
+    pub idle: Option<Duration>,
+}
+
 /// Runs one cell; `Err` only for failures of the harness itself (cannot start a binary,
 /// cannot build the lab), never for a pair that does not connect.
-pub fn run_cell(cfg: &CellConfig, name: &str, builder: LabBuilder) -> Result<CellResult> {
+pub fn run_cell(cfg: &CellConfig, spec: CellSpec) -> Result<CellResult> {
+    let CellSpec {
+        name,
+        builder,
+        idle,
+    } = spec;
+    let name = name.as_str();
     let started = Instant::now();
     let dir = cfg.work_dir.join(name);
     std::fs::create_dir_all(&dir)
@@ -136,7 +150,7 @@ pub fn run_cell(cfg: &CellConfig, name: &str, builder: LabBuilder) -> Result<Cel
     let rendezvous_id = match start_rendezvous(cfg, &lab, &dir) {
         Ok((id, process)) => {
             // Keep the rendezvous running for the whole cell.
-            let outcome = run_nodes(cfg, &lab, &dir, &id, &mut result);
+            let outcome = run_nodes(cfg, &lab, &dir, &id, idle, &mut result);
             drop(process);
             outcome
         }
@@ -216,6 +230,7 @@ fn run_nodes(
     lab: &Lab,
     dir: &Path,
     rendezvous_id: &str,
+    idle: Option<Duration>,
     result: &mut CellResult,
 ) -> Result<()> {
     let hosts = ["alice", "bob"];
@@ -316,6 +331,28 @@ fn run_nodes(
             let secs = (end - start).as_secs_f64().max(1e-6);
             result.throughput_mib_s = Some(cfg.bulk_bytes as f64 / (1024.0 * 1024.0) / secs);
         }
+    }
+
+    // Optionally stay idle past the NATs' mapping timeout, then one more message each way
+    // (bob first: it needs alice's mapping, which only keepalives can have kept open).
+    if let (Some(idle), true) = (idle, first_arrival.is_some() || second_arrival.is_some()) {
+        let connections_before: usize = (0..2).map(|i| nodes[i].events("connected").len()).sum();
+        std::thread::sleep(idle);
+        send(&mut nodes, 1, 3, b"still there, alice?");
+        let after_idle = wait_outcome(&mut nodes, &ids, 1, 3, Instant::now() + cfg.message_timeout);
+        send(&mut nodes, 0, 4, b"still here, bob");
+        wait_outcome(&mut nodes, &ids, 0, 4, Instant::now() + cfg.message_timeout);
+        let connections_after: usize = (0..2).map(|i| nodes[i].events("connected").len()).sum();
+        result.notes.push(format!(
+            "after {} s idle: bob's message {}; {} new connected event(s)",
+            idle.as_secs(),
+            if after_idle.is_some() {
+                "arrived"
+            } else {
+                "did not arrive"
+            },
+            connections_after - connections_before
+        ));
     }
 
     // Give pending delivered/failed events a moment, then account for every message.

@@ -11,9 +11,8 @@ pub mod node;
 pub mod report;
 
 use crate::error::{NetsimError, Result};
-use crate::lab::LabBuilder;
 use crate::scenario::{self, PeerKind};
-use cell::CellConfig;
+use cell::{CellConfig, CellSpec};
 use report::{Report, Row};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,18 +59,37 @@ pub struct MatrixArgs {
 }
 
 /// Every cell of the matrix, in order: unordered pairs of [`PeerKind::ALL`] (alice is the
-/// first kind and dials first), then two peers behind one NAT without and with hairpinning.
-pub fn all_cells() -> Vec<(String, LabBuilder)> {
+/// first kind and dials first), two peers behind one NAT without and with hairpinning, and a
+/// keepalive cell (a short NAT mapping timeout and an idle period longer than it).
+pub fn all_cells() -> Vec<CellSpec> {
+    let cell = |name: String, builder, idle| CellSpec {
+        name,
+        builder,
+        idle,
+    };
     let mut cells = Vec::new();
     for (i, a) in PeerKind::ALL.iter().enumerate() {
         for b in &PeerKind::ALL[i..] {
-            cells.push((format!("{a}+{b}"), scenario::pair(*a, *b)));
+            cells.push(cell(format!("{a}+{b}"), scenario::pair(*a, *b), None));
         }
     }
-    cells.push(("same-nat".into(), scenario::same_nat(false)));
-    cells.push(("same-nat-hairpin".into(), scenario::same_nat(true)));
+    cells.push(cell("same-nat".into(), scenario::same_nat(false), None));
+    cells.push(cell(
+        "same-nat-hairpin".into(),
+        scenario::same_nat(true),
+        None,
+    ));
+    cells.push(cell(
+        KEEPALIVE_CELL.into(),
+        scenario::short_mapping_timeout(KEEPALIVE_NAT_TIMEOUT),
+        Some(KEEPALIVE_NAT_TIMEOUT * 5 / 2),
+    ));
     cells
 }
+
+/// The keepalive cell's name and its NAT's UDP mapping timeout.
+pub const KEEPALIVE_CELL: &str = "keepalive-10s-nat";
+pub const KEEPALIVE_NAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Finds a binary: the explicit path, else `$env_var`, else next to the running executable,
 /// else the workspace's target/debug.
@@ -146,7 +164,7 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         "p2p-rendezvous",
     )?;
     let cells = all_cells();
-    let names: Vec<String> = cells.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = cells.iter().map(|c| c.name.clone()).collect();
     let expectations = expected::load(&args.expected, &names)?;
     let work_dir = args.out.join("logs");
     if work_dir.exists() {
@@ -165,14 +183,15 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         link: args.link,
     };
     let mut rows = Vec::new();
-    for (name, builder) in cells {
+    for spec in cells {
+        let name = spec.name.clone();
         if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
             continue;
         }
         if crate::signals::interrupted() {
             break;
         }
-        let result = cell::run_cell(&cfg, &name, builder)?;
+        let result = cell::run_cell(&cfg, spec)?;
         let expected = expectations
             .iter()
             .find(|e| e.pair == name)
@@ -233,8 +252,8 @@ mod tests {
 
     #[test]
     fn the_shipped_expectations_cover_every_cell() {
-        let names: Vec<String> = all_cells().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 8 * 9 / 2 + 2);
+        let names: Vec<String> = all_cells().into_iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), 8 * 9 / 2 + 3);
         expected::load(Path::new(DEFAULT_EXPECTED), &names).unwrap();
     }
 }
