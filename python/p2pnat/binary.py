@@ -10,12 +10,15 @@ Order, for ``p2p-node`` (``p2p-rendezvous`` likewise with ``P2P_RENDEZVOUS_BIN``
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import List, Optional
 
 from .errors import BinaryNotFound
+
+log = logging.getLogger("p2pnat.binary")
 
 NODE = "p2p-node"
 RENDEZVOUS = "p2p-rendezvous"
@@ -50,9 +53,13 @@ def find_binary(name: str = NODE, *, repo_root: Optional[Path] = None,
             raise BinaryNotFound(f"{var}={override!r} does not name an executable file")
         return str(path.resolve())
     candidates = candidate_paths(name, repo_root)
-    for path in candidates:
-        if _is_executable(path):
-            return str(path)
+    found = [path for path in candidates if _is_executable(path)]
+    if found:
+        chosen = found[0]
+        newer = [p for p in found[1:] if p.stat().st_mtime > chosen.stat().st_mtime]
+        if newer:
+            log.warning("using %s although %s is newer: rebuild it or set %s", chosen, newer[0], var)
+        return str(chosen)
     on_path = shutil.which(name, path=env.get("PATH"))
     if on_path:
         return on_path

@@ -29,6 +29,22 @@ from p2pnat.binary import NODE, RENDEZVOUS, find_binary  # noqa: E402
 from p2pnat.errors import BinaryNotFound  # noqa: E402
 
 FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
+
+
+def _use_newest_build() -> None:
+    """Test what was built last: scripts/test-all.sh builds debug binaries, and a release build left
+    by an earlier run would otherwise win (the library looks at release first). An explicit
+    P2P_NODE_BIN / P2P_RENDEZVOUS_BIN is respected."""
+    from p2pnat.binary import ENV_VARS, candidate_paths
+    for name, var in ENV_VARS.items():
+        if os.environ.get(var):
+            continue
+        built = [p for p in candidate_paths(name) if p.is_file() and os.access(p, os.X_OK)]
+        if built:
+            os.environ[var] = str(max(built, key=lambda p: p.stat().st_mtime))
+
+
+_use_newest_build()
 HANG_TIMEOUT = 120.0
 
 

@@ -113,3 +113,13 @@ def test_byte_bound():
         assert not late.done()
         return await ch.get(), await late, await ch.get(), ch.bytes
     assert run(main()) == ("huge", True, "small", 0)
+
+
+def test_stale_release_build_is_used_but_warned_about(tmp_path, caplog):
+    repo = tmp_path / "repo"
+    release = _make_exe(repo / "target" / "release" / "p2p-node")
+    debug = _make_exe(repo / "target" / "debug" / "p2p-node")
+    os.utime(release, (1_000_000, 1_000_000))
+    with caplog.at_level("WARNING", logger="p2pnat.binary"):
+        assert find_binary("p2p-node", repo_root=repo, environ={"PATH": ""}) == str(release)
+    assert str(debug) in caplog.text
