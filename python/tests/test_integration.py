@@ -58,8 +58,16 @@ def test_round_trip(rendezvous, tmp_path, codec):
                 msg_id = await client.send_message({"text": "hello", "n": [1, 2.5, None]})
                 reply = await client.messages().__anext__()
                 seen = await echo
-                return server.peer_id, client.peer_id, msg_id, seen, reply
-    server_id, client_id, msg_id, seen, reply = run(main())
+                link = await client.wait_connected(timeout=60)
+                server_events = server.events()
+                while True:  # the server saw the client connect (events before it: ready)
+                    event = await server_events.get()
+                    if event.kind == ev.CONNECTED:
+                        break
+                return server.peer_id, client.peer_id, msg_id, seen, reply, link, event
+    server_id, client_id, msg_id, seen, reply, link, event = run(main())
+    assert link.peer_id == server_id and link.path in ("direct", "relayed") and link.remote_addr
+    assert event.peer_id == client_id and event.path in ("direct", "relayed")
     assert server_id != client_id and isinstance(msg_id, int)
     [(from_peer, message)] = seen
     assert from_peer == client_id
