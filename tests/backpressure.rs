@@ -19,7 +19,7 @@ fn slow_reader_stops_the_senders_stdin_and_nothing_is_lost() {
     let limit = ["--max-message", "65536"];
     let mut a = Node::start(&rendezvous, &limit);
     // b's outputs are held to 4 frames by the harness, and the test does not read them yet.
-    let mut b = Node::start_bounded(tempfile::tempdir().unwrap(), &rendezvous, &limit, 4);
+    let mut b = Node::start_bounded(tempfile::tempdir().unwrap(), &rendezvous.addr, &limit, 4);
     let b_id = b.id.clone();
 
     let written = Arc::new(AtomicU64::new(0));

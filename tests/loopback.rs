@@ -233,3 +233,22 @@ fn rendezvous_limits_refuse_with_a_clear_error() {
     assert!(error.contains("RegistryFull"), "{error}");
     assert!(second.ready.ends_with("observed=-"), "{}", second.ready);
 }
+
+#[test]
+fn ready_comes_first_and_registered_follows_when_the_rendezvous_appears_late() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut node = Node::start_bounded(tempfile::tempdir().unwrap(), &address, &[], 1000);
+    assert!(node.ready.ends_with("observed=-"), "{}", node.ready);
+    node.wait_event(|e| e.starts_with("error rendezvous "));
+    let _rendezvous = Rendezvous::start_on(&address, &[]);
+    let registered = node.wait_event(|e| e.starts_with("registered "));
+    assert!(
+        registered.starts_with("registered 127.0.0.1:"),
+        "{registered}"
+    );
+}

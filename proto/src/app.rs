@@ -226,6 +226,9 @@ pub enum Event {
         local: Vec<std::net::SocketAddr>,
         observed: Option<std::net::SocketAddr>,
     },
+    Registered {
+        observed: std::net::SocketAddr,
+    },
     Connected {
         peer: PeerId,
         path: &'static str,
@@ -279,6 +282,7 @@ impl Event {
                     local.join(",")
                 )
             }
+            Event::Registered { observed } => write!(line, "registered {observed}"),
             Event::Connected { peer, path, remote } => {
                 write!(line, "connected {peer} {path} {remote}")
             }

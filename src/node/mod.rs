@@ -183,22 +183,16 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         tasks: Mutex::new(Vec::new()),
     });
 
-    let observed = match tokio::time::timeout(Duration::from_secs(6), first_registration).await {
-        Ok(Ok(Ok(observed))) => Some(observed),
-        Ok(Ok(Err(reason))) => {
-            outputs.error("rendezvous", reason).await;
-            None
-        }
-        _ => {
-            outputs
-                .error(
-                    "rendezvous",
-                    "no answer from the rendezvous yet; still trying",
-                )
-                .await;
-            None
-        }
-    };
+    // `ready` is always the first event; a rendezvous problem follows it.
+    let (observed, problem) =
+        match tokio::time::timeout(Duration::from_secs(6), first_registration).await {
+            Ok(Ok(Ok(observed))) => (Some(observed), None),
+            Ok(Ok(Err(reason))) => (None, Some(format!("{reason}; still trying"))),
+            _ => (
+                None,
+                Some("no answer from the rendezvous yet; still trying".to_string()),
+            ),
+        };
     outputs
         .event(Event::Ready {
             id: own,
@@ -206,6 +200,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             observed,
         })
         .await;
+    if let Some(problem) = problem {
+        outputs.error("rendezvous", problem).await;
+    }
 
     tokio::spawn(accept_connections(
         endpoint.clone(),

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use p2pnat_proto::app::Event;
 use p2pnat_proto::control::{self, PeerRecord, Request, Response, MAX_CONTROL_MESSAGE};
 use p2pnat_proto::PeerId;
 use tokio::sync::{oneshot, watch};
@@ -226,11 +227,13 @@ async fn keep(
             Ok((connection, observed, ttl)) => {
                 tracing::info!(%observed, "registered with the rendezvous");
                 backoff = Duration::from_secs(1);
-                match first.take() {
-                    Some(first) => {
-                        let _ = first.send(Ok(observed));
-                    }
-                    None => tracing::info!(%observed, "reconnected to the rendezvous"),
+                // The first success is reported in `ready`; any later one (after a failure,
+                // or once `ready` went out without it) as a `registered` event.
+                let reported_in_ready = first
+                    .take()
+                    .is_some_and(|first| first.send(Ok(observed)).is_ok());
+                if !reported_in_ready {
+                    keeper.outputs.event(Event::Registered { observed }).await;
                 }
                 let _ = conn_tx.send(Some(connection.clone()));
                 let reason = loop {

@@ -37,9 +37,13 @@ pub struct Rendezvous {
 
 impl Rendezvous {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", extra)
+    }
+
+    pub fn start_on(listen: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(rendezvous_binary())
-            .args(["--listen", "127.0.0.1:0", "--identity"])
+            .args(["--listen", listen, "--identity"])
             .arg(dir.path().join("rv.key"))
             .args(extra)
             .stdin(Stdio::null())
@@ -130,19 +134,19 @@ impl Node {
     }
 
     pub fn start_in(dir: tempfile::TempDir, rendezvous: &Rendezvous, extra: &[&str]) -> Self {
-        Self::start_bounded(dir, rendezvous, extra, 1_000_000)
+        Self::start_bounded(dir, &rendezvous.addr, extra, 1_000_000)
     }
 
     /// Starts a node whose unconsumed outputs are held only up to `bound` frames.
     pub fn start_bounded(
         dir: tempfile::TempDir,
-        rendezvous: &Rendezvous,
+        rendezvous: &str,
         extra: &[&str],
         bound: usize,
     ) -> Self {
         let mut child = Command::new(node_binary())
             .args(["--io", "frames", "--listen", "127.0.0.1:0", "--rendezvous"])
-            .arg(&rendezvous.addr)
+            .arg(rendezvous)
             .arg("--identity")
             .arg(dir.path().join("node.key"))
             .args(extra)
