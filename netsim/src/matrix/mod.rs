@@ -49,6 +49,10 @@ pub struct MatrixArgs {
     /// Seconds to wait for the bulk transfer.
     #[arg(long, default_value_t = 30)]
     pub bulk_timeout: u64,
+    /// Time budget for the whole matrix in seconds: cells not started by then are reported
+    /// as not run, which fails the matrix (keeps a hanging binary from stalling CI).
+    #[arg(long, default_value_t = 600)]
+    pub max_seconds: u64,
     /// Impair both peers' uplinks after the self-check, e.g. --link loss=1,delay=20,rate=50000
     /// (expected outcomes are written for an unimpaired network).
     #[arg(long)]
@@ -191,7 +195,20 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         if crate::signals::interrupted() {
             break;
         }
-        let result = cell::run_cell(&cfg, spec)?;
+        let result = if started.elapsed() > Duration::from_secs(args.max_seconds) {
+            cell::CellResult {
+                cell: name.clone(),
+                lab_problem: Some(format!(
+                    "not run: the matrix exceeded its budget of {} s (--max-seconds)",
+                    args.max_seconds
+                )),
+                alice_ready: "-".into(),
+                bob_ready: "-".into(),
+                ..cell::CellResult::default()
+            }
+        } else {
+            cell::run_cell(&cfg, spec)?
+        };
         let expected = expectations
             .iter()
             .find(|e| e.pair == name)
