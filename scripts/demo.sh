@@ -29,7 +29,7 @@ start_peer() { # name
   local name=$1
   mkfifo "$work/$name.in"
   "$bin/p2p-node" --rendezvous "$rendezvous" --identity "$work/$name.key" --listen 127.0.0.1:0 \
-    --io lines <"$work/$name.in" 2>"$work/$name.log" | sed -u "s/^/[$name] /" &
+    --io lines <"$work/$name.in" 2>"$work/$name.log" > >(sed -u "s/^/[$name] /") &
   pids+=($!)
 }
 start_peer alice
@@ -53,5 +53,18 @@ say 4 bob "send $alice Bye!"
 say 3 alice "quit"
 say 4 bob "quit"
 exec 3>&- 4>&-
+sleep 0.5
+
+echo
+echo "== part 2: the Python chat demo (python/p2p_server.py and python/p2p_client.py)"
+export P2P_NODE_BIN="$PWD/$bin/p2p-node"
+python3 python/p2p_server.py --rendezvous "$rendezvous" --identity "$work/server.key" \
+  --peer-id-file "$work/server.id" > >(sed -u "s/^/[server] /") 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/server.id" ] && break; sleep 0.1; done
+python3 python/p2p_client.py --rendezvous "$rendezvous" --identity "$work/client.key" \
+  --peer-id-file "$work/server.id" \
+  -m "Hello from the Python client" -m "Messages are JSON: type, payload, metadata, timestamp" \
+  2>&1 | sed -u "s/^/[client] /"
 sleep 0.5
 echo "== done (logs were in $work, now removed)"

@@ -10,7 +10,12 @@ echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace
-if [ -d python/tests ]; then
-  echo "== pytest (python wrappers)"
-  python3 -m pytest -q python/tests
+echo "== pytest (python wrappers, real binaries on loopback)"
+python3 -m pytest -q python/tests
+if [ "$(id -u)" = 0 ]; then
+  echo "== netsim check and matrix (root: NAT lab in network namespaces)"
+  target/debug/netsim check
+  target/debug/netsim matrix --out reports/netsim
+else
+  echo "== netsim skipped: it needs root (network namespaces and nftables); run this script as root"
 fi

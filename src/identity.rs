@@ -107,15 +107,31 @@ impl Identity {
                     .key
                     .to_pkcs8_pem(Default::default())
                     .map_err(|e| IdentityError::Random(e.to_string()))?;
+                // Write a temporary file, then link it into place: the key appears whole or not at
+                // all, and of two processes creating it at once, one wins and the other loads it.
+                let mut suffix = [0u8; 8];
+                getrandom::getrandom(&mut suffix)
+                    .map_err(|e| IdentityError::Random(e.to_string()))?;
+                let temporary =
+                    path.with_extension(format!("tmp-{:016x}", u64::from_le_bytes(suffix)));
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
-                    .open(path)
+                    .open(&temporary)
                     .map_err(io)?;
-                file.write_all(pem.as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                Ok(identity)
+                let written = file
+                    .write_all(pem.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .and_then(|()| fs::hard_link(&temporary, path));
+                let _ = fs::remove_file(&temporary);
+                match written {
+                    Ok(()) => Ok(identity),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Identity::load_or_create(path)
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }
@@ -148,6 +164,25 @@ mod tests {
         assert_eq!(mode, 0o600);
         let loaded = Identity::load_or_create(&path).unwrap();
         assert_eq!(created.peer_id(), loaded.peer_id());
+    }
+
+    #[test]
+    fn concurrent_creation_yields_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.key");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Identity::load_or_create(&path).unwrap().peer_id())
+            })
+            .collect();
+        let ids: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] == pair[1]), "{ids:?}");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]
