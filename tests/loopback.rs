@@ -252,3 +252,31 @@ fn ready_comes_first_and_registered_follows_when_the_rendezvous_appears_late() {
         "{registered}"
     );
 }
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_shut_both_programs_down_cleanly() {
+    let mut rendezvous = Rendezvous::start(&[]);
+    let mut node = Node::start(&rendezvous, &[]);
+    let kill = |pid: u32, signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    kill(node.child.id(), "-TERM");
+    assert!(wait_exit(&mut node.child).success());
+    kill(rendezvous.child.id(), "-INT");
+    assert!(wait_exit(&mut rendezvous.child).success());
+}
