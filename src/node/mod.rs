@@ -2,7 +2,8 @@
 //! stdin/stdout together.
 //!
 //! Tasks and the channels between them (all bounded):
-//! - stdin reader -> core: [`app_io::Input`] (capacity 1; the reader waits, so stdin stops);
+//! - stdin reader -> core: [`app_io::Input`] (capacity 64, payload bytes bounded by the stdin
+//!   budget; when full the reader waits, so stdin stops);
 //! - core -> peer task: messages (capacity [`peer::PEER_QUEUE`]) and control;
 //! - acceptor -> peer task: incoming connections;
 //! - everyone -> stdout writer: [`app_io::Output`] (capacity 256, plus a byte budget).
@@ -210,7 +211,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         peers.clone(),
     ));
 
-    let (input_tx, mut input_rx) = mpsc::channel(1);
+    let (input_tx, mut input_rx) = mpsc::channel(64);
     let stdin_budget = Arc::new(Semaphore::new(config.max_message.saturating_mul(2).max(1)));
     tokio::spawn(app_io::read_inputs(
         config.io,
