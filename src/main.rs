@@ -44,6 +44,9 @@ struct Args {
     /// Seconds of silence after which a connection is considered dead.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
+    /// Seconds between QUIC keep-alives, which hold NAT mappings open; 0 disables them.
+    #[arg(long, default_value_t = 5)]
+    keepalive_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         },
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        keepalive: (args.keepalive_secs > 0).then(|| Duration::from_secs(args.keepalive_secs)),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

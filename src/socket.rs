@@ -297,10 +297,14 @@ pub fn endpoint(
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
 
-/// Transport settings shared by every connection: keep-alives hold NAT mappings open.
-pub fn transport_config(idle_timeout: std::time::Duration) -> Arc<quinn::TransportConfig> {
+/// Transport settings shared by every connection: keep-alives (every `keepalive`, `None` for
+/// none) hold NAT mappings open; `idle_timeout` declares a silent connection dead.
+pub fn transport_config(
+    idle_timeout: std::time::Duration,
+    keepalive: Option<std::time::Duration>,
+) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    transport.keep_alive_interval(keepalive);
     transport.max_idle_timeout(idle_timeout.try_into().ok());
     Arc::new(transport)
 }

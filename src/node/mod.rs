@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub probe: ProbeConfig,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// QUIC keep-alive interval; `None` disables keep-alives (NAT mappings may then expire).
+    pub keepalive: Option<Duration>,
 }
 
 /// Why the node could not start.
@@ -124,7 +126,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         })?;
     let (socket, side_rx) = NodeSocket::new(std_socket, AddressMode::Virtual)?;
     let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-    let transport = socket::transport_config(config.idle_timeout);
+    let transport = socket::transport_config(config.idle_timeout, config.keepalive);
     let mut server_config =
         quinn::ServerConfig::with_crypto(tls::server_crypto(&config.identity, tls::ALPN_PEER)?);
     server_config.transport_config(transport.clone());
