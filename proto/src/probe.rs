@@ -343,6 +343,16 @@ mod tests {
     /// Simulated network: candidate `reachable` answers after `one_way` each direction, others
     /// never do. Drives the prober with virtual time only.
     fn run(candidates: &[SocketAddr], reachable: SocketAddr, one_way: Duration) -> ProbeOutcome {
+        run_lossy(candidates, reachable, one_way, 0)
+    }
+
+    /// As [`run`], but the network drops the first `lost` Pings to the reachable candidate.
+    fn run_lossy(
+        candidates: &[SocketAddr],
+        reachable: SocketAddr,
+        one_way: Duration,
+        mut lost: usize,
+    ) -> ProbeOutcome {
         let start = Instant::now();
         let mut counter = 0u8;
         let mut prober = DirectProber::new(
@@ -360,7 +370,9 @@ mod tests {
         let mut in_flight: Vec<(Instant, [u8; 12])> = Vec::new();
         loop {
             while let Some((to, bytes)) = prober.poll_transmit(now) {
-                if to == reachable {
+                if to == reachable && lost > 0 {
+                    lost -= 1;
+                } else if to == reachable {
                     let ProjectDatagram::Ping { transaction, .. } =
                         ProjectDatagram::decode(&bytes).unwrap()
                     else {
@@ -408,6 +420,19 @@ mod tests {
         // RTT 700 ms: several Pings go out before the first Pong; the match uses the latest Ping.
         let outcome = run(&[live], live, Duration::from_millis(350));
         assert!(matches!(outcome, ProbeOutcome::Selected { remote, .. } if remote == live));
+    }
+
+    #[test]
+    fn lost_pings_are_retransmitted_until_the_deadline() {
+        let live: SocketAddr = "192.0.2.5:9".parse().unwrap();
+        let rtt = Duration::from_millis(20);
+        // Default: a Ping every 200 ms for 5 s, so 25 Pings; 24 lost still finds the path.
+        let outcome = run_lossy(&[live], live, rtt / 2, 24);
+        assert_eq!(outcome, ProbeOutcome::Selected { remote: live, rtt });
+        assert_eq!(
+            run_lossy(&[live], live, rtt / 2, 25),
+            ProbeOutcome::TimedOut
+        );
     }
 
     #[test]
