@@ -308,3 +308,9 @@ pub fn transport_config(
     transport.max_idle_timeout(idle_timeout.try_into().ok());
     Arc::new(transport)
 }
+
+/// The real address of a connection's peer, IPv4-mapped addresses made plain (for connections by
+/// real address, such as the rendezvous's).
+pub fn peer_address(connection: &quinn::Connection) -> SocketAddr {
+    normalize(connection.remote_address())
+}

@@ -200,8 +200,14 @@ fn bad_input_gets_errors_and_the_node_keeps_working() {
 
 #[test]
 fn list_id_and_line_commands_in_framed_mode() {
-    let rendezvous = Rendezvous::start(&[]);
+    // With an alternate STUN address the node probes both; on loopback it sees its own address.
+    let stun_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rendezvous = Rendezvous::start(&["--stun-listen", &stun_port.to_string()]);
     let mut a = Node::start(&rendezvous, &[]);
+    assert!(a.ready.ends_with(" nat=public"), "{}", a.ready);
     let mut b = Node::start(&rendezvous, &[]);
     let b_id = b.id.clone();
     a.command(&format!("connect {b_id}"));
@@ -231,7 +237,11 @@ fn rendezvous_limits_refuse_with_a_clear_error() {
     // The refusal is reported before ready, and ready says nothing was observed.
     let error = second.wait_event(|e| e.starts_with("error rendezvous"));
     assert!(error.contains("RegistryFull"), "{error}");
-    assert!(second.ready.ends_with("observed=-"), "{}", second.ready);
+    assert!(
+        second.ready.ends_with(" observed=- nat=unknown"),
+        "{}",
+        second.ready
+    );
 }
 
 #[test]
@@ -243,7 +253,11 @@ fn ready_comes_first_and_registered_follows_when_the_rendezvous_appears_late() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let mut node = Node::start_bounded(tempfile::tempdir().unwrap(), &address, &[], 1000);
-    assert!(node.ready.ends_with("observed=-"), "{}", node.ready);
+    assert!(
+        node.ready.ends_with(" observed=- nat=unknown"),
+        "{}",
+        node.ready
+    );
     node.wait_event(|e| e.starts_with("error rendezvous "));
     let _rendezvous = Rendezvous::start_on(&address, &[]);
     let registered = node.wait_event(|e| e.starts_with("registered "));

@@ -225,6 +225,7 @@ pub enum Event {
         id: PeerId,
         local: Vec<std::net::SocketAddr>,
         observed: Option<std::net::SocketAddr>,
+        nat: crate::nat::NatBehaviour,
     },
     Registered {
         observed: std::net::SocketAddr,
@@ -273,12 +274,13 @@ impl Event {
                 id,
                 local,
                 observed,
+                nat,
             } => {
                 let local: Vec<String> = local.iter().map(|a| a.to_string()).collect();
                 let observed = observed.map_or("-".to_string(), |a| a.to_string());
                 write!(
                     line,
-                    "ready {id} local={} observed={observed}",
+                    "ready {id} local={} observed={observed} nat={nat}",
                     local.join(",")
                 )
             }
@@ -409,10 +411,14 @@ mod tests {
                 "10.0.0.1:5".parse().unwrap(),
             ],
             observed: None,
+            nat: crate::nat::NatBehaviour::Unknown,
         };
         assert_eq!(
             ready.to_line(),
-            format!("ready {} local=127.0.0.1:5,10.0.0.1:5 observed=-", id())
+            format!(
+                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown",
+                id()
+            )
         );
         assert_eq!(
             escape_line_payload(b"a\\b\nc\r\xff"),

@@ -19,6 +19,8 @@ pub const CONTROL_VERSION: u16 = 1;
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 /// Most local addresses a node may report.
 pub const MAX_LOCAL_ADDRS: usize = 16;
+/// Most alternate STUN addresses the rendezvous advertises.
+pub const MAX_STUN_ALTERNATES: usize = 4;
 
 type ControlConfig = Configuration<BigEndian, Varint, Limit<MAX_CONTROL_MESSAGE>>;
 
@@ -61,10 +63,24 @@ pub enum RefusalCode {
 /// The rendezvous's answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum Response {
-    Registered { observed: SocketAddr, ttl_secs: u32 },
-    Found { peer: PeerId, record: PeerRecord },
-    NotFound { peer: PeerId },
-    Refused { code: RefusalCode, message: String },
+    /// `stun_alternates`: other addresses (at most [`MAX_STUN_ALTERNATES`]) where the rendezvous
+    /// answers STUN, for NAT mapping-behaviour detection (`crate::nat`).
+    Registered {
+        observed: SocketAddr,
+        ttl_secs: u32,
+        stun_alternates: Vec<SocketAddr>,
+    },
+    Found {
+        peer: PeerId,
+        record: PeerRecord,
+    },
+    NotFound {
+        peer: PeerId,
+    },
+    Refused {
+        code: RefusalCode,
+        message: String,
+    },
 }
 
 /// Why a control message could not be decoded.
@@ -174,6 +190,7 @@ mod tests {
         let bytes = encode(&Response::Registered {
             observed: "198.51.100.9:7".parse().unwrap(),
             ttl_secs: 60,
+            stun_alternates: vec!["203.0.113.11:3478".parse().unwrap()],
         });
         for len in 0..bytes.len() {
             assert!(decode::<Response>(&bytes[..len]).is_err(), "length {len}");

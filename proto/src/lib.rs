@@ -7,6 +7,7 @@
 //! Modules:
 //! - [`peer_id`]: the peer identity (an ed25519 public key) and its text form;
 //! - [`demux`]: the pure function that splits datagrams on the node's one UDP socket;
+//! - [`nat`]: NAT mapping-behaviour detection with STUN;
 //! - [`stun`]: STUN Binding request/response codec (RFC 8489);
 //! - [`probe`]: project datagrams (path probes) and the direct-path prober state machine;
 //! - [`control`]: the versioned node <-> rendezvous control messages;
@@ -17,6 +18,7 @@
 pub mod app;
 pub mod control;
 pub mod demux;
+pub mod nat;
 pub mod path_table;
 pub mod peer_id;
 pub mod probe;

@@ -55,6 +55,7 @@ fn valid_samples() -> Vec<Vec<u8>> {
         control::encode(&Response::Registered {
             observed: "192.0.2.1:3".parse().unwrap(),
             ttl_secs: 120,
+            stun_alternates: vec!["203.0.113.11:3478".parse().unwrap()],
         }),
         stun::binding_request([7; 12]),
         stun::answer_binding_request(

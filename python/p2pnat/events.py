@@ -55,6 +55,7 @@ class Event:
     count: Optional[int] = None         # peers
     local_addrs: Tuple[str, ...] = ()   # ready
     observed_addr: Optional[str] = None  # ready ("-" becomes None)
+    nat: Optional[str] = None           # ready: "public", "endpoint-independent", "endpoint-dependent", "unknown"
     returncode: Optional[int] = None    # node-exited
     payload: Optional[bytes] = field(default=None, repr=False)  # decode-error / unexpected-message
 
@@ -93,12 +94,16 @@ def parse_event(line: str) -> Event:
         peer_id, *fields = args or ("",)
         local: Tuple[str, ...] = ()
         observed = None
+        nat = None
         for f in fields:
             if f.startswith("local="):
                 local = tuple(a for a in f[len("local="):].split(",") if a and a != "-")
             elif f.startswith("observed="):
                 observed = _dash(f[len("observed="):])
-        return Event(**base, peer_id=_dash(peer_id), local_addrs=local, observed_addr=observed)
+            elif f.startswith("nat="):
+                nat = _dash(f[len("nat="):])
+        return Event(**base, peer_id=_dash(peer_id), local_addrs=local, observed_addr=observed,
+                     nat=nat)
     if kind in (CONNECTED, PATH):
         peer_id, path, addr = words(3)
         return Event(**base, peer_id=_dash(peer_id), path=_dash(path), remote_addr=_dash(addr))

@@ -9,6 +9,8 @@ def test_ready():
     e = parse_event("ready peerabc local=192.168.1.2:5000,127.0.0.1:5000 observed=203.0.113.9:6000")
     assert (e.kind, e.peer_id, e.observed_addr) == ("ready", "peerabc", "203.0.113.9:6000")
     assert e.local_addrs == ("192.168.1.2:5000", "127.0.0.1:5000")
+    e = parse_event("ready peerabc local=10.0.0.1:1 observed=203.0.113.9:6000 nat=endpoint-dependent")
+    assert e.nat == "endpoint-dependent"
     e = parse_event("ready peerabc local=10.0.0.1:1 observed=-")
     assert e.observed_addr is None
 

@@ -52,6 +52,8 @@ struct State {
     owners: Mutex<HashMap<PeerId, usize>>,
     connections: AtomicUsize,
     registry_changed: tokio::sync::Notify,
+    /// `--stun-listen` addresses told to nodes for NAT mapping detection.
+    stun_alternates: Vec<SocketAddr>,
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
@@ -72,23 +74,32 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     server_config.transport_config(Arc::new(transport));
     let endpoint = p2pnat::socket::endpoint(socket.clone(), Some(server_config))?;
 
-    let state = Arc::new(State {
-        registry: Mutex::new(Registry::new(config.limits.clone())),
-        owners: Mutex::new(HashMap::new()),
-        connections: AtomicUsize::new(0),
-        registry_changed: tokio::sync::Notify::new(),
-    });
-
     tokio::spawn(answer_stun_on_main_socket(socket.clone(), side_rx));
+    let mut stun_alternates = Vec::new();
     for addr in &config.stun_listen {
         let stun_socket = tokio::net::UdpSocket::from_std({
             let s = bind(*addr)?;
             s.set_nonblocking(true)?;
             s
         })?;
-        tracing::info!(addr = %stun_socket.local_addr()?, "STUN-only responder listening");
+        let bound = stun_socket.local_addr()?;
+        tracing::info!(addr = %bound, "STUN-only responder listening");
+        // A wildcard address cannot be told to nodes; they could not know which IP to use.
+        if bound.ip().is_unspecified() {
+            tracing::warn!(addr = %bound, "not advertised for NAT detection: give a specific IP");
+        } else if stun_alternates.len() < control::MAX_STUN_ALTERNATES {
+            stun_alternates.push(bound);
+        }
         tokio::spawn(answer_stun_only(stun_socket));
     }
+    let state = Arc::new(State {
+        registry: Mutex::new(Registry::new(config.limits.clone())),
+        owners: Mutex::new(HashMap::new()),
+        connections: AtomicUsize::new(0),
+        registry_changed: tokio::sync::Notify::new(),
+        stun_alternates,
+    });
+
     tokio::spawn(expire_registrations(state.clone()));
 
     tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
@@ -296,6 +307,7 @@ async fn serve_request(
                     Response::Registered {
                         observed,
                         ttl_secs: ttl.as_secs().try_into().unwrap_or(u32::MAX),
+                        stun_alternates: state.stun_alternates.clone(),
                     }
                 }
                 Err(e) => {

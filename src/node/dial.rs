@@ -10,7 +10,7 @@ use std::time::Duration;
 use p2pnat_proto::demux::DatagramKind;
 use p2pnat_proto::path_table::{LocalSocketId, Path, PathKind};
 use p2pnat_proto::probe::{DirectProber, ProbeConfig, ProbeOutcome, ProjectDatagram};
-use p2pnat_proto::PeerId;
+use p2pnat_proto::{stun, PeerId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -42,12 +42,57 @@ pub enum DialError {
 }
 
 /// A Pong as the prober needs it: where it came from and its transaction ID.
-type PongArrival = (SocketAddr, [u8; 12]);
+pub type PongArrival = (SocketAddr, [u8; 12]);
 
-/// Routes Pongs to the prober waiting for them, by transaction ID.
-#[derive(Debug, Default)]
-pub struct PongRoutes {
-    routes: Mutex<HashMap<[u8; 12], mpsc::Sender<PongArrival>>>,
+/// Routes answers (Pongs, STUN responses) to the task waiting for them, by transaction ID.
+/// Holds at most [`MAX_PROBES`] transactions.
+#[derive(Debug)]
+pub struct TransactionRoutes<T> {
+    routes: Mutex<HashMap<[u8; 12], mpsc::Sender<T>>>,
+}
+
+impl<T> Default for TransactionRoutes<T> {
+    fn default() -> Self {
+        TransactionRoutes {
+            routes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> TransactionRoutes<T> {
+    /// Routes every transaction in `transactions` to `sender`; refuses when the table is full.
+    pub fn insert_all(
+        &self,
+        transactions: &[[u8; 12]],
+        sender: &mpsc::Sender<T>,
+    ) -> Result<(), DialError> {
+        let mut routes = self.routes.lock().expect("transaction routes lock");
+        if routes.len() + transactions.len() > MAX_PROBES {
+            return Err(DialError::Busy);
+        }
+        for transaction in transactions {
+            routes.insert(*transaction, sender.clone());
+        }
+        Ok(())
+    }
+
+    pub fn remove_all(&self, transactions: &[[u8; 12]]) {
+        let mut routes = self.routes.lock().expect("transaction routes lock");
+        for transaction in transactions {
+            routes.remove(transaction);
+        }
+    }
+
+    /// Hands `value` to the waiter for `transaction`; false when nobody waits (or it is behind).
+    pub fn deliver(&self, transaction: &[u8; 12], value: T) -> bool {
+        let route = self
+            .routes
+            .lock()
+            .expect("transaction routes lock")
+            .get(transaction)
+            .cloned();
+        route.is_some_and(|route| route.try_send(value).is_ok())
+    }
 }
 
 /// Shared pieces a dial needs.
@@ -58,7 +103,7 @@ pub struct Dialler {
     pub socket: Arc<NodeSocket>,
     pub client_config: quinn::ClientConfig,
     pub rendezvous: RendezvousClient,
-    pub pongs: Arc<PongRoutes>,
+    pub pongs: Arc<TransactionRoutes<PongArrival>>,
     pub probe: ProbeConfig,
     pub handshake_timeout: Duration,
 }
@@ -120,15 +165,7 @@ impl Dialler {
         // One transaction ID per candidate, drawn here so the Pong routes can be set up first.
         let transactions: Vec<[u8; 12]> = candidates.iter().map(|_| random_transaction()).collect();
         let (tx, mut rx) = mpsc::channel(16);
-        {
-            let mut routes = self.pongs.routes.lock().expect("pong routes lock");
-            if routes.len() + transactions.len() > MAX_PROBES {
-                return Err(DialError::Busy);
-            }
-            for transaction in &transactions {
-                routes.insert(*transaction, tx.clone());
-            }
-        }
+        self.pongs.insert_all(&transactions, &tx)?;
         let mut supply = transactions.clone().into_iter();
         let mut prober = DirectProber::new(
             start.into_std(),
@@ -156,12 +193,7 @@ impl Dialler {
                 Some((from, transaction)) = rx.recv() => prober.handle_pong(Instant::now().into_std(), from, transaction),
             }
         };
-        {
-            let mut routes = self.pongs.routes.lock().expect("pong routes lock");
-            for transaction in &transactions {
-                routes.remove(transaction);
-            }
-        }
+        self.pongs.remove_all(&transactions);
         match outcome {
             ProbeOutcome::Selected { remote, rtt } => {
                 tracing::debug!(%remote, ?rtt, "probe answered");
@@ -173,17 +205,26 @@ impl Dialler {
 }
 
 /// Handles STUN and project datagrams from the socket: answers Pings addressed to this node and
-/// routes Pongs to their prober. Malformed datagrams are logged and dropped.
+/// routes Pongs and STUN responses to the task waiting for them. Malformed or unexpected
+/// datagrams are logged and dropped.
 pub async fn handle_side_datagrams(
     own: PeerId,
     socket: Arc<NodeSocket>,
-    pongs: Arc<PongRoutes>,
+    pongs: Arc<TransactionRoutes<PongArrival>>,
+    stun_answers: Arc<TransactionRoutes<stun::BindingResponse>>,
     mut side_rx: mpsc::Receiver<SideDatagram>,
 ) {
     while let Some(datagram) = side_rx.recv().await {
         let from = datagram.from;
-        if datagram.kind != DatagramKind::Project {
-            tracing::debug!(%from, kind = ?datagram.kind, "unsolicited datagram dropped");
+        if datagram.kind == DatagramKind::Stun {
+            match stun::parse_binding_response(&datagram.bytes) {
+                Ok(response) => {
+                    if !stun_answers.deliver(&response.transaction_id, response) {
+                        tracing::debug!(%from, "STUN response for no request in progress dropped");
+                    }
+                }
+                Err(e) => tracing::debug!(%from, "STUN datagram dropped: {e}"),
+            }
             continue;
         }
         match ProjectDatagram::decode(&datagram.bytes) {
@@ -206,17 +247,8 @@ pub async fn handle_side_datagrams(
                 }
             }
             Ok(ProjectDatagram::Pong { transaction, .. }) => {
-                let route = pongs
-                    .routes
-                    .lock()
-                    .expect("pong routes lock")
-                    .get(&transaction)
-                    .cloned();
-                match route {
-                    Some(route) => {
-                        let _ = route.try_send((from, transaction));
-                    }
-                    None => tracing::debug!(%from, "Pong for no probe in progress dropped"),
+                if !pongs.deliver(&transaction, (from, transaction)) {
+                    tracing::debug!(%from, "Pong for no probe in progress dropped");
                 }
             }
             Err(e) => tracing::debug!(%from, "malformed project datagram dropped: {e}"),

@@ -10,6 +10,7 @@
 
 pub mod app_io;
 pub mod dial;
+pub mod nat_detection;
 pub mod peer;
 pub mod rendezvous_client;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use p2pnat_proto::app::{Command, Event, HELP};
 use p2pnat_proto::control::MAX_LOCAL_ADDRS;
+use p2pnat_proto::nat::{NatBehaviour, NatProbeConfig};
 use p2pnat_proto::probe::ProbeConfig;
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, Semaphore};
@@ -159,11 +161,13 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         outputs: outputs.clone(),
         shutdown: shutdown_rx,
     });
-    let pongs = Arc::new(dial::PongRoutes::default());
+    let pongs = Arc::new(dial::TransactionRoutes::default());
+    let stun_answers = Arc::new(dial::TransactionRoutes::default());
     tokio::spawn(dial::handle_side_datagrams(
         own,
         socket.clone(),
         pongs.clone(),
+        stun_answers.clone(),
         side_rx,
     ));
     let dialler = dial::Dialler {
@@ -187,20 +191,37 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     });
 
     // `ready` is always the first event; a rendezvous problem follows it.
-    let (observed, problem) =
+    let (registration, problem) =
         match tokio::time::timeout(Duration::from_secs(6), first_registration).await {
-            Ok(Ok(Ok(observed))) => (Some(observed), None),
+            Ok(Ok(Ok(registration))) => (Some(registration), None),
             Ok(Ok(Err(reason))) => (None, Some(format!("{reason}; still trying"))),
             _ => (
                 None,
                 Some("no answer from the rendezvous yet; still trying".to_string()),
             ),
         };
+    let nat = match &registration {
+        Some(registration) => {
+            let mut servers = vec![registration.server];
+            servers.extend(&registration.stun_alternates);
+            nat_detection::detect(
+                &socket,
+                &stun_answers,
+                local_addrs.clone(),
+                &servers,
+                NatProbeConfig::default(),
+            )
+            .await
+        }
+        None => NatBehaviour::Unknown,
+    };
+    let observed = registration.map(|r| r.observed);
     outputs
         .event(Event::Ready {
             id: own,
             local: local_addrs,
             observed,
+            nat,
         })
         .await;
     if let Some(problem) = problem {

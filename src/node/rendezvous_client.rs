@@ -146,13 +146,25 @@ pub struct Keeper {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Starts the keeper. `first` receives the outcome of the first registration attempt: the
-/// observed address, or why it failed.
+/// A successful registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The rendezvous's address (where it answers QUIC and STUN).
+    pub server: SocketAddr,
+    /// This node's address as the rendezvous sees it.
+    pub observed: SocketAddr,
+    /// Other addresses where the rendezvous answers STUN.
+    pub stun_alternates: Vec<SocketAddr>,
+    /// How long the registration lives without a refresh.
+    pub ttl: Duration,
+}
+
+/// Starts the keeper. `first` receives the outcome of the first registration attempt.
 pub fn spawn(
     keeper: Keeper,
 ) -> (
     RendezvousClient,
-    oneshot::Receiver<Result<SocketAddr, String>>,
+    oneshot::Receiver<Result<Registration, String>>,
 ) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let (first_tx, first_rx) = oneshot::channel();
@@ -175,7 +187,7 @@ async fn resolve(address: &str) -> Result<SocketAddr, String> {
 
 async fn connect_and_register(
     keeper: &Keeper,
-) -> Result<(quinn::Connection, SocketAddr, Duration), String> {
+) -> Result<(quinn::Connection, Registration), String> {
     let addr = resolve(&keeper.target.address).await?;
     keeper.socket.add_passthrough(addr);
     let server_name = keeper
@@ -192,20 +204,30 @@ async fn connect_and_register(
         .await
         .map_err(|_| format!("rendezvous {addr} did not answer"))?
         .map_err(|e| format!("rendezvous {addr}: {e}"))?;
-    let (observed, ttl) = register(&connection, &keeper.local_addrs).await?;
-    Ok((connection, observed, ttl))
+    let registration = register(&connection, &keeper.local_addrs).await?;
+    Ok((connection, registration))
 }
 
 async fn register(
     connection: &quinn::Connection,
     local_addrs: &[SocketAddr],
-) -> Result<(SocketAddr, Duration), String> {
+) -> Result<Registration, String> {
     let request_message = Request::Register {
         local_addrs: local_addrs.to_vec(),
     };
     match request(connection, &request_message).await {
-        Ok(Response::Registered { observed, ttl_secs }) => {
-            Ok((observed, Duration::from_secs(u64::from(ttl_secs.max(3)))))
+        Ok(Response::Registered {
+            observed,
+            ttl_secs,
+            mut stun_alternates,
+        }) => {
+            stun_alternates.truncate(p2pnat_proto::control::MAX_STUN_ALTERNATES);
+            Ok(Registration {
+                server: crate::socket::peer_address(connection),
+                observed,
+                stun_alternates,
+                ttl: Duration::from_secs(u64::from(ttl_secs.max(3))),
+            })
         }
         Ok(Response::Refused { code, message }) => {
             Err(format!("registration refused ({code:?}): {message}"))
@@ -218,20 +240,21 @@ async fn register(
 async fn keep(
     mut keeper: Keeper,
     conn_tx: watch::Sender<Option<quinn::Connection>>,
-    first_tx: oneshot::Sender<Result<SocketAddr, String>>,
+    first_tx: oneshot::Sender<Result<Registration, String>>,
 ) {
     let mut first = Some(first_tx);
     let mut backoff = Duration::from_secs(1);
     loop {
         match connect_and_register(&keeper).await {
-            Ok((connection, observed, ttl)) => {
+            Ok((connection, registration)) => {
+                let (observed, ttl) = (registration.observed, registration.ttl);
                 tracing::info!(%observed, "registered with the rendezvous");
                 backoff = Duration::from_secs(1);
                 // The first success is reported in `ready`; any later one (after a failure,
                 // or once `ready` went out without it) as a `registered` event.
                 let reported_in_ready = first
                     .take()
-                    .is_some_and(|first| first.send(Ok(observed)).is_ok());
+                    .is_some_and(|first| first.send(Ok(registration)).is_ok());
                 if !reported_in_ready {
                     keeper.outputs.event(Event::Registered { observed }).await;
                 }

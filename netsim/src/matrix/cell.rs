@@ -376,7 +376,8 @@ fn run_nodes(
 }
 
 /// Compares the `observed=` field of a ready event with the address the lab says the
-/// rendezvous must see; returns a description of any disagreement.
+/// rendezvous must see, and its `nat=` field with the lab's mapping behaviour; returns a
+/// description of any disagreement.
 fn observed_mismatch(lab: &Lab, host: &str, ready: &str) -> Result<Option<String>> {
     let plan = lab.plan();
     let node = plan.node(host)?;
@@ -402,12 +403,32 @@ fn observed_mismatch(lab: &Lab, host: &str, ready: &str) -> Result<Option<String
         Some(ip) => observed_ip == Some(ip.into()),
         None => observed == "-",
     };
-    Ok((!ok).then(|| {
-        format!(
+    let mut problems = Vec::new();
+    if !ok {
+        problems.push(format!(
             "{host} reported observed={observed}, the lab expects {}",
             expected.map_or("- (UDP blocked)".to_string(), |ip| format!("{ip}:<port>"))
-        )
-    }))
+        ));
+    }
+    // The node's own NAT mapping detection must agree with the lab's self-checked plan.
+    let expected_nat = match plan.expected_behaviour(node) {
+        None => "unknown",
+        Some(b) if !b.translated => "public",
+        Some(b) if b.mapping == crate::classify::MappingBehaviour::EndpointIndependent => {
+            "endpoint-independent"
+        }
+        Some(_) => "endpoint-dependent",
+    };
+    let nat = ready
+        .split(' ')
+        .find_map(|w| w.strip_prefix("nat="))
+        .unwrap_or("(missing)");
+    if nat != expected_nat {
+        problems.push(format!(
+            "{host} reported nat={nat}, the lab expects nat={expected_nat}"
+        ));
+    }
+    Ok((!problems.is_empty()).then(|| problems.join("; ")))
 }
 
 /// Waits until message `id` from node `from` arrives at the other node (returns its arrival
