@@ -39,6 +39,18 @@ pub enum Request {
     Register { local_addrs: Vec<SocketAddr> },
     /// Look up a registered peer.
     Lookup { peer: PeerId },
+    /// Look up a registered peer and ask the rendezvous to tell it, with a [`Push::PunchRequest`],
+    /// to probe the caller's addresses now: coordinated hole punching. Answered like `Lookup`.
+    Connect { peer: PeerId },
+}
+
+/// A message the rendezvous pushes to a registered node, each on a unidirectional stream it
+/// opens on the node's registration connection (same framing: version, then bincode).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Push {
+    /// `peer` (whose addresses are in `record`) is dialling you: send probes to its addresses
+    /// now, so that your NAT expects its packets.
+    PunchRequest { peer: PeerId, record: PeerRecord },
 }
 
 /// What the rendezvous knows of a registered peer.
@@ -138,6 +150,18 @@ mod tests {
             ],
         };
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
+        let push = Push::PunchRequest {
+            peer: PeerId([4; 32]),
+            record: PeerRecord {
+                observed: "192.0.2.4:4000".parse().unwrap(),
+                local_addrs: vec!["10.0.0.4:4000".parse().unwrap()],
+            },
+        };
+        assert_eq!(decode::<Push>(&encode(&push)).unwrap(), push);
+        let connect = Request::Connect {
+            peer: PeerId([5; 32]),
+        };
+        assert_eq!(decode::<Request>(&encode(&connect)).unwrap(), connect);
         let response = Response::Found {
             peer: PeerId([3; 32]),
             record: PeerRecord {

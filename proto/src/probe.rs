@@ -150,6 +150,9 @@ impl ProjectDatagram {
     }
 }
 
+/// Most candidate addresses one prober checks (reported ones plus peer-reflexive ones).
+pub const MAX_CANDIDATES: usize = 32;
+
 /// Timing of a [`DirectProber`].
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeConfig {
@@ -210,6 +213,9 @@ impl DirectProber {
     ) -> Self {
         let mut checks: Vec<CandidateCheck> = Vec::new();
         for remote in candidates {
+            if checks.len() >= MAX_CANDIDATES {
+                break;
+            }
             if checks.iter().any(|check| check.remote == *remote) {
                 continue;
             }
@@ -294,6 +300,31 @@ impl DirectProber {
         let outcome = self.outcome?;
         self.outcome_taken = true;
         Some(outcome)
+    }
+
+    /// Adds a *peer-reflexive* candidate: the address a Ping from the target came from. Behind an
+    /// endpoint-dependent (symmetric) NAT that address is not among the ones the rendezvous knows,
+    /// yet it is the one the target's NAT expects an answer from. Checked at once. Returns false
+    /// (and does nothing) when done, when the address is known, or at [`MAX_CANDIDATES`].
+    pub fn add_candidate(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        transaction: [u8; 12],
+    ) -> bool {
+        if self.outcome.is_some()
+            || self.checks.len() >= MAX_CANDIDATES
+            || self.checks.iter().any(|check| check.remote == remote)
+        {
+            return false;
+        }
+        self.checks.push(CandidateCheck {
+            remote,
+            transaction,
+            next_ping: now,
+            last_ping: None,
+        });
+        true
     }
 
     /// Whether `transaction` belongs to this prober.
@@ -420,6 +451,45 @@ mod tests {
         // RTT 700 ms: several Pings go out before the first Pong; the match uses the latest Ping.
         let outcome = run(&[live], live, Duration::from_millis(350));
         assert!(matches!(outcome, ProbeOutcome::Selected { remote, .. } if remote == live));
+    }
+
+    #[test]
+    fn peer_reflexive_candidate_found_behind_a_symmetric_nat() {
+        // The reported address is dead (the peer's symmetric NAT gave its traffic to us a new
+        // port); the peer's own Ping reveals the live one.
+        let start = Instant::now();
+        let reported: SocketAddr = "192.0.2.8:4000".parse().unwrap();
+        let reflexive: SocketAddr = "192.0.2.8:51234".parse().unwrap();
+        let mut prober = DirectProber::new(
+            start,
+            PeerId([1; 32]),
+            PeerId([2; 32]),
+            &[reported],
+            || [1; 12],
+            ProbeConfig::default(),
+        );
+        assert_eq!(prober.poll_transmit(start).unwrap().0, reported);
+        let later = start + Duration::from_millis(50);
+        assert!(prober.add_candidate(later, reflexive, [2; 12]));
+        assert!(
+            !prober.add_candidate(later, reflexive, [3; 12]),
+            "known already"
+        );
+        let (to, bytes) = prober.poll_transmit(later).unwrap();
+        assert_eq!(to, reflexive);
+        let ProjectDatagram::Ping { transaction, .. } = ProjectDatagram::decode(&bytes).unwrap()
+        else {
+            panic!("not a Ping");
+        };
+        prober.handle_pong(later + Duration::from_millis(10), reflexive, transaction);
+        assert_eq!(
+            prober.poll_event(),
+            Some(ProbeOutcome::Selected {
+                remote: reflexive,
+                rtt: Duration::from_millis(10)
+            })
+        );
+        assert!(!prober.add_candidate(later, "192.0.2.9:1".parse().unwrap(), [4; 12]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! never panic, whatever the input. Deterministic (seeded xorshift), so a failure reproduces.
 
 use p2pnat_proto::app::{parse_command_line, parse_send_header};
-use p2pnat_proto::control::{self, Request, Response};
+use p2pnat_proto::control::{self, Push, Request, Response};
 use p2pnat_proto::demux::classify;
 use p2pnat_proto::probe::ProjectDatagram;
 use p2pnat_proto::stun;
@@ -82,6 +82,7 @@ fn feed(input: &[u8]) {
     let _ = classify(input);
     let _ = control::decode::<Request>(input);
     let _ = control::decode::<Response>(input);
+    let _ = control::decode::<Push>(input);
     let _ = stun::parse_binding_response(input);
     let _ = stun::answer_binding_request(input, "192.0.2.1:1".parse().unwrap());
     let _ = ProjectDatagram::decode(input);

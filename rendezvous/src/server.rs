@@ -11,7 +11,9 @@ use std::time::Duration;
 use p2pnat::identity::{Identity, IdentityError};
 use p2pnat::socket::{AddressMode, NodeSocket, SideDatagram};
 use p2pnat::tls;
-use p2pnat_proto::control::{self, RefusalCode, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::control::{
+    self, PeerRecord, Push, RefusalCode, Request, Response, MAX_CONTROL_MESSAGE,
+};
 use p2pnat_proto::demux::{classify, DatagramKind};
 use p2pnat_proto::registry::{Registry, RegistryLimits};
 use p2pnat_proto::{stun, PeerId};
@@ -48,8 +50,8 @@ pub enum ServerError {
 /// Shared state: the registry and which connection holds each registration.
 struct State {
     registry: Mutex<Registry>,
-    /// peer -> stable ID of the connection that registered it last.
-    owners: Mutex<HashMap<PeerId, usize>>,
+    /// peer -> the connection that registered it last (pushes go there).
+    owners: Mutex<HashMap<PeerId, quinn::Connection>>,
     connections: AtomicUsize,
     registry_changed: tokio::sync::Notify,
     /// `--stun-listen` addresses told to nodes for NAT mapping detection.
@@ -239,7 +241,7 @@ async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
         tracing::debug!("connection closed: {reason}");
         let stable = connection.stable_id();
         let mut owners = state.owners.lock().expect("owners lock");
-        if owners.get(&peer) == Some(&stable) {
+        if owners.get(&peer).map(|c| c.stable_id()) == Some(stable) {
             owners.remove(&peer);
             state
                 .registry
@@ -301,7 +303,7 @@ async fn serve_request(
                         .owners
                         .lock()
                         .expect("owners lock")
-                        .insert(peer, connection.stable_id());
+                        .insert(peer, connection.clone());
                     state.registry_changed.notify_one();
                     tracing::debug!(%observed, "registered");
                     Response::Registered {
@@ -330,8 +332,61 @@ async fn serve_request(
                 None => Response::NotFound { peer: wanted },
             }
         }
+        Ok(Request::Connect { peer: wanted }) => {
+            let now = Instant::now().into_std();
+            let (found, requester) = {
+                let registry = state.registry.lock().expect("registry lock");
+                (
+                    registry.lookup(now, &wanted).cloned(),
+                    registry.lookup(now, &peer).cloned(),
+                )
+            };
+            match found {
+                Some(record) => {
+                    // Tell the target to probe the requester: both NATs then expect the other.
+                    let requester = requester.unwrap_or_else(|| PeerRecord {
+                        observed: p2pnat_proto::path_table::normalize(connection.remote_address()),
+                        local_addrs: Vec::new(),
+                    });
+                    let target = state
+                        .owners
+                        .lock()
+                        .expect("owners lock")
+                        .get(&wanted)
+                        .cloned();
+                    if let Some(target) = target {
+                        let push = Push::PunchRequest {
+                            peer,
+                            record: requester,
+                        };
+                        tokio::spawn(push_to(target, push).in_current_span());
+                    }
+                    Response::Found {
+                        peer: wanted,
+                        record,
+                    }
+                }
+                None => Response::NotFound { peer: wanted },
+            }
+        }
     };
     send.write_all(&control::encode(&response)).await?;
     send.finish()?;
     Ok(())
+}
+
+/// Sends one push message on a new unidirectional stream; failures are logged (the target may
+/// have just gone away) and never affect the requester.
+async fn push_to(target: quinn::Connection, push: Push) {
+    let send = async {
+        let mut stream = target.open_uni().await?;
+        stream.write_all(&control::encode(&push)).await?;
+        stream.finish()?;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), send).await {
+        Ok(Ok(())) => tracing::debug!("punch request pushed"),
+        Ok(Err(e)) => tracing::debug!("punch request not pushed: {e}"),
+        Err(_) => tracing::debug!("punch request not pushed: timed out"),
+    }
 }

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use p2pnat_proto::control::{PeerRecord, Push};
 use p2pnat_proto::demux::DatagramKind;
 use p2pnat_proto::path_table::{LocalSocketId, Path, PathKind};
 use p2pnat_proto::probe::{DirectProber, ProbeConfig, ProbeOutcome, ProjectDatagram};
 use p2pnat_proto::{stun, PeerId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::rendezvous_client::{RendezvousClient, RendezvousError};
 use crate::socket::{NodeSocket, SideDatagram};
@@ -44,53 +46,54 @@ pub enum DialError {
 /// A Pong as the prober needs it: where it came from and its transaction ID.
 pub type PongArrival = (SocketAddr, [u8; 12]);
 
-/// Routes answers (Pongs, STUN responses) to the task waiting for them, by transaction ID.
-/// Holds at most [`MAX_PROBES`] transactions.
+/// Routes answers (Pongs and STUN responses by transaction ID, Pings by the peer that sent them)
+/// to the task waiting for them. Holds at most [`MAX_PROBES`] keys.
 #[derive(Debug)]
-pub struct TransactionRoutes<T> {
-    routes: Mutex<HashMap<[u8; 12], mpsc::Sender<T>>>,
+pub struct Routes<K, T> {
+    routes: Mutex<HashMap<K, mpsc::Sender<T>>>,
 }
 
-impl<T> Default for TransactionRoutes<T> {
+/// Pongs by transaction ID.
+pub type PongRoutes = Routes<[u8; 12], PongArrival>;
+/// STUN Binding responses by transaction ID.
+pub type StunRoutes = Routes<[u8; 12], stun::BindingResponse>;
+/// Where Pings from a peer came from, for the prober of that peer (peer-reflexive candidates).
+pub type PingRoutes = Routes<PeerId, SocketAddr>;
+
+impl<K, T> Default for Routes<K, T> {
     fn default() -> Self {
-        TransactionRoutes {
+        Routes {
             routes: Mutex::new(HashMap::new()),
         }
     }
 }
 
-impl<T> TransactionRoutes<T> {
-    /// Routes every transaction in `transactions` to `sender`; refuses when the table is full.
-    pub fn insert_all(
-        &self,
-        transactions: &[[u8; 12]],
-        sender: &mpsc::Sender<T>,
-    ) -> Result<(), DialError> {
-        let mut routes = self.routes.lock().expect("transaction routes lock");
-        if routes.len() + transactions.len() > MAX_PROBES {
+impl<K: std::hash::Hash + Eq + Copy, T> Routes<K, T> {
+    /// Routes every key in `keys` to `sender`; refuses when the table is full.
+    pub fn insert_all(&self, keys: &[K], sender: &mpsc::Sender<T>) -> Result<(), DialError> {
+        let mut routes = self.routes.lock().expect("routes lock");
+        if routes.len() + keys.len() > MAX_PROBES {
             return Err(DialError::Busy);
         }
-        for transaction in transactions {
-            routes.insert(*transaction, sender.clone());
+        for key in keys {
+            routes.insert(*key, sender.clone());
         }
         Ok(())
     }
 
-    pub fn remove_all(&self, transactions: &[[u8; 12]]) {
-        let mut routes = self.routes.lock().expect("transaction routes lock");
-        for transaction in transactions {
-            routes.remove(transaction);
+    /// Removes the keys that still route to `sender` (another task may have taken one over).
+    pub fn remove_all(&self, keys: &[K], sender: &mpsc::Sender<T>) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        for key in keys {
+            if routes.get(key).is_some_and(|s| s.same_channel(sender)) {
+                routes.remove(key);
+            }
         }
     }
 
-    /// Hands `value` to the waiter for `transaction`; false when nobody waits (or it is behind).
-    pub fn deliver(&self, transaction: &[u8; 12], value: T) -> bool {
-        let route = self
-            .routes
-            .lock()
-            .expect("transaction routes lock")
-            .get(transaction)
-            .cloned();
+    /// Hands `value` to the waiter for `key`; false when nobody waits (or it is behind).
+    pub fn deliver(&self, key: &K, value: T) -> bool {
+        let route = self.routes.lock().expect("routes lock").get(key).cloned();
         route.is_some_and(|route| route.try_send(value).is_ok())
     }
 }
@@ -103,7 +106,8 @@ pub struct Dialler {
     pub socket: Arc<NodeSocket>,
     pub client_config: quinn::ClientConfig,
     pub rendezvous: RendezvousClient,
-    pub pongs: Arc<TransactionRoutes<PongArrival>>,
+    pub pongs: Arc<PongRoutes>,
+    pub pings: Arc<PingRoutes>,
     pub probe: ProbeConfig,
     pub handshake_timeout: Duration,
 }
@@ -117,14 +121,13 @@ fn random_transaction() -> [u8; 12] {
 impl Dialler {
     /// Looks `peer` up, finds a path and connects.
     pub async fn dial(&self, peer: PeerId) -> Result<quinn::Connection, DialError> {
+        // The rendezvous also tells the peer to probe us at the same time (coordinated punching).
         let record = self
             .rendezvous
-            .lookup(peer)
+            .lookup_and_announce(peer)
             .await?
             .ok_or(DialError::UnknownPeer)?;
-        let mut candidates = record.local_addrs.clone();
-        candidates.push(record.observed);
-        candidates.retain(|addr| addr.is_ipv4() && !addr.ip().is_unspecified() && addr.port() != 0);
+        let candidates = candidates_of(&record);
         tracing::debug!(?candidates, "probing candidates");
         let remote = self.probe(peer, &candidates).await?;
         let vaddr = self
@@ -166,6 +169,9 @@ impl Dialler {
         let transactions: Vec<[u8; 12]> = candidates.iter().map(|_| random_transaction()).collect();
         let (tx, mut rx) = mpsc::channel(16);
         self.pongs.insert_all(&transactions, &tx)?;
+        let (ping_tx, mut ping_rx) = mpsc::channel(16);
+        let watching_pings = self.pings.insert_all(&[peer], &ping_tx).is_ok();
+        let mut transactions = transactions;
         let mut supply = transactions.clone().into_iter();
         let mut prober = DirectProber::new(
             start.into_std(),
@@ -191,9 +197,22 @@ impl Dialler {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline.into()) => prober.handle_timeout(Instant::now().into_std()),
                 Some((from, transaction)) = rx.recv() => prober.handle_pong(Instant::now().into_std(), from, transaction),
+                Some(from) = ping_rx.recv() => {
+                    // The peer's Ping came from an address we did not know: check it too.
+                    let transaction = random_transaction();
+                    if prober.add_candidate(Instant::now().into_std(), from, transaction)
+                        && self.pongs.insert_all(&[transaction], &tx).is_ok()
+                    {
+                        tracing::debug!(%from, "peer-reflexive candidate");
+                        transactions.push(transaction);
+                    }
+                }
             }
         };
-        self.pongs.remove_all(&transactions);
+        self.pongs.remove_all(&transactions, &tx);
+        if watching_pings {
+            self.pings.remove_all(&[peer], &ping_tx);
+        }
         match outcome {
             ProbeOutcome::Selected { remote, rtt } => {
                 tracing::debug!(%remote, ?rtt, "probe answered");
@@ -204,14 +223,57 @@ impl Dialler {
     }
 }
 
+/// A peer's candidate addresses, host addresses first: the ones this IPv4 socket can use.
+fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
+    let mut candidates = record.local_addrs.clone();
+    candidates.push(record.observed);
+    candidates.retain(|addr| addr.is_ipv4() && !addr.ip().is_unspecified() && addr.port() != 0);
+    candidates
+}
+
+/// Most punch requests answered at once; more are dropped (the dialler retries).
+pub const MAX_PUNCH_ANSWERS: usize = 8;
+
+/// Answers the rendezvous's punch requests: probes the dialling peer's addresses for the probe
+/// timeout, which opens this node's NAT towards it. At most [`MAX_PUNCH_ANSWERS`] at once and one
+/// per peer, so a flood of requests cannot turn the node into a packet cannon.
+pub async fn answer_punch_requests(dialler: Dialler, mut pushes: mpsc::Receiver<Push>) {
+    let in_progress = Arc::new(Mutex::new(std::collections::HashSet::<PeerId>::new()));
+    while let Some(Push::PunchRequest { peer, record }) = pushes.recv().await {
+        {
+            let mut active = in_progress.lock().expect("punch set lock");
+            if active.len() >= MAX_PUNCH_ANSWERS || !active.insert(peer) {
+                tracing::debug!(peer = %peer.short(), "punch request ignored (busy)");
+                continue;
+            }
+        }
+        let dialler = dialler.clone();
+        let in_progress = in_progress.clone();
+        let span = tracing::info_span!("punch", peer = %peer.short());
+        tokio::spawn(
+            async move {
+                let candidates = candidates_of(&record);
+                tracing::debug!(?candidates, "punch requested: probing the dialler");
+                match dialler.probe(peer, &candidates).await {
+                    Ok(remote) => tracing::debug!(%remote, "dialler answered our probes"),
+                    Err(e) => tracing::debug!("no answer from the dialler: {e}"),
+                }
+                in_progress.lock().expect("punch set lock").remove(&peer);
+            }
+            .instrument(span),
+        );
+    }
+}
+
 /// Handles STUN and project datagrams from the socket: answers Pings addressed to this node and
 /// routes Pongs and STUN responses to the task waiting for them. Malformed or unexpected
 /// datagrams are logged and dropped.
 pub async fn handle_side_datagrams(
     own: PeerId,
     socket: Arc<NodeSocket>,
-    pongs: Arc<TransactionRoutes<PongArrival>>,
-    stun_answers: Arc<TransactionRoutes<stun::BindingResponse>>,
+    pongs: Arc<PongRoutes>,
+    pings: Arc<PingRoutes>,
+    stun_answers: Arc<StunRoutes>,
     mut side_rx: mpsc::Receiver<SideDatagram>,
 ) {
     while let Some(datagram) = side_rx.recv().await {
@@ -245,6 +307,8 @@ pub async fn handle_side_datagrams(
                 if let Err(e) = socket.send_raw(from, &pong.encode()) {
                     tracing::debug!(%from, "Pong not sent: {e}");
                 }
+                // If we are probing that peer too, its address may be news to us.
+                pings.deliver(&sender, from);
             }
             Ok(ProjectDatagram::Pong { transaction, .. }) => {
                 if !pongs.deliver(&transaction, (from, transaction)) {

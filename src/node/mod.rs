@@ -152,6 +152,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
 
     let local_addrs = local_addresses(bound);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (push_tx, push_rx) = mpsc::channel(16);
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
         target: config.rendezvous.clone(),
         endpoint: endpoint.clone(),
@@ -160,13 +161,16 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         local_addrs: local_addrs.clone(),
         outputs: outputs.clone(),
         shutdown: shutdown_rx,
+        pushes: push_tx,
     });
-    let pongs = Arc::new(dial::TransactionRoutes::default());
-    let stun_answers = Arc::new(dial::TransactionRoutes::default());
+    let pongs = Arc::new(dial::PongRoutes::default());
+    let pings = Arc::new(dial::PingRoutes::default());
+    let stun_answers = Arc::new(dial::StunRoutes::default());
     tokio::spawn(dial::handle_side_datagrams(
         own,
         socket.clone(),
         pongs.clone(),
+        pings.clone(),
         stun_answers.clone(),
         side_rx,
     ));
@@ -177,9 +181,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         client_config: peer_client,
         rendezvous: rendezvous.clone(),
         pongs,
+        pings,
         probe: config.probe,
         handshake_timeout: config.handshake_timeout,
     };
+    tokio::spawn(dial::answer_punch_requests(dialler.clone(), push_rx));
     let peers = Arc::new(Peers {
         context: PeerContext {
             dialler,

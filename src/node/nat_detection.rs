@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use p2pnat_proto::nat::{NatBehaviour, NatProbe, NatProbeConfig};
-use p2pnat_proto::stun::BindingResponse;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::dial::TransactionRoutes;
+use super::dial::StunRoutes;
 use crate::socket::NodeSocket;
 
 fn random_transaction() -> [u8; 12] {
@@ -22,7 +21,7 @@ fn random_transaction() -> [u8; 12] {
 /// rest its alternate STUN addresses. Takes at most `config.timeout`.
 pub async fn detect(
     socket: &NodeSocket,
-    routes: &Arc<TransactionRoutes<BindingResponse>>,
+    routes: &Arc<StunRoutes>,
     local: Vec<SocketAddr>,
     servers: &[SocketAddr],
     config: NatProbeConfig,
@@ -56,7 +55,7 @@ pub async fn detect(
             Some(response) = rx.recv() => probe.handle_response(response),
         }
     };
-    routes.remove_all(&transactions);
+    routes.remove_all(&transactions, &tx);
     tracing::info!(%behaviour, "NAT mapping behaviour detected");
     behaviour
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2pnat_proto::app::Event;
-use p2pnat_proto::control::{self, PeerRecord, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::control::{self, PeerRecord, Push, Request, Response, MAX_CONTROL_MESSAGE};
 use p2pnat_proto::PeerId;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::app_io::Outputs;
 use crate::socket::NodeSocket;
@@ -108,6 +108,22 @@ async fn request(
 impl RendezvousClient {
     /// Looks `peer` up: `Ok(None)` when the rendezvous does not know it.
     pub async fn lookup(&self, peer: PeerId) -> Result<Option<PeerRecord>, RendezvousError> {
+        self.ask(peer, Request::Lookup { peer }).await
+    }
+
+    /// Looks `peer` up and has the rendezvous tell it to probe us now (coordinated punching).
+    pub async fn lookup_and_announce(
+        &self,
+        peer: PeerId,
+    ) -> Result<Option<PeerRecord>, RendezvousError> {
+        self.ask(peer, Request::Connect { peer }).await
+    }
+
+    async fn ask(
+        &self,
+        peer: PeerId,
+        question: Request,
+    ) -> Result<Option<PeerRecord>, RendezvousError> {
         let mut watch = self.connection.clone();
         let connection = tokio::time::timeout(LOOKUP_TIMEOUT, watch.wait_for(|c| c.is_some()))
             .await
@@ -115,7 +131,7 @@ impl RendezvousClient {
             .map_err(|_| RendezvousError::NotConnected)?
             .clone()
             .ok_or(RendezvousError::NotConnected)?;
-        match request(&connection, &Request::Lookup { peer }).await? {
+        match request(&connection, &question).await? {
             Response::Found {
                 peer: found,
                 record,
@@ -144,6 +160,8 @@ pub struct Keeper {
     pub outputs: Outputs,
     /// Becomes true when the node shuts down: the keeper closes its connection quietly and ends.
     pub shutdown: watch::Receiver<bool>,
+    /// Where messages the rendezvous pushes go (bounded; a full queue drops and logs them).
+    pub pushes: mpsc::Sender<Push>,
 }
 
 /// A successful registration.
@@ -259,6 +277,7 @@ async fn keep(
                     keeper.outputs.event(Event::Registered { observed }).await;
                 }
                 let _ = conn_tx.send(Some(connection.clone()));
+                tokio::spawn(receive_pushes(connection.clone(), keeper.pushes.clone()));
                 let reason = loop {
                     tokio::select! {
                         biased;
@@ -318,6 +337,28 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
         }
         if shutdown.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Reads the messages the rendezvous pushes on `connection` (one per unidirectional stream) until
+/// it closes. Malformed ones are logged and dropped.
+async fn receive_pushes(connection: quinn::Connection, pushes: mpsc::Sender<Push>) {
+    while let Ok(mut stream) = connection.accept_uni().await {
+        let bytes = match stream.read_to_end(MAX_CONTROL_MESSAGE).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!("push stream failed: {e}");
+                continue;
+            }
+        };
+        match control::decode::<Push>(&bytes) {
+            Ok(push) => {
+                if pushes.try_send(push).is_err() {
+                    tracing::warn!("too many pushes from the rendezvous at once: one dropped");
+                }
+            }
+            Err(e) => tracing::warn!("malformed push from the rendezvous dropped: {e}"),
         }
     }
 }

@@ -15,6 +15,10 @@ pub struct Expectation {
     pub connected: bool,
     /// `direct` or `relayed` when `connected`.
     pub path: Option<String>,
+    /// alice's own dial connects, so her first message is delivered (default false: the cell
+    /// may connect only when bob dials back).
+    #[serde(default)]
+    pub first_try: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +118,14 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
         },
         (false, false) => {}
     }
+    let got_first_try = got.connected && got.dialled_by.as_deref() == Some("alice");
+    match (expect.first_try, got_first_try) {
+        (true, false) if got.connected => {
+            worse.push("alice's own dial failed; expected it to connect on the first try".into())
+        }
+        (false, true) => better.push("alice's own dial connected on the first try".into()),
+        _ => {}
+    }
     for mismatch in &got.observed_mismatches {
         worse.push(format!("wrong observed address: {mismatch}"));
     }
@@ -183,6 +195,7 @@ mod tests {
         CellResult {
             cell: "public+public".into(),
             connected,
+            dialled_by: connected.then(|| "bob".to_string()),
             path: path.map(str::to_string),
             throughput_mib_s: connected.then_some(10.0),
             ..CellResult::default()
@@ -194,6 +207,7 @@ mod tests {
             pair: "public+public".into(),
             connected,
             path: connected.then(|| "direct".to_string()),
+            first_try: false,
         }
     }
 
@@ -219,6 +233,22 @@ mod tests {
             verdict(&expect(true), &result(true, Some("relayed"))),
             Verdict::Worse(_)
         ));
+    }
+
+    #[test]
+    fn first_try_expectation() {
+        let mut first_try = expect(true);
+        first_try.first_try = true;
+        let by_bob = result(true, Some("direct"));
+        assert!(matches!(verdict(&first_try, &by_bob), Verdict::Worse(_)));
+        let mut by_alice = result(true, Some("direct"));
+        by_alice.dialled_by = Some("alice".into());
+        assert_eq!(verdict(&first_try, &by_alice), Verdict::AsExpected);
+        assert!(matches!(
+            verdict(&expect(true), &by_alice),
+            Verdict::Better(_)
+        ));
+        assert_eq!(verdict(&expect(true), &by_bob), Verdict::AsExpected);
     }
 
     #[test]

@@ -160,6 +160,7 @@ mod tests {
             pair: "public+public".into(),
             connected: false,
             path: None,
+            first_try: false,
         };
         let result = CellResult {
             cell: "public+public".into(),
