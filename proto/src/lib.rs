@@ -12,6 +12,7 @@
 //! - [`probe`]: project datagrams (path probes) and the direct-path prober state machine;
 //! - [`control`]: the versioned node <-> rendezvous control messages;
 //! - [`registry`]: the rendezvous peer registry state machine (TTL, limits, rate limiting);
+//! - [`rate_limit`]: bounded token buckets per key;
 //! - [`path_table`]: virtual peer addresses and the paths beneath them;
 //! - [`app`]: the stdin/stdout application interface codec (frames, command lines, events).
 
@@ -22,6 +23,7 @@ pub mod nat;
 pub mod path_table;
 pub mod peer_id;
 pub mod probe;
+pub mod rate_limit;
 pub mod registry;
 pub mod stun;
 

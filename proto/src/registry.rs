@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::control::{PeerRecord, RefusalCode, MAX_LOCAL_ADDRS};
+use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
 
 /// Limits of the registry, with the rendezvous's defaults.
@@ -71,12 +72,6 @@ struct Entry {
     expires: Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct TokenBucket {
-    tokens: u32,
-    refilled: Instant,
-}
-
 /// The registry. See the module documentation for how to drive it.
 #[derive(Debug)]
 pub struct Registry {
@@ -84,16 +79,21 @@ pub struct Registry {
     entries: HashMap<PeerId, Entry>,
     /// Expiry index: exactly one `(expires, peer)` per entry.
     expiries: BTreeSet<(Instant, PeerId)>,
-    buckets: HashMap<IpAddr, TokenBucket>,
+    buckets: TokenBuckets<IpAddr>,
 }
 
 impl Registry {
     pub fn new(limits: RegistryLimits) -> Self {
+        let buckets = TokenBuckets::new(
+            limits.new_per_ip_burst,
+            limits.new_per_ip_interval,
+            limits.max_tracked_ips,
+        );
         Registry {
             limits,
             entries: HashMap::new(),
             expiries: BTreeSet::new(),
-            buckets: HashMap::new(),
+            buckets,
         }
     }
 
@@ -185,34 +185,11 @@ impl Registry {
     }
 
     fn take_token(&mut self, now: Instant, ip: IpAddr) -> Result<(), RegisterError> {
-        let burst = self.limits.new_per_ip_burst;
-        let interval = self.limits.new_per_ip_interval.max(Duration::from_nanos(1));
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.limits.max_tracked_ips {
-            // Forget sources whose bucket has refilled: they are indistinguishable from new ones.
-            self.buckets.retain(|_, bucket| {
-                let refill =
-                    now.saturating_duration_since(bucket.refilled).as_nanos() / interval.as_nanos();
-                u128::from(bucket.tokens) + refill < u128::from(burst)
-            });
-            if self.buckets.len() >= self.limits.max_tracked_ips {
-                return Err(RegisterError::RateLimited(ip));
-            }
+        if self.buckets.take(now, ip) {
+            Ok(())
+        } else {
+            Err(RegisterError::RateLimited(ip))
         }
-        let bucket = self.buckets.entry(ip).or_insert(TokenBucket {
-            tokens: burst,
-            refilled: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.refilled);
-        let refill = elapsed.as_nanos() / interval.as_nanos();
-        if refill > 0 {
-            bucket.tokens = (u128::from(bucket.tokens) + refill).min(u128::from(burst)) as u32;
-            bucket.refilled += interval * (refill.min(u128::from(u32::MAX)) as u32);
-        }
-        if bucket.tokens == 0 {
-            return Err(RegisterError::RateLimited(ip));
-        }
-        bucket.tokens -= 1;
-        Ok(())
     }
 }
 

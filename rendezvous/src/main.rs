@@ -50,6 +50,12 @@ struct Args {
     /// Seconds of silence after which a node connection is dropped.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
+    /// Punch requests one node may cause in a burst (each makes another node probe it).
+    #[arg(long, default_value_t = 32)]
+    punch_burst: u32,
+    /// Milliseconds for one node to earn one more punch request.
+    #[arg(long, default_value_t = 250)]
+    punch_interval_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +84,8 @@ fn main() -> std::process::ExitCode {
         },
         max_connections: args.max_connections,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        punch_burst: args.punch_burst,
+        punch_interval: Duration::from_millis(args.punch_interval_ms),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

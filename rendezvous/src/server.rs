@@ -15,6 +15,7 @@ use p2pnat_proto::control::{
     self, PeerRecord, Push, RefusalCode, Request, Response, MAX_CONTROL_MESSAGE,
 };
 use p2pnat_proto::demux::{classify, DatagramKind};
+use p2pnat_proto::rate_limit::TokenBuckets;
 use p2pnat_proto::registry::{Registry, RegistryLimits};
 use p2pnat_proto::{stun, PeerId};
 use tokio::time::Instant;
@@ -29,6 +30,9 @@ pub struct ServerConfig {
     pub limits: RegistryLimits,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// Punch requests one node may cause in a burst, and the time to earn one more.
+    pub punch_burst: u32,
+    pub punch_interval: Duration,
 }
 
 /// Why the server could not run.
@@ -56,6 +60,8 @@ struct State {
     registry_changed: tokio::sync::Notify,
     /// `--stun-listen` addresses told to nodes for NAT mapping detection.
     stun_alternates: Vec<SocketAddr>,
+    /// Punch requests each node may cause: bounds how hard one node can make others probe it.
+    punch_limits: Mutex<TokenBuckets<PeerId>>,
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
@@ -100,6 +106,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         connections: AtomicUsize::new(0),
         registry_changed: tokio::sync::Notify::new(),
         stun_alternates,
+        punch_limits: Mutex::new(TokenBuckets::new(
+            config.punch_burst,
+            config.punch_interval,
+            config.limits.max_registrations,
+        )),
     });
 
     tokio::spawn(expire_registrations(state.clone()));
@@ -354,12 +365,24 @@ async fn serve_request(
                         .expect("owners lock")
                         .get(&wanted)
                         .cloned();
-                    if let Some(target) = target {
-                        let push = Push::PunchRequest {
-                            peer,
-                            record: requester,
-                        };
-                        tokio::spawn(push_to(target, push).in_current_span());
+                    let allowed = state
+                        .punch_limits
+                        .lock()
+                        .expect("punch limits lock")
+                        .take(now, peer);
+                    match target {
+                        Some(target) if allowed => {
+                            let push = Push::PunchRequest {
+                                peer,
+                                record: requester,
+                            };
+                            tokio::spawn(push_to(target, push).in_current_span());
+                        }
+                        Some(_) => tracing::warn!(
+                            target_peer = %wanted.short(),
+                            "punch request not pushed: this node asked too often (rate limited)"
+                        ),
+                        None => {}
                     }
                     Response::Found {
                         peer: wanted,
