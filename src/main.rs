@@ -47,6 +47,10 @@ struct Args {
     /// Seconds between QUIC keep-alives, which hold NAT mappings open; 0 disables them.
     #[arg(long, default_value_t = 5)]
     keepalive_secs: u64,
+    /// QUIC congestion control: `cubic` (loss-based) or `bbr` (experimental; much faster on
+    /// lossy links, see docs/PERFORMANCE.md).
+    #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Cubic)]
+    congestion: p2pnat::socket::CongestionControl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         keepalive: (args.keepalive_secs > 0).then(|| Duration::from_secs(args.keepalive_secs)),
+        congestion: args.congestion,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -297,14 +297,27 @@ pub fn endpoint(
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
 
+/// QUIC congestion controller for node connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CongestionControl {
+    /// Loss-based (quinn's default): backs off on every loss, like TCP.
+    Cubic,
+    /// Model-based (experimental in quinn 0.11): far better on lossy links (docs/PERFORMANCE.md).
+    Bbr,
+}
+
 /// Transport settings shared by every connection: keep-alives (every `keepalive`, `None` for
 /// none) hold NAT mappings open; `idle_timeout` declares a silent connection dead.
 pub fn transport_config(
     idle_timeout: std::time::Duration,
     keepalive: Option<std::time::Duration>,
+    congestion: CongestionControl,
 ) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(keepalive);
+    if congestion == CongestionControl::Bbr {
+        transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
     transport.max_idle_timeout(idle_timeout.try_into().ok());
     Arc::new(transport)
 }

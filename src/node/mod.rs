@@ -49,6 +49,7 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval; `None` disables keep-alives (NAT mappings may then expire).
     pub keepalive: Option<Duration>,
+    pub congestion: socket::CongestionControl,
 }
 
 /// Why the node could not start.
@@ -128,7 +129,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         })?;
     let (socket, side_rx) = NodeSocket::new(std_socket, AddressMode::Virtual)?;
     let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-    let transport = socket::transport_config(config.idle_timeout, config.keepalive);
+    let transport =
+        socket::transport_config(config.idle_timeout, config.keepalive, config.congestion);
     let mut server_config =
         quinn::ServerConfig::with_crypto(tls::server_crypto(&config.identity, tls::ALPN_PEER)?);
     server_config.transport_config(transport.clone());
