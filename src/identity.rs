@@ -44,8 +44,11 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-/// `$XDG_CONFIG_HOME/p2pnat/<file>` or `$HOME/.config/p2pnat/<file>`.
-pub fn default_path(file: &str) -> Result<PathBuf, IdentityError> {
+/// `explicit` if given, else `$XDG_CONFIG_HOME/p2pnat/<file>` or `$HOME/.config/p2pnat/<file>`.
+pub fn path_or_default(explicit: Option<PathBuf>, file: &str) -> Result<PathBuf, IdentityError> {
+    if let Some(path) = explicit {
+        return Ok(path);
+    }
     let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => {

@@ -62,17 +62,8 @@ enum Sub {
 fn main() -> ExitCode {
     p2pnat::process::init_logging("warn");
     let args = Args::parse();
-    let path = match args.identity.clone() {
-        Some(path) => path,
-        None => match p2pnat::identity::default_path("identity.key") {
-            Ok(path) => path,
-            Err(e) => {
-                eprintln!("p2p-node: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let identity = match Identity::load_or_create(&path) {
+    let path = p2pnat::identity::path_or_default(args.identity.clone(), "identity.key");
+    let identity = match path.and_then(|path| Identity::load_or_create(&path)) {
         Ok(identity) => identity,
         Err(e) => {
             eprintln!("p2p-node: {e}");

@@ -326,13 +326,6 @@ impl DirectProber {
         });
         true
     }
-
-    /// Whether `transaction` belongs to this prober.
-    pub fn owns(&self, transaction: &[u8; 12]) -> bool {
-        self.checks
-            .iter()
-            .any(|check| &check.transaction == transaction)
-    }
 }
 
 #[cfg(test)]

@@ -61,15 +61,12 @@ struct Args {
 fn main() -> std::process::ExitCode {
     p2pnat::process::init_logging("info");
     let args = Args::parse();
-    let identity_path = match args.identity.clone() {
-        Some(path) => path,
-        None => match p2pnat::identity::default_path("rendezvous.key") {
-            Ok(path) => path,
-            Err(e) => {
-                eprintln!("p2p-rendezvous: {e}");
-                return std::process::ExitCode::from(2);
-            }
-        },
+    let identity_path = match p2pnat::identity::path_or_default(args.identity, "rendezvous.key") {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("p2p-rendezvous: {e}");
+            return std::process::ExitCode::from(2);
+        }
     };
     let config = server::ServerConfig {
         listen: args.listen,

@@ -322,9 +322,8 @@ async fn handle_input(own: PeerId, input: Input, peers: &Peers, outputs: &Output
                 payload,
                 permit,
             };
-            if let Err(e) = handle.messages.send(outgoing).await {
+            if handle.messages.send(outgoing).await.is_err() {
                 outputs.event(fail("peer task ended".into())).await;
-                drop(e);
             }
         }
         Input::Command(command) => handle_command(own, command, peers, outputs).await,
@@ -334,8 +333,9 @@ async fn handle_input(own: PeerId, input: Input, peers: &Peers, outputs: &Output
 
 async fn handle_command(own: PeerId, command: Command, peers: &Peers, outputs: &Outputs) {
     match command {
+        // The stdin reader turns sends into Input::Send, and the core loop ends on quit.
         Command::Send { .. } | Command::Quit => {
-            unreachable!("sends arrive as Input::Send and quit ends the loop")
+            tracing::error!(?command, "command reached the wrong handler; ignored")
         }
         Command::Connect(peer) | Command::Disconnect(peer) if peer == own => {
             outputs.error("self", "that is this node's own ID").await

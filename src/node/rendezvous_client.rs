@@ -106,23 +106,11 @@ async fn request(
 }
 
 impl RendezvousClient {
-    /// Looks `peer` up: `Ok(None)` when the rendezvous does not know it.
-    pub async fn lookup(&self, peer: PeerId) -> Result<Option<PeerRecord>, RendezvousError> {
-        self.ask(peer, Request::Lookup { peer }).await
-    }
-
     /// Looks `peer` up and has the rendezvous tell it to probe us now (coordinated punching).
+    /// `Ok(None)` when the rendezvous does not know `peer`.
     pub async fn lookup_and_announce(
         &self,
         peer: PeerId,
-    ) -> Result<Option<PeerRecord>, RendezvousError> {
-        self.ask(peer, Request::Connect { peer }).await
-    }
-
-    async fn ask(
-        &self,
-        peer: PeerId,
-        question: Request,
     ) -> Result<Option<PeerRecord>, RendezvousError> {
         let mut watch = self.connection.clone();
         let connection = tokio::time::timeout(LOOKUP_TIMEOUT, watch.wait_for(|c| c.is_some()))
@@ -131,7 +119,7 @@ impl RendezvousClient {
             .map_err(|_| RendezvousError::NotConnected)?
             .clone()
             .ok_or(RendezvousError::NotConnected)?;
-        match request(&connection, &question).await? {
+        match request(&connection, &Request::Connect { peer }).await? {
             Response::Found {
                 peer: found,
                 record,
