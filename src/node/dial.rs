@@ -234,6 +234,15 @@ fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
 /// Most punch requests answered at once; more are dropped (the dialler retries).
 pub const MAX_PUNCH_ANSWERS: usize = 8;
 
+/// How long the answering side waits before its first probe. The dialler starts probing as soon
+/// as the rendezvous answers, while the punch request is still on its way here, so its first
+/// Ping normally leaves first; this margin makes that hold despite scheduling jitter. It matters
+/// for a dialler behind a NAT without a WAN firewall (a bare Linux NAT): if our Ping reached it
+/// before its own host had sent anything, its conntrack would keep our flow and move the
+/// dialler's probes to another public port, which a port-restricted NAT in front of us drops.
+/// Found by the netsim cell linux-nat+double-nat failing once in four runs without it.
+pub const PUNCH_ANSWER_DELAY: Duration = Duration::from_millis(50);
+
 /// Answers the rendezvous's punch requests: probes the dialling peer's addresses for the probe
 /// timeout, which opens this node's NAT towards it. At most [`MAX_PUNCH_ANSWERS`] at once and one
 /// per peer, so a flood of requests cannot turn the node into a packet cannon.
@@ -253,6 +262,7 @@ pub async fn answer_punch_requests(dialler: Dialler, mut pushes: mpsc::Receiver<
         tokio::spawn(
             async move {
                 let candidates = candidates_of(&record);
+                tokio::time::sleep(PUNCH_ANSWER_DELAY).await;
                 tracing::debug!(?candidates, "punch requested: probing the dialler");
                 match dialler.probe(peer, &candidates).await {
                     Ok(remote) => tracing::debug!(%remote, "dialler answered our probes"),
