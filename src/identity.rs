@@ -144,6 +144,12 @@ impl Identity {
         PeerId(self.key.verifying_key().to_bytes())
     }
 
+    /// The secret half of the key exchange that authenticates path checks
+    /// (`p2pnat_proto::path::auth`).
+    pub fn path_secret(&self) -> p2pnat_proto::path::auth::OwnSecret {
+        p2pnat_proto::path::auth::OwnSecret::from_seed(&self.key.to_bytes())
+    }
+
     /// The key as PKCS#8 DER, for the TLS certificate.
     pub fn pkcs8_der(&self) -> Vec<u8> {
         self.key

@@ -11,7 +11,7 @@ use p2pnat::identity::Identity;
 use p2pnat::node::app_io::IoMode;
 use p2pnat::node::rendezvous_client::RendezvousTarget;
 use p2pnat::node::{self, NodeConfig};
-use p2pnat_proto::probe::ProbeConfig;
+use p2pnat_proto::path::AgentConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,9 +87,9 @@ fn main() -> ExitCode {
         listen: args.listen,
         io: args.io,
         max_message: args.max_message,
-        probe: ProbeConfig {
-            timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
-            ..ProbeConfig::default()
+        paths: AgentConfig {
+            check_timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
+            ..AgentConfig::default()
         },
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),

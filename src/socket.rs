@@ -5,12 +5,14 @@
 //! and project datagrams go to a bounded side channel ([`SIDE_CHANNEL_CAPACITY`]; when it is full
 //! the datagram is dropped and counted, as UDP may be); anything else is logged and dropped.
 //!
-//! In [`AddressMode::Virtual`] (nodes), quinn never sees a peer's real address: datagrams from a
-//! known path are shown as coming from the peer's virtual address, and datagrams quinn sends to a
-//! virtual address go out on its current path (see `p2pnat_proto::path_table`). Real addresses
-//! registered with [`NodeSocket::add_passthrough`] (the rendezvous) are used as they are. An unknown
-//! source gets a virtual address only when it sends a QUIC Initial packet, so stray packets cannot
-//! fill the table. In [`AddressMode::Real`] (the rendezvous) no translation happens.
+//! In [`AddressMode::Virtual`] (nodes), quinn never sees a peer's real address: datagrams on a
+//! route of a peer are shown as coming from the peer's virtual address, and datagrams quinn sends
+//! to a virtual address go out on the path the path agent selected (`p2pnat_proto::path`). Real
+//! addresses registered with [`NodeSocket::add_passthrough`] (the rendezvous) are used as they
+//! are. An unknown source gets a virtual address only when it sends a QUIC Initial packet, so
+//! stray packets cannot fill the table; any other QUIC packet from an unknown source is dropped
+//! and counted (quinn would otherwise see a real address: a NAT rebinding is the path agent's to
+//! handle, not quinn's). In [`AddressMode::Real`] (the rendezvous) no translation happens.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,15 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use p2pnat_proto::demux::{classify, DatagramKind};
-use p2pnat_proto::path_table::{normalize, LocalSocketId, PathTable};
+use p2pnat_proto::path::{normalize, LocalSocketId, PathAgent};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
 
 /// Capacity of the side channel carrying STUN and project datagrams to their handler.
 pub const SIDE_CHANNEL_CAPACITY: usize = 1024;
-/// Most virtual addresses a node keeps (peers plus handshakes in progress).
-pub const MAX_VIRTUAL_ADDRESSES: usize = 4096;
 
 /// A STUN or project datagram received on the socket.
 #[derive(Debug)]
@@ -53,13 +53,15 @@ pub struct SocketCounters {
     pub garbage: AtomicU64,
     pub side_channel_full: AtomicU64,
     pub no_path: AtomicU64,
+    /// QUIC packets from a source that is no peer's route (not a handshake start).
+    pub unknown_source: AtomicU64,
 }
 
 /// See the module documentation.
 pub struct NodeSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     mode: AddressMode,
-    paths: Arc<Mutex<PathTable>>,
+    paths: Option<Arc<Mutex<PathAgent>>>,
     passthrough: Mutex<HashSet<SocketAddr>>,
     side: mpsc::Sender<SideDatagram>,
     pub counters: SocketCounters,
@@ -80,10 +82,16 @@ fn is_quic_initial(first_byte: u8) -> bool {
 
 impl NodeSocket {
     /// Wraps a bound std socket. Returns the socket and the receiver of STUN/project datagrams.
+    /// With a path agent the socket translates virtual addresses ([`AddressMode::Virtual`]);
+    /// without one it does not ([`AddressMode::Real`]).
     pub fn new(
         socket: std::net::UdpSocket,
-        mode: AddressMode,
+        paths: Option<Arc<Mutex<PathAgent>>>,
     ) -> io::Result<(Arc<Self>, mpsc::Receiver<SideDatagram>)> {
+        let mode = match paths {
+            Some(_) => AddressMode::Virtual,
+            None => AddressMode::Real,
+        };
         let inner = quinn::default_runtime()
             .ok_or_else(|| io::Error::other("no async runtime"))?
             .wrap_udp_socket(socket)?;
@@ -91,17 +99,12 @@ impl NodeSocket {
         let socket = NodeSocket {
             inner,
             mode,
-            paths: Arc::new(Mutex::new(PathTable::new(MAX_VIRTUAL_ADDRESSES))),
+            paths,
             passthrough: Mutex::new(HashSet::new()),
             side,
             counters: SocketCounters::default(),
         };
         Ok((Arc::new(socket), side_rx))
-    }
-
-    /// The path table beneath the virtual addresses.
-    pub fn paths(&self) -> &Arc<Mutex<PathTable>> {
-        &self.paths
     }
 
     /// Lets quinn talk to `addr` by its real address (used for the rendezvous).
@@ -174,36 +177,45 @@ impl NodeSocket {
             }
             offset = end;
         }
-        if kept > 0 && self.mode == AddressMode::Virtual {
-            self.translate_source(meta, source, buf[0]);
+        if kept > 0 && !self.translate_source(meta, source, buf[0]) {
+            return 0;
         }
         kept
     }
 
-    fn translate_source(&self, meta: &mut RecvMeta, source: SocketAddr, first_byte: u8) {
+    /// Shows a QUIC datagram as coming from its peer's virtual address. False: drop it.
+    fn translate_source(&self, meta: &mut RecvMeta, source: SocketAddr, first_byte: u8) -> bool {
+        let Some(paths) = &self.paths else {
+            return true;
+        };
         if self
             .passthrough
             .lock()
             .expect("passthrough lock")
             .contains(&source)
         {
-            return;
+            return true;
         }
-        let mut paths = self.paths.lock().expect("path table lock");
-        let local = LocalSocketId(0);
-        let vaddr = match paths.vaddr_for_path(local, source) {
-            Some(vaddr) => Some(vaddr),
-            None if is_quic_initial(first_byte) => match paths.vaddr_for_incoming(local, source) {
-                Ok(vaddr) => Some(vaddr),
-                Err(full) => {
-                    tracing::warn!(%source, "{full}: handshake from new source not accepted");
-                    None
-                }
-            },
-            None => None,
-        };
-        if let Some(vaddr) = vaddr {
-            meta.addr = vaddr;
+        let initial = is_quic_initial(first_byte);
+        let vaddr = paths.lock().expect("path agent lock").vaddr_for_source(
+            LocalSocketId(0),
+            source,
+            initial,
+        );
+        match vaddr {
+            Ok(Some(vaddr)) => {
+                meta.addr = vaddr;
+                true
+            }
+            Ok(None) => {
+                self.counters.unknown_source.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%source, "QUIC packet from no known path dropped");
+                false
+            }
+            Err(full) => {
+                tracing::warn!(%source, "{full}: handshake from new source not accepted");
+                false
+            }
         }
     }
 }
@@ -214,16 +226,16 @@ impl AsyncUdpSocket for NodeSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        if self.mode == AddressMode::Real
-            || !p2pnat_proto::path_table::is_virtual(transmit.destination)
-        {
+        let Some(paths) = &self.paths else {
+            return self.inner.try_send(transmit);
+        };
+        if !p2pnat_proto::path::is_virtual(transmit.destination) {
             return self.inner.try_send(transmit);
         }
-        let path = self
-            .paths
+        let path = paths
             .lock()
-            .expect("path table lock")
-            .path(transmit.destination);
+            .expect("path agent lock")
+            .selected_path(transmit.destination);
         match path {
             Some(path) => {
                 let rewritten = Transmit {

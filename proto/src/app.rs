@@ -235,6 +235,12 @@ pub enum Event {
         path: &'static str,
         remote: std::net::SocketAddr,
     },
+    /// The path under a live connection changed.
+    Path {
+        peer: PeerId,
+        path: &'static str,
+        remote: std::net::SocketAddr,
+    },
     Disconnected {
         peer: PeerId,
         reason: String,
@@ -288,6 +294,7 @@ impl Event {
             Event::Connected { peer, path, remote } => {
                 write!(line, "connected {peer} {path} {remote}")
             }
+            Event::Path { peer, path, remote } => write!(line, "path {peer} {path} {remote}"),
             Event::Disconnected { peer, reason } => {
                 write!(line, "disconnected {peer} {}", one_line(reason))
             }

@@ -9,22 +9,23 @@
 //! - [`demux`]: the pure function that splits datagrams on the node's one UDP socket;
 //! - [`nat`]: NAT mapping-behaviour detection with STUN;
 //! - [`stun`]: STUN Binding request/response codec (RFC 8489);
-//! - [`probe`]: project datagrams (path probes) and the direct-path prober state machine;
 //! - [`control`]: the versioned node <-> rendezvous control messages;
 //! - [`registry`]: the rendezvous peer registry state machine (TTL, limits, rate limiting);
 //! - [`rate_limit`]: bounded token buckets per key;
-//! - [`path_table`]: virtual peer addresses and the paths beneath them;
+//! - [`path`]: the path agent (authenticated checks, path selection, heartbeats) and the
+//!   virtual-address table beneath quinn;
+//! - [`sim`]: a deterministic virtual-time network simulator with NAT models, for tests;
 //! - [`app`]: the stdin/stdout application interface codec (frames, command lines, events).
 
 pub mod app;
 pub mod control;
 pub mod demux;
 pub mod nat;
-pub mod path_table;
+pub mod path;
 pub mod peer_id;
-pub mod probe;
 pub mod rate_limit;
 pub mod registry;
+pub mod sim;
 pub mod stun;
 
 pub use peer_id::{PeerId, PeerIdError};

@@ -4,7 +4,9 @@
 use p2pnat_proto::app::{parse_command_line, parse_send_header};
 use p2pnat_proto::control::{self, Push, Request, Response};
 use p2pnat_proto::demux::classify;
-use p2pnat_proto::probe::ProjectDatagram;
+use p2pnat_proto::path::auth::OwnSecret;
+use p2pnat_proto::path::wire::{CheckBody, CheckDatagram};
+use p2pnat_proto::path::{AgentConfig, LocalSocketId, PathAgent};
 use p2pnat_proto::stun;
 use p2pnat_proto::PeerId;
 
@@ -42,8 +44,17 @@ impl Xorshift {
     }
 }
 
+fn alice() -> OwnSecret {
+    OwnSecret::from_seed(&[1; 32])
+}
+
+fn bob() -> OwnSecret {
+    OwnSecret::from_seed(&[2; 32])
+}
+
 fn valid_samples() -> Vec<Vec<u8>> {
     let peer = PeerId([0x42; 32]);
+    let key = bob().pair_key(&alice().id()).unwrap();
     vec![
         control::encode(&Request::Register {
             local_addrs: vec![
@@ -63,29 +74,40 @@ fn valid_samples() -> Vec<Vec<u8>> {
             "192.0.2.9:4".parse().unwrap(),
         )
         .unwrap(),
-        ProjectDatagram::Ping {
+        CheckDatagram {
             transaction: [1; 12],
-            sender: peer,
-            target: peer,
+            sender: bob().id(),
+            receiver: alice().id(),
+            body: CheckBody::Check { heartbeat: false },
         }
-        .encode(),
-        ProjectDatagram::Pong {
+        .encode(&key),
+        CheckDatagram {
             transaction: [2; 12],
-            observed: "[2001:db8::2]:5".parse().unwrap(),
+            sender: bob().id(),
+            receiver: alice().id(),
+            body: CheckBody::Reply {
+                observed: "[2001:db8::2]:5".parse().unwrap(),
+            },
         }
-        .encode(),
+        .encode(&key),
         p2pnat_proto::app::encode_send_frame(9, &peer.to_text(), b"payload")[5..].to_vec(),
     ]
 }
 
-fn feed(input: &[u8]) {
+/// Alice's path agent, fed every input as a datagram from one source.
+fn agent() -> PathAgent {
+    PathAgent::new(alice(), AgentConfig::default(), [3; 32])
+}
+
+fn feed(agent: &mut PathAgent, now: std::time::Instant, input: &[u8]) {
+    let _ = agent.handle_datagram(now, LocalSocketId(0), "192.0.2.7:7".parse().unwrap(), input);
+    let _ = CheckDatagram::decode(input);
     let _ = classify(input);
     let _ = control::decode::<Request>(input);
     let _ = control::decode::<Response>(input);
     let _ = control::decode::<Push>(input);
     let _ = stun::parse_binding_response(input);
     let _ = stun::answer_binding_request(input, "192.0.2.1:1".parse().unwrap());
-    let _ = ProjectDatagram::decode(input);
     let _ = parse_send_header(input, input.len());
     let _ = parse_command_line(&String::from_utf8_lossy(input));
     let _ = String::from_utf8_lossy(input).parse::<PeerId>();
@@ -94,8 +116,10 @@ fn feed(input: &[u8]) {
 #[test]
 fn random_bytes_never_panic_any_decoder() {
     let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    let mut agent = agent();
+    let now = std::time::Instant::now();
     for _ in 0..20_000 {
-        feed(&rng.bytes(300));
+        feed(&mut agent, now, &rng.bytes(300));
     }
 }
 
@@ -106,9 +130,22 @@ fn mutated_valid_messages_never_panic_any_decoder() {
     // The unmutated samples decode: the mutations start from real messages.
     assert!(control::decode::<Request>(&samples[0]).is_ok());
     assert!(stun::parse_binding_response(&samples[4]).is_ok());
-    assert!(ProjectDatagram::decode(&samples[5]).is_ok());
+    assert!(CheckDatagram::decode(&samples[5]).is_ok());
+    let mut agent = agent();
+    let now = std::time::Instant::now();
+    // The valid check is accepted (and answered): mutations start from a real one.
+    assert!(agent
+        .handle_datagram(
+            now,
+            LocalSocketId(0),
+            "192.0.2.7:7".parse().unwrap(),
+            &samples[5]
+        )
+        .is_ok());
     for round in 0..50_000 {
         let sample = &samples[round % samples.len()];
-        feed(&rng.mutate(sample));
+        feed(&mut agent, now, &rng.mutate(sample));
+        // Drain what the agent wants to send so its queues stay bounded as they would.
+        while let p2pnat_proto::path::Output::Transmit(_) = agent.poll_output(now) {}
     }
 }

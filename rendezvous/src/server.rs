@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2pnat::identity::{Identity, IdentityError};
-use p2pnat::socket::{AddressMode, NodeSocket, SideDatagram};
+use p2pnat::socket::{NodeSocket, SideDatagram};
 use p2pnat::tls;
 use p2pnat_proto::control::{
     self, PeerRecord, Push, RefusalCode, Request, Response, MAX_CONTROL_MESSAGE,
@@ -64,13 +64,25 @@ struct State {
     punch_limits: Mutex<TokenBuckets<PeerId>>,
 }
 
+impl State {
+    /// `record` of `peer` with `observed` taken from its registration connection as it is now.
+    fn fresh(&self, peer: &PeerId, mut record: PeerRecord) -> PeerRecord {
+        if let Some(owner) = self.owners.lock().expect("owners lock").get(peer) {
+            if owner.close_reason().is_none() {
+                record.observed = p2pnat_proto::path::normalize(owner.remote_address());
+            }
+        }
+        record
+    }
+}
+
 fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
     std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })
 }
 
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let identity = Identity::load_or_create(&config.identity_path)?;
-    let (socket, side_rx) = NodeSocket::new(bind(config.listen)?, AddressMode::Real)?;
+    let (socket, side_rx) = NodeSocket::new(bind(config.listen)?, None)?;
     let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
     let mut server_config =
         quinn::ServerConfig::with_crypto(tls::server_crypto(&identity, tls::ALPN_RENDEZVOUS)?);
@@ -179,7 +191,7 @@ async fn answer_stun_only(socket: tokio::net::UdpSocket) {
                 continue;
             }
         };
-        let from = p2pnat_proto::path_table::normalize(from);
+        let from = p2pnat_proto::path::normalize(from);
         if classify(&buf[..len]) != DatagramKind::Stun {
             tracing::debug!(%from, "non-STUN datagram on STUN-only socket dropped");
             continue;
@@ -300,7 +312,7 @@ async fn serve_request(
             }
         }
         Ok(Request::Register { local_addrs }) => {
-            let observed = p2pnat_proto::path_table::normalize(connection.remote_address());
+            let observed = p2pnat_proto::path::normalize(connection.remote_address());
             let now = Instant::now().into_std();
             let result = state.registry.lock().expect("registry lock").register(
                 now,
@@ -352,11 +364,18 @@ async fn serve_request(
                     registry.lookup(now, &peer).cloned(),
                 )
             };
+            // A NAT may have rebound since the last registration refresh: the registration
+            // connection's current address (quinn follows a migrating client) is the fresh one.
+            let found = found.map(|record| state.fresh(&wanted, record));
+            let requester = requester.map(|mut record| {
+                record.observed = p2pnat_proto::path::normalize(connection.remote_address());
+                record
+            });
             match found {
                 Some(record) => {
                     // Tell the target to probe the requester: both NATs then expect the other.
                     let requester = requester.unwrap_or_else(|| PeerRecord {
-                        observed: p2pnat_proto::path_table::normalize(connection.remote_address()),
+                        observed: p2pnat_proto::path::normalize(connection.remote_address()),
                         local_addrs: Vec::new(),
                     });
                     let target = state

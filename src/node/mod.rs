@@ -11,6 +11,7 @@
 pub mod app_io;
 pub mod dial;
 pub mod nat_detection;
+pub mod paths;
 pub mod peer;
 pub mod rendezvous_client;
 
@@ -22,12 +23,12 @@ use std::time::Duration;
 use p2pnat_proto::app::{Command, Event, HELP};
 use p2pnat_proto::control::MAX_LOCAL_ADDRS;
 use p2pnat_proto::nat::{NatBehaviour, NatProbeConfig};
-use p2pnat_proto::probe::ProbeConfig;
+use p2pnat_proto::path::{AgentConfig, PathAgent};
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::identity::Identity;
-use crate::socket::{self, AddressMode, NodeSocket};
+use crate::socket::{self, NodeSocket};
 use crate::tls;
 use app_io::{Input, IoMode, Outputs};
 use peer::{Outgoing, PeerContext, PeerControl, PeerHandle};
@@ -44,7 +45,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub io: IoMode,
     pub max_message: usize,
-    pub probe: ProbeConfig,
+    /// Timing and limits of the path agent (checks, heartbeats).
+    pub paths: AgentConfig,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval; `None` disables keep-alives (NAT mappings may then expire).
@@ -127,13 +129,24 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             addr: config.listen,
             source,
         })?;
-    let (socket, side_rx) = NodeSocket::new(std_socket, AddressMode::Virtual)?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let agent = Arc::new(Mutex::new(PathAgent::new(
+        config.identity.path_secret(),
+        config.paths,
+        seed,
+    )));
+    let paths = paths::Paths::new(agent.clone());
+    let (socket, side_rx) = NodeSocket::new(std_socket, Some(agent))?;
     let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
     let transport =
         socket::transport_config(config.idle_timeout, config.keepalive, config.congestion);
     let mut server_config =
         quinn::ServerConfig::with_crypto(tls::server_crypto(&config.identity, tls::ALPN_PEER)?);
     server_config.transport_config(transport.clone());
+    // Paths change beneath the virtual address, where quinn cannot see them: the path agent
+    // owns migration, so quinn must never follow a real address of its own accord.
+    server_config.migration(false);
     let endpoint = socket::endpoint(socket.clone(), Some(server_config))?;
     let mut peer_client =
         quinn::ClientConfig::new(tls::client_crypto(&config.identity, tls::ALPN_PEER, false)?);
@@ -165,14 +178,10 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         shutdown: shutdown_rx,
         pushes: push_tx,
     });
-    let pongs = Arc::new(dial::PongRoutes::default());
-    let pings = Arc::new(dial::PingRoutes::default());
     let stun_answers = Arc::new(dial::StunRoutes::default());
-    tokio::spawn(dial::handle_side_datagrams(
-        own,
+    tokio::spawn(paths::drive(
+        paths.clone(),
         socket.clone(),
-        pongs.clone(),
-        pings.clone(),
         stun_answers.clone(),
         side_rx,
     ));
@@ -180,14 +189,13 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         own,
         endpoint: endpoint.clone(),
         socket: socket.clone(),
+        paths: paths.clone(),
         client_config: peer_client,
         rendezvous: rendezvous.clone(),
-        pongs,
-        pings,
-        probe: config.probe,
+        check_timeout: config.paths.check_timeout,
         handshake_timeout: config.handshake_timeout,
     };
-    tokio::spawn(dial::answer_punch_requests(dialler.clone(), push_rx));
+    tokio::spawn(dial::answer_punch_requests(paths.clone(), push_rx));
     let peers = Arc::new(Peers {
         context: PeerContext {
             dialler,
@@ -236,11 +244,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         outputs.error("rendezvous", problem).await;
     }
 
-    tokio::spawn(accept_connections(
-        endpoint.clone(),
-        socket.clone(),
-        peers.clone(),
-    ));
+    tokio::spawn(accept_connections(endpoint.clone(), peers.clone()));
 
     let (input_tx, mut input_rx) = mpsc::channel(64);
     let stdin_budget = Arc::new(Semaphore::new(config.max_message.saturating_mul(2).max(1)));
@@ -397,38 +401,27 @@ async fn handle_command(own: PeerId, command: Command, peers: &Peers, outputs: &
 
 /// Accepts QUIC connections, learns who dialled from the handshake, and hands each connection to
 /// its peer's task.
-async fn accept_connections(endpoint: quinn::Endpoint, socket: Arc<NodeSocket>, peers: Arc<Peers>) {
+async fn accept_connections(endpoint: quinn::Endpoint, peers: Arc<Peers>) {
     while let Some(incoming) = endpoint.accept().await {
-        let socket = socket.clone();
         let peers = peers.clone();
         tokio::spawn(async move {
+            let paths = &peers.context.dialler.paths;
             let vaddr = incoming.remote_address();
             let connection = match incoming.await {
                 Ok(connection) => connection,
                 Err(e) => {
                     tracing::debug!(%vaddr, "incoming handshake failed: {e}");
-                    let mut paths = socket.paths().lock().expect("path table lock");
                     // A dial to the same peer may share this address; then it is not ours to free.
-                    if paths.peer(vaddr).is_none() {
-                        paths.release(vaddr);
-                    }
+                    paths.release(vaddr, true);
                     return;
                 }
             };
             let Some(peer) = tls::peer_id_of(&connection) else {
                 connection.close(1u32.into(), b"no identity");
-                socket
-                    .paths()
-                    .lock()
-                    .expect("path table lock")
-                    .release(vaddr);
+                paths.release(vaddr, false);
                 return;
             };
-            socket
-                .paths()
-                .lock()
-                .expect("path table lock")
-                .bind_peer(vaddr, peer);
+            paths.bind_incoming(vaddr, peer);
             match peers.get_or_spawn(peer) {
                 Ok(handle) => {
                     let _ = handle.control.send(PeerControl::Incoming(connection)).await;

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 
 use super::app_io::Outputs;
 use super::dial::Dialler;
+use super::paths::PeerPathState;
 
 /// First byte of a message stream.
 pub const STREAM_MESSAGES: u8 = 0x01;
@@ -94,9 +95,12 @@ pub fn spawn_peer(context: PeerContext, peer: PeerId) -> (PeerHandle, tokio::tas
         control: control_tx.clone(),
         status: status.clone(),
     };
+    let path_state = context.dialler.paths.subscribe(peer);
     let task = PeerTask {
         context,
         peer,
+        path_state,
+        reported: None,
         control_tx,
         status,
         connections: Vec::new(),
@@ -119,6 +123,11 @@ struct ActiveSender {
 struct PeerTask {
     context: PeerContext,
     peer: PeerId,
+    /// What the path agent says about this peer.
+    path_state: watch::Receiver<PeerPathState>,
+    /// The path last told to the application (`connected` or `path` event) and the count of
+    /// re-punches already started.
+    reported: Option<(p2pnat_proto::path::Path, u64)>,
     control_tx: mpsc::Sender<PeerControl>,
     status: Arc<Mutex<PeerStatus>>,
     connections: Vec<quinn::Connection>,
@@ -139,6 +148,7 @@ impl PeerTask {
             tokio::select! {
                 biased;
                 Some(input) = control.recv() => self.handle_control(input).await,
+                Ok(()) = self.path_state.changed() => self.path_changed().await,
                 message = messages.recv(), if can_send => match message {
                     Some(message) => self.send(message, &mut messages).await,
                     None => break,
@@ -200,6 +210,40 @@ impl PeerTask {
         }
     }
 
+    /// The agent changed this peer's path or asked for a re-punch: tell the application about a
+    /// new path under a live connection; look the peer up again when asked.
+    async fn path_changed(&mut self) {
+        let state = self.path_state.borrow_and_update().clone();
+        let Some((reported, repunches)) = self.reported else {
+            return; // not connected: the dial reads the state itself
+        };
+        if state.repunches > repunches {
+            let dialler = self.context.dialler.clone();
+            let peer = self.peer;
+            tokio::spawn(
+                async move {
+                    if let Err(e) = dialler.punch(peer).await {
+                        tracing::info!("re-punch failed: {e}");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+        let current = state.selected.unwrap_or(reported);
+        self.reported = Some((current, state.repunches));
+        if current != reported {
+            self.status.lock().expect("status lock").remote = Some(current.remote);
+            self.context
+                .outputs
+                .event(Event::Path {
+                    peer: self.peer,
+                    path: current.kind.as_str(),
+                    remote: current.remote,
+                })
+                .await;
+        }
+    }
+
     async fn dial(&mut self) -> Result<(), super::dial::DialError> {
         self.status.lock().expect("status lock").connecting = true;
         let result = self.context.dialler.dial(self.peer).await;
@@ -223,7 +267,14 @@ impl PeerTask {
         );
         self.connections.push(connection.clone());
         if first {
-            let remote = self.remote_of(&connection);
+            let paths = &self.context.dialler.paths;
+            paths.set_connected(self.peer, true);
+            let path = paths.selected(connection.remote_address());
+            let remote = path.map_or(connection.remote_address(), |p| p.remote);
+            let state = self.path_state.borrow_and_update().clone();
+            if let Some(path) = path {
+                self.reported = Some((path, state.repunches));
+            }
             {
                 let mut status = self.status.lock().expect("status lock");
                 status.connected = true;
@@ -234,25 +285,11 @@ impl PeerTask {
                 .outputs
                 .event(Event::Connected {
                     peer: self.peer,
-                    path: "direct",
+                    path: path.map_or("direct", |p| p.kind.as_str()),
                     remote,
                 })
                 .await;
         }
-    }
-
-    fn paths(&self) -> std::sync::MutexGuard<'_, p2pnat_proto::path_table::PathTable> {
-        self.context
-            .dialler
-            .socket
-            .paths()
-            .lock()
-            .expect("path table lock")
-    }
-
-    fn remote_of(&self, connection: &quinn::Connection) -> std::net::SocketAddr {
-        let vaddr = connection.remote_address();
-        self.paths().path(vaddr).map_or(vaddr, |path| path.remote)
     }
 
     async fn send(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
@@ -370,7 +407,7 @@ impl PeerTask {
         if let Some(vaddr) = vaddr {
             // Keep the path table bounded: forget a virtual address no live connection uses.
             if !self.connections.iter().any(|c| c.remote_address() == vaddr) {
-                self.paths().release(vaddr);
+                self.context.dialler.paths.release(vaddr, false);
             }
         }
         if self
@@ -386,6 +423,8 @@ impl PeerTask {
             .await;
         }
         if self.connections.is_empty() {
+            self.reported = None;
+            self.context.dialler.paths.set_connected(self.peer, false);
             {
                 let mut status = self.status.lock().expect("status lock");
                 status.connected = false;

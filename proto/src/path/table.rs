@@ -2,45 +2,25 @@
 //!
 //! quinn sees every peer at a stable *virtual address* in `240.0.0.0/4` (reserved, never routed),
 //! port 1. The socket layer translates: an outgoing QUIC datagram to a virtual address goes out on
-//! that address's current [`Path`]; an incoming datagram from a known path is shown to quinn as
-//! coming from the virtual address. A path is a pair (local socket, remote address), so that later
-//! work can add punched paths on extra sockets and relayed paths without changing this shape.
+//! that address's *selected* [`Path`]; an incoming datagram is shown to quinn as coming from the
+//! virtual address that owns its path as a *route*. A virtual address has at most one selected
+//! path and up to [`MAX_ROUTES`] routes (the selected path is always one of them): while the
+//! path agent moves a peer from one path to another, packets still in flight on the old path are
+//! recognised, so a switch loses nothing.
 //!
-//! A virtual address is created either for a peer we dial ([`PathTable::vaddr_for_peer`]) or for an
-//! unknown source that starts a QUIC handshake ([`PathTable::vaddr_for_incoming`]); the latter is
-//! bound to a peer once the handshake proves who it is. The table holds at most `capacity` virtual
-//! addresses; [`PathTable::release`] frees one.
+//! A route belongs to one virtual address at a time; given to another, it moves (newest owner
+//! wins), and if it was the other's selected path, that address has none until the agent picks
+//! one. The table holds at most `capacity` virtual addresses; [`PathTable::release`] frees one.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use super::{normalize, LocalSocketId, Path, PathKind};
 use crate::PeerId;
 
-/// Identifies one of the node's local UDP sockets. `0` is the main socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LocalSocketId(pub u16);
-
-/// How a path reaches the peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PathKind {
-    Direct,
-}
-
-impl PathKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PathKind::Direct => "direct",
-        }
-    }
-}
-
-/// One way of reaching a peer: from a local socket to a remote address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Path {
-    pub local: LocalSocketId,
-    pub remote: SocketAddr,
-    pub kind: PathKind,
-}
+/// Most routes (recognised incoming paths) per virtual address; the oldest non-selected route
+/// is forgotten beyond it.
+pub const MAX_ROUTES: usize = 8;
 
 /// The table is full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,22 +30,13 @@ pub struct PathTableFull(pub usize);
 #[derive(Debug)]
 struct VirtualPeer {
     peer: Option<PeerId>,
-    path: Option<Path>,
+    selected: Option<Path>,
+    /// Oldest first.
+    routes: Vec<Path>,
 }
 
 const VIRTUAL_BASE: u32 = 0xF000_0000; // 240.0.0.0
 const VIRTUAL_PORT: u16 = 1;
-
-/// Converts an IPv4-mapped IPv6 address (as a dual-stack quinn endpoint reports it) to IPv4.
-pub fn normalize(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
-}
 
 /// Whether `addr` is in the virtual range (after [`normalize`]).
 pub fn is_virtual(addr: SocketAddr) -> bool {
@@ -81,7 +52,7 @@ pub struct PathTable {
     capacity: usize,
     next_index: u32,
     peers: HashMap<SocketAddr, VirtualPeer>,
-    by_path: HashMap<(LocalSocketId, SocketAddr), SocketAddr>,
+    by_route: HashMap<(LocalSocketId, SocketAddr), SocketAddr>,
     by_peer: HashMap<PeerId, SocketAddr>,
 }
 
@@ -92,7 +63,7 @@ impl PathTable {
             capacity: capacity.min((1 << 28) - 1),
             next_index: 1,
             peers: HashMap::new(),
-            by_path: HashMap::new(),
+            by_route: HashMap::new(),
             by_peer: HashMap::new(),
         }
     }
@@ -109,7 +80,11 @@ impl PathTable {
                 VIRTUAL_PORT,
             );
             if let std::collections::hash_map::Entry::Vacant(slot) = self.peers.entry(vaddr) {
-                slot.insert(VirtualPeer { peer, path: None });
+                slot.insert(VirtualPeer {
+                    peer,
+                    selected: None,
+                    routes: Vec::new(),
+                });
                 if let Some(peer) = peer {
                     self.by_peer.insert(peer, vaddr);
                 }
@@ -118,7 +93,7 @@ impl PathTable {
         }
     }
 
-    /// The virtual address we dial `peer` at, created if needed.
+    /// The virtual address of `peer`, created if needed.
     pub fn vaddr_for_peer(&mut self, peer: PeerId) -> Result<SocketAddr, PathTableFull> {
         match self.by_peer.get(&peer) {
             Some(vaddr) => Ok(*vaddr),
@@ -127,21 +102,21 @@ impl PathTable {
     }
 
     /// The virtual address that datagrams from `remote` on `local` are shown under, if any.
-    pub fn vaddr_for_path(&self, local: LocalSocketId, remote: SocketAddr) -> Option<SocketAddr> {
-        self.by_path.get(&(local, normalize(remote))).copied()
+    pub fn vaddr_for_route(&self, local: LocalSocketId, remote: SocketAddr) -> Option<SocketAddr> {
+        self.by_route.get(&(local, normalize(remote))).copied()
     }
 
-    /// A virtual address for an unknown source starting a handshake, with the path it came on.
+    /// A virtual address for an unknown source starting a handshake, with its path selected.
     pub fn vaddr_for_incoming(
         &mut self,
         local: LocalSocketId,
         remote: SocketAddr,
     ) -> Result<SocketAddr, PathTableFull> {
-        if let Some(vaddr) = self.vaddr_for_path(local, remote) {
+        if let Some(vaddr) = self.vaddr_for_route(local, remote) {
             return Ok(vaddr);
         }
         let vaddr = self.allocate(None)?;
-        self.set_path(
+        self.select(
             vaddr,
             Path {
                 local,
@@ -152,45 +127,47 @@ impl PathTable {
         Ok(vaddr)
     }
 
-    /// Makes `path` the current path of `vaddr`. A path belongs to one virtual address at a time.
-    /// Returns false if `vaddr` is unknown.
-    pub fn set_path(&mut self, vaddr: SocketAddr, mut path: Path) -> bool {
+    /// Lets datagrams on `path` be shown as coming from `vaddr`. False if `vaddr` is unknown.
+    pub fn add_route(&mut self, vaddr: SocketAddr, mut path: Path) -> bool {
         let vaddr = normalize(vaddr);
         path.remote = normalize(path.remote);
-        let Some(entry) = self.peers.get_mut(&vaddr) else {
+        if !self.peers.contains_key(&vaddr) {
             return false;
-        };
-        if let Some(old) = entry.path.replace(path) {
-            self.by_path.remove(&(old.local, old.remote));
         }
-        if let Some(previous_owner) = self.by_path.insert((path.local, path.remote), vaddr) {
-            if previous_owner != vaddr {
-                if let Some(other) = self.peers.get_mut(&previous_owner) {
-                    other.path = None;
+        let key = (path.local, path.remote);
+        if let Some(previous) = self.by_route.insert(key, vaddr) {
+            if previous != vaddr {
+                if let Some(other) = self.peers.get_mut(&previous) {
+                    other.routes.retain(|p| (p.local, p.remote) != key);
+                    if other.selected.is_some_and(|p| (p.local, p.remote) == key) {
+                        other.selected = None;
+                    }
                 }
+            }
+        }
+        let entry = self.peers.get_mut(&vaddr).expect("checked above");
+        entry.routes.retain(|p| (p.local, p.remote) != key);
+        entry.routes.push(path);
+        if entry.routes.len() > MAX_ROUTES {
+            let selected = entry.selected;
+            if let Some(oldest) = entry.routes.iter().position(|p| Some(*p) != selected) {
+                let gone = entry.routes.remove(oldest);
+                self.by_route.remove(&(gone.local, gone.remote));
             }
         }
         true
     }
 
-    /// The virtual address to dial `peer` at over `path`, with the path set and the peer bound.
-    ///
-    /// If the peer is dialling us at the same moment, its handshake already has a virtual address
-    /// on this path ([`PathTable::vaddr_for_incoming`]); that one is shared rather than a second
-    /// allocated, because a path belongs to one virtual address and the two would otherwise take
-    /// it from each other, leaving one handshake with no path.
-    pub fn vaddr_for_dial(
-        &mut self,
-        peer: PeerId,
-        path: Path,
-    ) -> Result<SocketAddr, PathTableFull> {
-        let vaddr = match self.vaddr_for_path(path.local, path.remote) {
-            Some(existing) if self.peer(existing).is_none_or(|p| p == peer) => existing,
-            _ => self.vaddr_for_peer(peer)?,
-        };
-        self.bind_peer(vaddr, peer);
-        self.set_path(vaddr, path);
-        Ok(vaddr)
+    /// Makes `path` the selected path of `vaddr` (and one of its routes). False if unknown.
+    pub fn select(&mut self, vaddr: SocketAddr, mut path: Path) -> bool {
+        path.remote = normalize(path.remote);
+        if !self.add_route(vaddr, path) {
+            return false;
+        }
+        if let Some(entry) = self.peers.get_mut(&normalize(vaddr)) {
+            entry.selected = Some(path);
+        }
+        true
     }
 
     /// Records that the handshake on `vaddr` proved it is `peer`.
@@ -202,11 +179,11 @@ impl PathTable {
         }
     }
 
-    /// The current path of `vaddr`.
-    pub fn path(&self, vaddr: SocketAddr) -> Option<Path> {
+    /// The selected path of `vaddr`.
+    pub fn selected(&self, vaddr: SocketAddr) -> Option<Path> {
         self.peers
             .get(&normalize(vaddr))
-            .and_then(|entry| entry.path)
+            .and_then(|entry| entry.selected)
     }
 
     /// The peer `vaddr` belongs to, once known.
@@ -216,18 +193,28 @@ impl PathTable {
             .and_then(|entry| entry.peer)
     }
 
-    /// Forgets `vaddr` and its path.
+    /// The primary virtual address of `peer`, if it has one.
+    pub fn vaddr_of(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.by_peer.get(peer).copied()
+    }
+
+    /// Forgets `vaddr`, its paths and routes.
     pub fn release(&mut self, vaddr: SocketAddr) {
         let vaddr = normalize(vaddr);
         if let Some(entry) = self.peers.remove(&vaddr) {
-            if let Some(path) = entry.path {
-                if self.by_path.get(&(path.local, path.remote)) == Some(&vaddr) {
-                    self.by_path.remove(&(path.local, path.remote));
+            for route in entry.routes {
+                if self.by_route.get(&(route.local, route.remote)) == Some(&vaddr) {
+                    self.by_route.remove(&(route.local, route.remote));
                 }
             }
             if let Some(peer) = entry.peer {
                 if self.by_peer.get(&peer) == Some(&vaddr) {
                     self.by_peer.remove(&peer);
+                    // Another address of the same peer (a second connection) becomes primary.
+                    if let Some((other, _)) = self.peers.iter().find(|(_, e)| e.peer == Some(peer))
+                    {
+                        self.by_peer.insert(peer, *other);
+                    }
                 }
             }
         }
@@ -255,20 +242,47 @@ mod tests {
     }
 
     #[test]
-    fn dialled_peer_keeps_its_vaddr_while_the_path_changes() {
+    fn vaddr_stays_while_the_selected_path_changes_and_old_routes_still_arrive() {
         let mut table = PathTable::new(8);
         let peer = PeerId([1; 32]);
         let vaddr = table.vaddr_for_peer(peer).unwrap();
         assert!(is_virtual(vaddr));
         assert_eq!(table.vaddr_for_peer(peer).unwrap(), vaddr);
-        assert!(table.set_path(vaddr, direct("192.0.2.1:1000")));
+        assert!(table.select(vaddr, direct("192.0.2.1:1000")));
         let local = LocalSocketId(0);
         let first: SocketAddr = "192.0.2.1:1000".parse().unwrap();
-        assert_eq!(table.vaddr_for_path(local, first), Some(vaddr));
-        table.set_path(vaddr, direct("198.51.100.1:2000"));
-        assert_eq!(table.vaddr_for_path(local, first), None);
-        assert_eq!(table.path(vaddr).unwrap().remote.port(), 2000);
+        table.select(vaddr, direct("198.51.100.1:2000"));
+        assert_eq!(table.selected(vaddr).unwrap().remote.port(), 2000);
+        assert_eq!(
+            table.vaddr_for_route(local, first),
+            Some(vaddr),
+            "packets still in flight on the old path are recognised"
+        );
         assert_eq!(table.peer(vaddr), Some(peer));
+    }
+
+    #[test]
+    fn routes_are_bounded_and_the_selected_one_is_kept() {
+        let mut table = PathTable::new(8);
+        let vaddr = table.vaddr_for_peer(PeerId([1; 32])).unwrap();
+        table.select(vaddr, direct("192.0.2.1:1"));
+        for port in 2..20 {
+            table.add_route(vaddr, direct(&format!("192.0.2.1:{port}")));
+        }
+        let local = LocalSocketId(0);
+        assert_eq!(table.by_route.len(), MAX_ROUTES);
+        assert_eq!(
+            table.vaddr_for_route(local, "192.0.2.1:1".parse().unwrap()),
+            Some(vaddr)
+        );
+        assert_eq!(
+            table.vaddr_for_route(local, "192.0.2.1:2".parse().unwrap()),
+            None
+        );
+        assert_eq!(
+            table.vaddr_for_route(local, "192.0.2.1:19".parse().unwrap()),
+            Some(vaddr)
+        );
     }
 
     #[test]
@@ -288,38 +302,19 @@ mod tests {
         assert_eq!(table.vaddr_for_peer(PeerId([2; 32])), Ok(vaddr));
         table.release(vaddr);
         assert!(table.is_empty());
-        assert_eq!(table.vaddr_for_path(LocalSocketId(0), remote), None);
+        assert_eq!(table.vaddr_for_route(LocalSocketId(0), remote), None);
     }
 
     #[test]
-    fn simultaneous_dial_shares_the_handshake_vaddr() {
-        // Their Initial arrives before our probe finished: it got an anonymous address.
-        let mut table = PathTable::new(8);
-        let peer = PeerId([7; 32]);
-        let remote = "192.0.2.4:9".parse().unwrap();
-        let incoming = table.vaddr_for_incoming(LocalSocketId(0), remote).unwrap();
-        let dialled = table.vaddr_for_dial(peer, direct("192.0.2.4:9")).unwrap();
-        assert_eq!(dialled, incoming, "one address, so neither loses the path");
-        assert_eq!(table.path(incoming), Some(direct("192.0.2.4:9")));
-        assert_eq!(table.peer(incoming), Some(peer));
-        // A path owned by a different, proven peer is not shared.
-        let other = table
-            .vaddr_for_dial(PeerId([8; 32]), direct("192.0.2.4:9"))
-            .unwrap();
-        assert_ne!(other, incoming);
-        assert_eq!(table.path(incoming), None);
-    }
-
-    #[test]
-    fn a_path_moves_to_its_newest_owner() {
+    fn a_route_moves_to_its_newest_owner() {
         let mut table = PathTable::new(8);
         let a = table.vaddr_for_peer(PeerId([1; 32])).unwrap();
         let b = table.vaddr_for_peer(PeerId([2; 32])).unwrap();
-        table.set_path(a, direct("192.0.2.1:1"));
-        table.set_path(b, direct("192.0.2.1:1"));
-        assert_eq!(table.path(a), None);
+        table.select(a, direct("192.0.2.1:1"));
+        table.select(b, direct("192.0.2.1:1"));
+        assert_eq!(table.selected(a), None);
         assert_eq!(
-            table.vaddr_for_path(LocalSocketId(0), "192.0.2.1:1".parse().unwrap()),
+            table.vaddr_for_route(LocalSocketId(0), "192.0.2.1:1".parse().unwrap()),
             Some(b)
         );
         assert!(!is_virtual("10.0.0.1:1".parse().unwrap()));

@@ -1,0 +1,763 @@
+//! The path agent: one sans-IO state machine per node that finds, chooses, keeps and changes
+//! the path beneath each peer's virtual address.
+//!
+//! # Inputs and outputs
+//! Inputs carry their time: [`PathAgent::start_checks`] (candidates from the rendezvous, as
+//! dialler or as the answer to a punch request), [`PathAgent::handle_datagram`] (a project
+//! datagram with the local socket it arrived on and its source), [`PathAgent::handle_timeout`],
+//! and the connection's life ([`PathAgent::set_connected`], [`PathAgent::bind_incoming`],
+//! [`PathAgent::release`]). Outputs come from one [`PathAgent::poll_output`]: call
+//! `handle_timeout(now)` when the last `Output::Timeout` passes, and after every input call
+//! `poll_output(now)` until it returns `Output::Timeout`. Transmits come first (replies, then at
+//! most one paced check), then events. Nothing reads a clock or draws randomness: time is
+//! passed in, and transaction IDs come from a seed given to [`PathAgent::new`].
+//!
+//! # Checks
+//! Every check and reply is authenticated with the pair key ([`super::auth`]). A valid check is
+//! answered at once and *triggers* a check back to where it came from, ahead of the others, so
+//! a punch completes one round trip after the second side's first check arrives instead of on a
+//! retransmit timer. Checks leave paced, one every [`AgentConfig::pace`] for the whole node; each
+//! pair retransmits every [`AgentConfig::retransmit`] until it succeeds or its window
+//! ([`AgentConfig::check_timeout`]) ends. A reply counts only when it comes from the address the
+//! check went to, on the same socket (ICE's symmetric rule).
+//!
+//! # Selection
+//! The first pair that succeeds is selected (quinn can start at once). Later successes replace
+//! it when they are of a better class (a LAN path beats an internet one), when the peer's
+//! heartbeats now come from them (the peer's NAT rebound or the peer moved), or when the
+//! selected path has been silent for [`AgentConfig::path_timeout`]. While a QUIC connection is
+//! up, the selected path carries a heartbeat every [`AgentConfig::heartbeat`] (every
+//! `retransmit` while one is unanswered). A selected path silent for `path_timeout` is replaced
+//! by another live pair, or, if none, every pair is checked again and
+//! [`AgentEvent::NeedCandidates`] asks the driver for fresh candidates (a re-punch through the
+//! rendezvous). The selected path keeps carrying QUIC meanwhile: quinn never sees any of this.
+//!
+//! # Limits
+//! [`AgentConfig::max_peers`] peer states (idle ones are evicted first), [`AgentConfig::max_pairs`]
+//! pairs per peer, [`MAX_OUTSTANDING`] unanswered checks, one check per `pace` (500 a second by
+//! default), keys for unknown senders derived at most [`STRANGER_KEYS_BURST`] at once and one
+//! per [`STRANGER_KEY_INTERVAL`] after that.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::auth::{OwnSecret, PairKeyError};
+use super::pairs::{class, PairState, PeerPaths};
+use super::table::{PathTable, PathTableFull};
+use super::wire::{CheckBody, CheckDatagram, CheckDecodeError, Transaction};
+use super::{normalize, LocalSocketId, Path};
+use crate::rate_limit::TokenBuckets;
+use crate::PeerId;
+
+/// Most checks awaiting a reply, node-wide; the oldest is forgotten beyond it.
+pub const MAX_OUTSTANDING: usize = 8192;
+/// Keys derived for senders without state, at once.
+pub const STRANGER_KEYS_BURST: u32 = 64;
+/// Then one per this interval.
+pub const STRANGER_KEY_INTERVAL: Duration = Duration::from_millis(10);
+/// Idle `poll_output` answer when nothing is scheduled.
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Timing and limits of a [`PathAgent`].
+#[derive(Debug, Clone, Copy)]
+pub struct AgentConfig {
+    /// Gap between two checks sent by this node (default 2 ms).
+    pub pace: Duration,
+    /// Gap between checks on one pair until it answers (default 200 ms).
+    pub retransmit: Duration,
+    /// How long a pair is checked before it counts as failed (default 5 s).
+    pub check_timeout: Duration,
+    /// Delay before an answerer's first checks, so the dialler's leave first (default 20 ms):
+    /// a bare Linux NAT in front of the dialler would otherwise keep our early check as an
+    /// inbound flow and move the dialler's traffic to another public port (design brief).
+    pub answer_delay: Duration,
+    /// Gap between heartbeats on the selected path of a connected peer (default 2 s).
+    pub heartbeat: Duration,
+    /// A selected path with no reply for this long is replaced or re-punched (default 5 s).
+    pub path_timeout: Duration,
+    /// Most peers with state (default 1024).
+    pub max_peers: usize,
+    /// Most candidate pairs per peer (default 32).
+    pub max_pairs: usize,
+    /// Most virtual addresses (default 4096).
+    pub max_vaddrs: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            pace: Duration::from_millis(2),
+            retransmit: Duration::from_millis(200),
+            check_timeout: Duration::from_secs(5),
+            answer_delay: Duration::from_millis(20),
+            heartbeat: Duration::from_secs(2),
+            path_timeout: Duration::from_secs(5),
+            max_peers: 1024,
+            max_pairs: 32,
+            max_vaddrs: 4096,
+        }
+    }
+}
+
+/// Which side of a coordinated punch this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRole {
+    /// We asked the rendezvous for the peer: check at once.
+    Dialler,
+    /// The rendezvous told us the peer is dialling: check after [`AgentConfig::answer_delay`].
+    Answerer,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub local: LocalSocketId,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// What the agent tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// `peer`'s selected path is now `path` (`previous` is `None` for the first one).
+    PathSelected {
+        peer: PeerId,
+        path: Path,
+        previous: Option<Path>,
+        rtt: Option<Duration>,
+    },
+    /// A round of checks ended with no path to `peer`.
+    ChecksFailed { peer: PeerId },
+    /// `peer`'s selected path went silent and no other works: look the peer up again (which
+    /// also has the rendezvous tell it to punch) and call `start_checks`.
+    NeedCandidates { peer: PeerId },
+}
+
+/// One result of [`PathAgent::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Transmit(Transmit),
+    Event(AgentEvent),
+    /// Nothing more now: call `handle_timeout` at this instant (or on the next input).
+    Timeout(Instant),
+}
+
+/// Why a datagram or command was not used (for logs; the agent carries on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("malformed check: {0}")]
+    Malformed(#[from] CheckDecodeError),
+    #[error("check addressed to another peer")]
+    NotForUs,
+    #[error("check from a stranger dropped: key derivations rate limited")]
+    StrangerRateLimited,
+    #[error("no key with that sender: {0}")]
+    BadSender(#[from] PairKeyError),
+    #[error("check failed authentication")]
+    BadTag,
+    #[error("reply to no check in progress")]
+    UnknownTransaction,
+    #[error("reply came from {from}, not from {expected} where the check went")]
+    ReplyFromElsewhere {
+        from: SocketAddr,
+        expected: SocketAddr,
+    },
+    #[error("too many peers with path state")]
+    TooManyPeers,
+    #[error(transparent)]
+    TableFull(#[from] PathTableFull),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    peer: PeerId,
+    path: Path,
+    sent: Instant,
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AgentCounters {
+    pub checks_sent: u64,
+    pub replies_sent: u64,
+    pub rejected: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct PathAgent {
+    secret: OwnSecret,
+    config: AgentConfig,
+    seed: [u8; 32],
+    next_transaction: u64,
+    table: PathTable,
+    peers: BTreeMap<PeerId, PeerPaths>,
+    stranger_keys: TokenBuckets<()>,
+    outstanding: HashMap<Transaction, Outstanding>,
+    outstanding_order: VecDeque<(Instant, Transaction)>,
+    replies: VecDeque<Transmit>,
+    events: VecDeque<AgentEvent>,
+    next_check_at: Option<Instant>,
+    pub counters: AgentCounters,
+}
+
+impl PathAgent {
+    /// `seed` makes transaction IDs (random bytes from the caller).
+    pub fn new(secret: OwnSecret, config: AgentConfig, seed: [u8; 32]) -> Self {
+        PathAgent {
+            secret,
+            config,
+            seed,
+            next_transaction: 0,
+            table: PathTable::new(config.max_vaddrs),
+            peers: BTreeMap::new(),
+            stranger_keys: TokenBuckets::new(STRANGER_KEYS_BURST, STRANGER_KEY_INTERVAL, 1),
+            outstanding: HashMap::new(),
+            outstanding_order: VecDeque::new(),
+            replies: VecDeque::new(),
+            events: VecDeque::new(),
+            next_check_at: None,
+            counters: AgentCounters::default(),
+        }
+    }
+
+    pub fn own(&self) -> PeerId {
+        self.secret.id()
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The virtual-address table (read by the socket layer).
+    pub fn table(&self) -> &PathTable {
+        &self.table
+    }
+
+    /// The path QUIC packets to `vaddr` go out on.
+    pub fn selected_path(&self, vaddr: SocketAddr) -> Option<Path> {
+        self.table.selected(vaddr)
+    }
+
+    /// The virtual address a QUIC datagram from `remote` on `local` is shown under. An unknown
+    /// source gets one only when it starts a handshake (`initial`), so stray packets cannot
+    /// fill the table.
+    pub fn vaddr_for_source(
+        &mut self,
+        local: LocalSocketId,
+        remote: SocketAddr,
+        initial: bool,
+    ) -> Result<Option<SocketAddr>, PathTableFull> {
+        match self.table.vaddr_for_route(local, remote) {
+            Some(vaddr) => Ok(Some(vaddr)),
+            None if initial => self.table.vaddr_for_incoming(local, remote).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The peer's selected path, if any.
+    pub fn peer_path(&self, peer: &PeerId) -> Option<Path> {
+        self.peers.get(peer).and_then(|p| p.selected)
+    }
+
+    fn transaction(&mut self) -> Transaction {
+        let mut hash = Sha256::new();
+        hash.update(self.seed);
+        hash.update(self.next_transaction.to_be_bytes());
+        self.next_transaction += 1;
+        let digest = hash.finalize();
+        let mut id = [0u8; 12];
+        id.copy_from_slice(&digest[..12]);
+        id
+    }
+
+    /// The state of `peer`, created (with its key and virtual address) if needed.
+    fn peer_state(&mut self, now: Instant, peer: PeerId) -> Result<&mut PeerPaths, PathError> {
+        if !self.peers.contains_key(&peer) {
+            if self.peers.len() >= self.config.max_peers {
+                self.evict_idle_peer()?;
+            }
+            let key = self.secret.pair_key(&peer)?;
+            let vaddr = self.table.vaddr_for_peer(peer)?;
+            self.peers.insert(peer, PeerPaths::new(now, key, vaddr));
+        }
+        let state = self.peers.get_mut(&peer).expect("inserted above");
+        state.last_activity = now;
+        Ok(state)
+    }
+
+    fn evict_idle_peer(&mut self) -> Result<(), PathError> {
+        let victim = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && !p.checking() && p.round_until.is_none())
+            .min_by_key(|(_, p)| p.last_activity)
+            .map(|(id, _)| *id)
+            .ok_or(PathError::TooManyPeers)?;
+        self.forget(&victim);
+        Ok(())
+    }
+
+    /// Forgets `peer`: its state and its virtual addresses.
+    pub fn forget(&mut self, peer: &PeerId) {
+        if let Some(state) = self.peers.remove(peer) {
+            for vaddr in state.vaddrs {
+                self.table.release(vaddr);
+            }
+        }
+    }
+
+    /// Starts (or extends) a round of checks towards `candidates` of `peer` on the main
+    /// socket. Returns the peer's virtual address (dial it once a path is selected).
+    pub fn start_checks(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        candidates: &[SocketAddr],
+        role: CheckRole,
+    ) -> Result<SocketAddr, PathError> {
+        let config = self.config;
+        let first = match role {
+            CheckRole::Dialler => now,
+            CheckRole::Answerer => now + config.answer_delay,
+        };
+        let until = first + config.check_timeout;
+        let state = self.peer_state(now, peer)?;
+        state.round_until = Some(state.round_until.map_or(until, |t| t.max(until)));
+        for candidate in candidates {
+            let remote = normalize(*candidate);
+            if let Some(pair) = state.pair_or_insert(LocalSocketId(0), remote, config.max_pairs) {
+                if pair.state != PairState::Succeeded {
+                    pair.schedule(first, until);
+                }
+            }
+        }
+        Ok(state.vaddrs[0])
+    }
+
+    /// A QUIC connection to `peer` is up (heartbeats run) or gone (they stop).
+    pub fn set_connected(&mut self, now: Instant, peer: &PeerId, connected: bool) {
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.connected = connected;
+            state.last_activity = now;
+            state.next_heartbeat = connected.then_some(now + self.config.heartbeat);
+        }
+    }
+
+    /// An incoming handshake on `vaddr` proved it is `peer`: the address joins the peer's,
+    /// and follows its selected path from now on.
+    pub fn bind_incoming(&mut self, now: Instant, vaddr: SocketAddr, peer: PeerId) {
+        let vaddr = normalize(vaddr);
+        self.table.bind_peer(vaddr, peer);
+        let own_path = self.table.selected(vaddr);
+        let Ok(state) = self.peer_state(now, peer) else {
+            return;
+        };
+        if !state.vaddrs.contains(&vaddr) {
+            state.vaddrs.push(vaddr);
+        }
+        let selected = state.selected;
+        match (selected, own_path) {
+            (Some(path), _) => {
+                self.table.select(vaddr, path);
+            }
+            (None, Some(path)) => {
+                // The handshake's own path works (it carried the handshake): adopt it.
+                let state = self.peers.get_mut(&peer).expect("created above");
+                state.selected = Some(path);
+                if let Some(pair) =
+                    state.pair_or_insert(path.local, path.remote, self.config.max_pairs)
+                {
+                    pair.state = PairState::Succeeded;
+                    pair.last_reply = Some(now);
+                }
+                for other in state.vaddrs.clone() {
+                    self.table.select(other, path);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Frees `vaddr` (its last connection closed). The peer's state goes with its last address.
+    pub fn release(&mut self, vaddr: SocketAddr) {
+        let vaddr = normalize(vaddr);
+        let peer = self.table.peer(vaddr);
+        self.table.release(vaddr);
+        if let Some(peer) = peer {
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.vaddrs.retain(|v| *v != vaddr);
+                if state.vaddrs.is_empty() {
+                    self.peers.remove(&peer);
+                }
+            }
+        }
+    }
+
+    /// A project datagram arrived on `local` from `from`. An error says why it was dropped.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: LocalSocketId,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), PathError> {
+        let from = normalize(from);
+        let result = self.datagram(now, local, from, bytes);
+        if result.is_err() {
+            self.counters.rejected += 1;
+        }
+        result
+    }
+
+    fn datagram(
+        &mut self,
+        now: Instant,
+        local: LocalSocketId,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), PathError> {
+        let datagram = CheckDatagram::decode(bytes)?;
+        if datagram.receiver != self.own() {
+            return Err(PathError::NotForUs);
+        }
+        match datagram.body {
+            CheckBody::Check { heartbeat } => {
+                self.check_arrived(now, local, from, bytes, &datagram, heartbeat)
+            }
+            CheckBody::Reply { .. } => self.reply_arrived(now, local, from, bytes, &datagram),
+        }
+    }
+
+    fn check_arrived(
+        &mut self,
+        now: Instant,
+        local: LocalSocketId,
+        from: SocketAddr,
+        bytes: &[u8],
+        datagram: &CheckDatagram,
+        heartbeat: bool,
+    ) -> Result<(), PathError> {
+        let peer = datagram.sender;
+        let key = match self.peers.get(&peer) {
+            Some(state) => state.key.clone(),
+            None => {
+                if !self.stranger_keys.take(now, ()) {
+                    return Err(PathError::StrangerRateLimited);
+                }
+                self.secret.pair_key(&peer)?
+            }
+        };
+        if !CheckDatagram::verify(bytes, &key) {
+            return Err(PathError::BadTag);
+        }
+        let reply = CheckDatagram {
+            transaction: datagram.transaction,
+            sender: self.own(),
+            receiver: peer,
+            body: CheckBody::Reply { observed: from },
+        };
+        self.replies.push_back(Transmit {
+            local,
+            destination: from,
+            contents: reply.encode(&key),
+        });
+        self.counters.replies_sent += 1;
+        let config = self.config;
+        let state = self.peer_state(now, peer)?;
+        let selected = state.selected;
+        let vaddrs = state.vaddrs.clone();
+        if let Some(pair) = state.pair_or_insert(local, from, config.max_pairs) {
+            let is_selected = Some(pair.path) == selected;
+            if heartbeat && !is_selected {
+                pair.follow = true;
+            }
+            if pair.state != PairState::Succeeded || (heartbeat && !is_selected) {
+                pair.schedule(now, now + config.check_timeout);
+                pair.triggered = true;
+            }
+            let path = pair.path;
+            // QUIC from here may be decrypted now (quinn authenticates every packet itself);
+            // it is sent here only once a check succeeds.
+            for vaddr in vaddrs {
+                self.table.add_route(vaddr, path);
+            }
+        }
+        Ok(())
+    }
+
+    fn reply_arrived(
+        &mut self,
+        now: Instant,
+        local: LocalSocketId,
+        from: SocketAddr,
+        bytes: &[u8],
+        datagram: &CheckDatagram,
+    ) -> Result<(), PathError> {
+        let outstanding = *self
+            .outstanding
+            .get(&datagram.transaction)
+            .ok_or(PathError::UnknownTransaction)?;
+        if outstanding.peer != datagram.sender {
+            return Err(PathError::UnknownTransaction);
+        }
+        let state = self
+            .peers
+            .get_mut(&outstanding.peer)
+            .ok_or(PathError::UnknownTransaction)?;
+        if !CheckDatagram::verify(bytes, &state.key) {
+            return Err(PathError::BadTag);
+        }
+        self.outstanding.remove(&datagram.transaction);
+        if outstanding.path.local != local || outstanding.path.remote != from {
+            return Err(PathError::ReplyFromElsewhere {
+                from,
+                expected: outstanding.path.remote,
+            });
+        }
+        state.last_activity = now;
+        let Some(pair) = state.pair_mut(local, from) else {
+            return Ok(()); // the pair was evicted meanwhile
+        };
+        let rtt = now.saturating_duration_since(outstanding.sent);
+        pair.state = PairState::Succeeded;
+        pair.last_reply = Some(now);
+        pair.rtt = Some(rtt);
+        pair.triggered = false;
+        pair.next_check = None;
+        pair.check_until = None;
+        let (path, follow) = (pair.path, pair.follow);
+        let replace = match state.selected {
+            None => true,
+            Some(current) if current == path => false,
+            Some(current) => {
+                let current_alive = state
+                    .pairs
+                    .iter()
+                    .find(|p| p.path == current)
+                    .and_then(|p| p.last_reply)
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.config.path_timeout);
+                let (new_class, old_class) = (class(&path.remote), class(&current.remote));
+                new_class > old_class || (follow && new_class == old_class) || !current_alive
+            }
+        };
+        if replace {
+            self.select(outstanding.peer, path, Some(rtt));
+        }
+        Ok(())
+    }
+
+    fn select(&mut self, peer: PeerId, path: Path, rtt: Option<Duration>) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let previous = state.selected.replace(path);
+        if let Some(pair) = state.pair_mut(path.local, path.remote) {
+            pair.follow = false;
+        }
+        // Higher-class pairs still being checked may replace this; lower ones stop here.
+        let new_class = class(&path.remote);
+        for pair in &mut state.pairs {
+            if pair.state != PairState::Succeeded && class(&pair.path.remote) <= new_class {
+                pair.next_check = None;
+            }
+        }
+        state.repunch_at = None;
+        for vaddr in &state.vaddrs {
+            self.table.select(*vaddr, path);
+        }
+        self.events.push_back(AgentEvent::PathSelected {
+            peer,
+            path,
+            previous,
+            rtt,
+        });
+    }
+
+    /// Runs whatever is due at `now`: ends rounds and pair windows, schedules heartbeats,
+    /// replaces or re-punches silent paths, forgets old unanswered checks.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((sent, transaction)) = self.outstanding_order.front().copied() {
+            if now.saturating_duration_since(sent) < self.config.check_timeout
+                && self.outstanding_order.len() <= MAX_OUTSTANDING
+            {
+                break;
+            }
+            self.outstanding_order.pop_front();
+            self.outstanding.remove(&transaction);
+        }
+        let config = self.config;
+        let mut selections = Vec::new();
+        for (peer, state) in &mut self.peers {
+            for pair in &mut state.pairs {
+                if pair.check_until.is_some_and(|t| t <= now) {
+                    pair.check_until = None;
+                    pair.next_check = None;
+                    pair.triggered = false;
+                    if pair.state != PairState::Succeeded {
+                        pair.state = PairState::Failed;
+                    }
+                }
+            }
+            if state.round_until.is_some_and(|t| t <= now) {
+                state.round_until = None;
+                if state.selected.is_none() {
+                    self.events
+                        .push_back(AgentEvent::ChecksFailed { peer: *peer });
+                }
+            }
+            let Some(selected) = state.selected else {
+                continue;
+            };
+            if !state.connected || state.next_heartbeat.is_none_or(|t| t > now) {
+                continue;
+            }
+            let last_reply = state
+                .pairs
+                .iter()
+                .find(|p| p.path == selected)
+                .and_then(|p| p.last_reply);
+            let silent =
+                last_reply.is_none_or(|t| now.saturating_duration_since(t) >= config.path_timeout);
+            let overdue =
+                last_reply.is_none_or(|t| now.saturating_duration_since(t) > config.heartbeat);
+            if silent {
+                let alternative = state
+                    .pairs
+                    .iter()
+                    .filter(|p| p.path != selected)
+                    .filter(|p| {
+                        p.last_reply
+                            .is_some_and(|t| now.saturating_duration_since(t) < config.path_timeout)
+                    })
+                    .max_by_key(|p| (class(&p.path.remote), p.last_reply))
+                    .map(|p| (p.path, p.rtt));
+                if let Some((path, rtt)) = alternative {
+                    selections.push((*peer, path, rtt));
+                } else if state
+                    .repunch_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= config.check_timeout)
+                {
+                    state.repunch_at = Some(now);
+                    let until = now + config.check_timeout;
+                    state.round_until = Some(until);
+                    for pair in &mut state.pairs {
+                        pair.schedule(now, until);
+                    }
+                    self.events
+                        .push_back(AgentEvent::NeedCandidates { peer: *peer });
+                }
+            }
+            if let Some(pair) = state.pair_mut(selected.local, selected.remote) {
+                pair.next_check = Some(now);
+            }
+            let gap = if overdue {
+                config.retransmit
+            } else {
+                config.heartbeat
+            };
+            state.next_heartbeat = Some(now + gap);
+        }
+        for (peer, path, rtt) in selections {
+            self.select(peer, path, rtt);
+        }
+    }
+
+    /// The next output; see the module documentation for the order.
+    pub fn poll_output(&mut self, now: Instant) -> Output {
+        if let Some(reply) = self.replies.pop_front() {
+            return Output::Transmit(reply);
+        }
+        if self.next_check_at.is_none_or(|t| t <= now) {
+            if let Some(transmit) = self.next_check(now) {
+                self.next_check_at = Some(now + self.config.pace);
+                return Output::Transmit(transmit);
+            }
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        Output::Timeout(self.poll_timeout(now))
+    }
+
+    fn next_check(&mut self, now: Instant) -> Option<Transmit> {
+        let (peer, index) = self
+            .peers
+            .iter()
+            .filter_map(|(id, state)| state.due_pair(now).map(|i| (id, state, i)))
+            .min_by_key(|(_, state, i)| {
+                let pair = &state.pairs[*i];
+                (!pair.triggered, pair.next_check)
+            })
+            .map(|(id, _, i)| (*id, i))?;
+        let transaction = self.transaction();
+        let config = self.config;
+        let own = self.own();
+        let state = self.peers.get_mut(&peer).expect("found above");
+        let heartbeat = state.selected == Some(state.pairs[index].path);
+        let pair = &mut state.pairs[index];
+        pair.triggered = false;
+        if pair.state == PairState::Waiting {
+            pair.state = PairState::InProgress;
+        }
+        let retry = now + config.retransmit;
+        pair.next_check = match (pair.state, pair.check_until) {
+            (PairState::Succeeded, _) => None,
+            (_, Some(until)) if retry < until => Some(retry),
+            _ => None,
+        };
+        let path = pair.path;
+        let check = CheckDatagram {
+            transaction,
+            sender: own,
+            receiver: peer,
+            body: CheckBody::Check { heartbeat },
+        };
+        let contents = check.encode(&state.key);
+        self.outstanding.insert(
+            transaction,
+            Outstanding {
+                peer,
+                path,
+                sent: now,
+            },
+        );
+        self.outstanding_order.push_back((now, transaction));
+        if self.outstanding_order.len() > MAX_OUTSTANDING {
+            if let Some((_, oldest)) = self.outstanding_order.pop_front() {
+                self.outstanding.remove(&oldest);
+            }
+        }
+        self.counters.checks_sent += 1;
+        Some(Transmit {
+            local: path.local,
+            destination: path.remote,
+            contents,
+        })
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Instant {
+        let mut next = now + IDLE;
+        for state in self.peers.values() {
+            let candidates = [
+                state.next_check_due().map(|t| match self.next_check_at {
+                    Some(paced) => t.max(paced),
+                    None => t,
+                }),
+                state.round_until,
+                state.pairs.iter().filter_map(|p| p.check_until).min(),
+                state.connected.then_some(state.next_heartbeat).flatten(),
+            ];
+            for t in candidates.into_iter().flatten() {
+                next = next.min(t);
+            }
+        }
+        if let Some((sent, _)) = self.outstanding_order.front() {
+            next = next.min(*sent + self.config.check_timeout);
+        }
+        next
+    }
+}

@@ -1,0 +1,62 @@
+//! Paths under a live connection: the sans-IO path agent and what it is made of.
+//!
+//! - [`auth`]: the per-pair key (from both identity keys) that authenticates every check;
+//! - [`wire`]: the check and reply datagrams, byte by byte;
+//! - [`table`]: virtual peer addresses, each with a selected path and the routes it accepts;
+//! - [`agent`]: the [`PathAgent`]: candidates, paced and triggered checks, selection,
+//!   heartbeats and path switches, driven by one `poll_output()`;
+//! - `pairs` (private): one peer's candidate pairs and their states.
+//!
+//! A [`Path`] is a local socket and a remote transport address. Today every path is
+//! [`PathKind::Direct`] (UDP to the peer's address); a relayed path will be one more kind whose
+//! `remote` is the peer's relayed address and whose kind names the relay server, so the table,
+//! the agent and the socket layer keep their shape.
+
+pub mod agent;
+pub mod auth;
+mod pairs;
+pub mod table;
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use agent::{AgentConfig, AgentEvent, CheckRole, Output, PathAgent, Transmit};
+pub use table::{is_virtual, PathTable, PathTableFull};
+
+/// Identifies one of the node's local UDP sockets. `0` is the main socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalSocketId(pub u16);
+
+/// How a path reaches the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// UDP straight to the peer's address (host, server-reflexive or peer-reflexive).
+    Direct,
+}
+
+impl PathKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+        }
+    }
+}
+
+/// One way of reaching a peer: from a local socket to a remote address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Path {
+    pub local: LocalSocketId,
+    pub remote: SocketAddr,
+    pub kind: PathKind,
+}
+
+/// Converts an IPv4-mapped IPv6 address (as a dual-stack socket reports it) to IPv4.
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}

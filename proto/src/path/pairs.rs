@@ -1,0 +1,178 @@
+//! One peer's candidate pairs: what has been checked, what answered, which path is selected.
+//! Plain data with no I/O; [`super::agent::PathAgent`] drives it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::auth::PairKey;
+use super::{LocalSocketId, Path, PathKind};
+
+/// A check's progress on one pair (RFC 8445 section 6.1.2.6, without Frozen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairState {
+    Waiting,
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+/// One (local socket, remote address) pair of a peer.
+#[derive(Debug, Clone)]
+pub struct CandidatePair {
+    pub path: Path,
+    pub state: PairState,
+    /// When the next check on this pair is due (`None`: none scheduled).
+    pub next_check: Option<Instant>,
+    /// Checks on this pair stop after this instant (unless it succeeded).
+    pub check_until: Option<Instant>,
+    /// A check from the peer arrived on this pair: check it ahead of ordinary checks.
+    pub triggered: bool,
+    /// The peer's heartbeat (sent on its selected path) arrived here: its NAT now sends from
+    /// this address, so a success here replaces the selected path of the same class.
+    pub follow: bool,
+    pub last_reply: Option<Instant>,
+    pub rtt: Option<Duration>,
+}
+
+impl CandidatePair {
+    pub fn new(local: LocalSocketId, remote: SocketAddr) -> Self {
+        CandidatePair {
+            path: Path {
+                local,
+                remote,
+                kind: PathKind::Direct,
+            },
+            state: PairState::Waiting,
+            next_check: None,
+            check_until: None,
+            triggered: false,
+            follow: false,
+            last_reply: None,
+            rtt: None,
+        }
+    }
+
+    /// Schedules checks from `at` until `until` (a pair already being checked keeps its
+    /// earlier schedule; the window only grows).
+    pub fn schedule(&mut self, at: Instant, until: Instant) {
+        if self.state != PairState::Succeeded {
+            self.state = match self.state {
+                PairState::Failed => PairState::Waiting,
+                other => other,
+            };
+        }
+        self.next_check = Some(self.next_check.map_or(at, |t| t.min(at)));
+        self.check_until = Some(self.check_until.map_or(until, |t| t.max(until)));
+    }
+}
+
+/// Path class: a path inside a LAN (private, loopback or link-local address) beats one across
+/// the internet; within a class the agent keeps what works (see the agent's selection rules).
+pub fn class(remote: &SocketAddr) -> u8 {
+    match remote.ip() {
+        IpAddr::V4(ip) => u8::from(ip.is_private() || ip.is_loopback() || ip.is_link_local()),
+        IpAddr::V6(ip) => {
+            u8::from(ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local())
+        }
+    }
+}
+
+/// Everything the agent keeps about one peer.
+#[derive(Debug)]
+pub struct PeerPaths {
+    pub key: PairKey,
+    /// The peer's virtual addresses: the first is the one we dial; an incoming connection that
+    /// got another address before the peer was known adds it. The selected path is set on all.
+    pub vaddrs: Vec<SocketAddr>,
+    pub pairs: Vec<CandidatePair>,
+    pub selected: Option<Path>,
+    /// End of the current round of checks (from `start_checks`); `None` when no round runs.
+    pub round_until: Option<Instant>,
+    /// A QUIC connection is up: heartbeats run on the selected path.
+    pub connected: bool,
+    pub next_heartbeat: Option<Instant>,
+    /// When the agent last asked the driver for fresh candidates (re-punch).
+    pub repunch_at: Option<Instant>,
+    pub last_activity: Instant,
+}
+
+impl PeerPaths {
+    pub fn new(now: Instant, key: PairKey, vaddr: SocketAddr) -> Self {
+        PeerPaths {
+            key,
+            vaddrs: vec![vaddr],
+            pairs: Vec::new(),
+            selected: None,
+            round_until: None,
+            connected: false,
+            next_heartbeat: None,
+            repunch_at: None,
+            last_activity: now,
+        }
+    }
+
+    pub fn pair_mut(
+        &mut self,
+        local: LocalSocketId,
+        remote: SocketAddr,
+    ) -> Option<&mut CandidatePair> {
+        self.pairs
+            .iter_mut()
+            .find(|p| p.path.local == local && p.path.remote == remote)
+    }
+
+    /// The pair for (local, remote), added if there is room (`max` pairs; a failed pair, then
+    /// the oldest non-selected, makes room for a new one).
+    pub fn pair_or_insert(
+        &mut self,
+        local: LocalSocketId,
+        remote: SocketAddr,
+        max: usize,
+    ) -> Option<&mut CandidatePair> {
+        if let Some(index) = self
+            .pairs
+            .iter()
+            .position(|p| p.path.local == local && p.path.remote == remote)
+        {
+            return self.pairs.get_mut(index);
+        }
+        if self.pairs.len() >= max {
+            let selected = self.selected;
+            let victim = self
+                .pairs
+                .iter()
+                .position(|p| p.state == PairState::Failed)
+                .or_else(|| self.pairs.iter().position(|p| Some(p.path) != selected))?;
+            self.pairs.remove(victim);
+        }
+        self.pairs.push(CandidatePair::new(local, remote));
+        self.pairs.last_mut()
+    }
+
+    /// The earliest instant a check on some pair is due.
+    pub fn next_check_due(&self) -> Option<Instant> {
+        self.pairs.iter().filter_map(|p| p.next_check).min()
+    }
+
+    /// The pair whose check should go next at `now`: triggered first, then the earliest due,
+    /// LAN before internet.
+    pub fn due_pair(&self, now: Instant) -> Option<usize> {
+        self.pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.next_check.is_some_and(|t| t <= now))
+            .min_by_key(|(_, p)| {
+                (
+                    !p.triggered,
+                    p.next_check,
+                    std::cmp::Reverse(class(&p.path.remote)),
+                )
+            })
+            .map(|(index, _)| index)
+    }
+
+    /// Whether any pair still has checks to send.
+    pub fn checking(&self) -> bool {
+        self.pairs.iter().any(|p| p.next_check.is_some())
+    }
+}

@@ -1,0 +1,225 @@
+//! The tokio driver of the sans-IO [`PathAgent`]: it moves datagrams and time, nothing else.
+//!
+//! One task ([`drive`]) owns the agent's clock: it feeds it the project datagrams and STUN
+//! answers the socket splits off, calls `handle_timeout` when its deadline passes, sends every
+//! `Output::Transmit` on the socket, and publishes `Output::Event`s as per-peer state on watch
+//! channels (a watch never loses the latest state and never grows). Other tasks change the agent
+//! through [`Paths`], which locks it, makes the call and wakes the driver so the outputs go out
+//! at once. The socket layer reads the same agent (under the same lock) to translate between
+//! virtual addresses and paths.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use p2pnat_proto::demux::DatagramKind;
+use p2pnat_proto::path::{AgentEvent, CheckRole, LocalSocketId, Output, Path, PathAgent, Transmit};
+use p2pnat_proto::{stun, PeerId};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use super::dial::StunRoutes;
+use crate::socket::{NodeSocket, SideDatagram};
+
+/// What the agent last said about one peer, as the peer task and a dial need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerPathState {
+    /// The path QUIC to the peer goes out on.
+    pub selected: Option<Path>,
+    /// How many times the selected path changed (first selection included).
+    pub selections: u64,
+    /// How many rounds of checks ended without any path.
+    pub failed_rounds: u64,
+    /// How many times the agent asked for fresh candidates (a re-punch).
+    pub repunches: u64,
+}
+
+/// Shared handle on the node's path agent.
+#[derive(Debug)]
+pub struct Paths {
+    agent: Arc<Mutex<PathAgent>>,
+    wake: Notify,
+    states: Mutex<HashMap<PeerId, watch::Sender<PeerPathState>>>,
+}
+
+impl Paths {
+    pub fn new(agent: Arc<Mutex<PathAgent>>) -> Arc<Self> {
+        Arc::new(Paths {
+            agent,
+            wake: Notify::new(),
+            states: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Calls `f` on the agent, then wakes the driver to send what it produced.
+    fn with<R>(&self, f: impl FnOnce(&mut PathAgent, std::time::Instant) -> R) -> R {
+        let result = f(
+            &mut self.agent.lock().expect("path agent lock"),
+            Instant::now().into_std(),
+        );
+        self.wake.notify_one();
+        result
+    }
+
+    /// Starts checks towards `peer`'s candidates; returns its virtual address.
+    pub fn start_checks(
+        &self,
+        peer: PeerId,
+        candidates: &[SocketAddr],
+        role: CheckRole,
+    ) -> Result<SocketAddr, p2pnat_proto::path::agent::PathError> {
+        self.with(|agent, now| agent.start_checks(now, peer, candidates, role))
+    }
+
+    pub fn set_connected(&self, peer: PeerId, connected: bool) {
+        self.with(|agent, now| agent.set_connected(now, &peer, connected));
+    }
+
+    pub fn bind_incoming(&self, vaddr: SocketAddr, peer: PeerId) {
+        self.with(|agent, now| agent.bind_incoming(now, vaddr, peer));
+        self.sync(peer);
+    }
+
+    /// Frees `vaddr` unless a dial shares it (`only_if_anonymous`: it never proved a peer).
+    pub fn release(&self, vaddr: SocketAddr, only_if_anonymous: bool) {
+        let peer = self.with(|agent, _| {
+            let peer = agent.table().peer(vaddr);
+            if !(only_if_anonymous && peer.is_some()) {
+                agent.release(vaddr);
+            }
+            peer
+        });
+        if let Some(peer) = peer {
+            self.sync(peer);
+        }
+    }
+
+    /// The selected path of a virtual address.
+    pub fn selected(&self, vaddr: SocketAddr) -> Option<Path> {
+        self.agent
+            .lock()
+            .expect("path agent lock")
+            .selected_path(vaddr)
+    }
+
+    /// The peer's path state, updated as the agent reports.
+    pub fn subscribe(&self, peer: PeerId) -> watch::Receiver<PeerPathState> {
+        let mut states = self.states.lock().expect("path states lock");
+        states
+            .entry(peer)
+            .or_insert_with(|| watch::channel(PeerPathState::default()).0)
+            .subscribe()
+    }
+
+    /// Makes the published selected path match the agent's (after a release or a bind).
+    fn sync(&self, peer: PeerId) {
+        let selected = self.agent.lock().expect("path agent lock").peer_path(&peer);
+        self.update(peer, |state| state.selected = selected);
+    }
+
+    fn update(&self, peer: PeerId, change: impl FnOnce(&mut PeerPathState)) {
+        if let Some(sender) = self.states.lock().expect("path states lock").get(&peer) {
+            sender.send_modify(change);
+        }
+    }
+
+    fn publish(&self, event: AgentEvent) {
+        match event {
+            AgentEvent::PathSelected {
+                peer,
+                path,
+                previous,
+                rtt,
+            } => {
+                match previous {
+                    None => {
+                        tracing::debug!(peer = %peer.short(), remote = %path.remote, ?rtt, "path selected")
+                    }
+                    Some(old) => {
+                        tracing::info!(peer = %peer.short(), from = %old.remote, to = %path.remote, ?rtt, "path switched")
+                    }
+                }
+                self.update(peer, |state| {
+                    state.selected = Some(path);
+                    state.selections += 1;
+                });
+            }
+            AgentEvent::ChecksFailed { peer } => {
+                tracing::debug!(peer = %peer.short(), "no candidate answered checks");
+                self.update(peer, |state| state.failed_rounds += 1);
+            }
+            AgentEvent::NeedCandidates { peer } => {
+                tracing::info!(peer = %peer.short(), "selected path silent; re-punching");
+                self.update(peer, |state| state.repunches += 1);
+            }
+        }
+    }
+}
+
+/// Runs the agent: see the module documentation. Also routes STUN responses to their waiters.
+pub async fn drive(
+    paths: Arc<Paths>,
+    socket: Arc<NodeSocket>,
+    stun_answers: Arc<StunRoutes>,
+    mut side_rx: mpsc::Receiver<SideDatagram>,
+) {
+    let mut transmits: Vec<Transmit> = Vec::new();
+    let mut events: Vec<AgentEvent> = Vec::new();
+    loop {
+        let deadline = {
+            let mut agent = paths.agent.lock().expect("path agent lock");
+            let now = Instant::now().into_std();
+            loop {
+                match agent.poll_output(now) {
+                    Output::Transmit(transmit) => transmits.push(transmit),
+                    Output::Event(event) => events.push(event),
+                    Output::Timeout(at) => break at,
+                }
+            }
+        };
+        for transmit in transmits.drain(..) {
+            if let Err(e) = socket.send_raw(transmit.destination, &transmit.contents) {
+                tracing::debug!(to = %transmit.destination, "check not sent: {e}");
+            }
+        }
+        for event in events.drain(..) {
+            paths.publish(event);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now().into_std();
+                paths.agent.lock().expect("path agent lock").handle_timeout(now);
+            }
+            _ = paths.wake.notified() => {}
+            datagram = side_rx.recv() => {
+                let Some(datagram) = datagram else { return };
+                handle_side(&paths, &stun_answers, datagram);
+            }
+        }
+    }
+}
+
+fn handle_side(paths: &Paths, stun_answers: &StunRoutes, datagram: SideDatagram) {
+    let from = datagram.from;
+    match datagram.kind {
+        DatagramKind::Stun => match stun::parse_binding_response(&datagram.bytes) {
+            Ok(response) => {
+                if !stun_answers.deliver(&response.transaction_id, response) {
+                    tracing::debug!(%from, "STUN response for no request in progress dropped");
+                }
+            }
+            Err(e) => tracing::debug!(%from, "STUN datagram dropped: {e}"),
+        },
+        _ => {
+            let now = Instant::now().into_std();
+            let result = paths
+                .agent
+                .lock()
+                .expect("path agent lock")
+                .handle_datagram(now, LocalSocketId(0), from, &datagram.bytes);
+            if let Err(e) = result {
+                tracing::debug!(%from, "check dropped: {e}");
+            }
+        }
+    }
+}
