@@ -1,0 +1,347 @@
+//! The path agent in virtual time: two agents, a simulated network with cone, symmetric and
+//! bare-Linux NAT models, loss, delay, NAT rebinding and address changes. Nothing sleeps.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{behind, ip, network, Pair};
+use p2pnat_proto::path::{AgentConfig, AgentEvent, CheckRole, PathAgent};
+use p2pnat_proto::sim::NatConfig;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// alice and bob behind NATs of the given kinds, 5 ms per uplink.
+fn pair(a: NatConfig, b: NatConfig, seed: u64) -> Pair {
+    let (mut net, rendezvous) = network(seed);
+    let (nat_a, alice) = behind(&mut net, a, "192.0.2.1", "10.0.0.10");
+    let (nat_b, bob) = behind(&mut net, b, "192.0.2.2", "10.0.0.10");
+    for host in [alice, bob] {
+        net.set_host_link(host, ms(1), 0.0);
+    }
+    for nat in [nat_a, nat_b] {
+        net.set_nat_link(nat, ms(4), 0.0);
+    }
+    Pair::new(net, rendezvous, [alice, bob], AgentConfig::default())
+}
+
+fn connects_ok(pair: &mut Pair, within: Duration) -> bool {
+    connects(pair, within).is_some()
+}
+
+/// Punches (alice dials) and runs until both sides selected a path; the time it took from the
+/// moment the rendezvous told both sides.
+fn connects(pair: &mut Pair, within: Duration) -> Option<Duration> {
+    pair.punch(0);
+    let start = pair.now;
+    let deadline = pair.now + within;
+    pair.run_until(deadline, |p| p.both_selected())
+        .then(|| pair.now - start)
+}
+
+#[test]
+fn port_restricted_pair_punches_one_round_trip_after_the_answerer_starts() {
+    let mut pair = pair(
+        NatConfig::port_restricted_cone(),
+        NatConfig::port_restricted_cone(),
+        1,
+    );
+    let took = connects(&mut pair, SECOND).expect("connects");
+    // One way alice->bob is 10 ms. bob checks after its 20 ms answer delay; his check reaches
+    // alice (whose NAT opened when she checked bob) at 30 ms; alice replies and checks back at
+    // once (a triggered check, no retransmit timer); bob replies: alice selects at about 50 ms.
+    assert!(took <= ms(55), "took {took:?}");
+    let alice_path = pair.selected(0).unwrap();
+    assert_eq!(alice_path.remote, "192.0.2.2:5000".parse().unwrap());
+    assert_eq!(
+        pair.selected(1).unwrap().remote,
+        "192.0.2.1:5000".parse().unwrap()
+    );
+    // A handful of checks, not a retransmit storm.
+    let sent = pair.nodes[0].agent.counters.checks_sent + pair.nodes[1].agent.counters.checks_sent;
+    assert!(sent <= 8, "{sent} checks");
+}
+
+#[test]
+fn lan_path_is_preferred_to_the_hairpinned_internet_path() {
+    let (mut net, rendezvous) = network(2);
+    let nat = net.add_nat(
+        NatConfig::port_restricted_cone().with_hairpin(true),
+        ip("192.0.2.1"),
+        None,
+    );
+    let alice = net.add_host(ip("10.0.0.10"), Some(nat));
+    let bob = net.add_host(ip("10.0.0.11"), Some(nat));
+    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    assert!(connects_ok(&mut pair, SECOND));
+    pair.run_for(SECOND);
+    assert_eq!(
+        pair.selected(0).unwrap().remote,
+        "10.0.0.11:5000".parse().unwrap()
+    );
+    assert_eq!(
+        pair.selected(1).unwrap().remote,
+        "10.0.0.10:5000".parse().unwrap()
+    );
+}
+
+#[test]
+fn symmetric_against_restricted_cone_connects_through_the_peer_reflexive_address() {
+    let mut pair = pair(NatConfig::symmetric(), NatConfig::restricted_cone(), 3);
+    assert!(connects_ok(&mut pair, 2 * SECOND));
+    // bob reaches alice at the port her symmetric NAT gave her traffic to bob, which the
+    // rendezvous never saw.
+    let to_alice = pair.selected(1).unwrap().remote;
+    assert_eq!(to_alice.ip(), ip("192.0.2.1"));
+    let observed = pair.observed(0).unwrap();
+    assert_ne!(
+        to_alice, observed,
+        "peer-reflexive, not the reported address"
+    );
+}
+
+#[test]
+fn symmetric_against_port_restricted_fails_cleanly_without_the_birthday_method() {
+    let mut pair = pair(NatConfig::symmetric(), NatConfig::port_restricted_cone(), 4);
+    assert!(!connects_ok(&mut pair, 7 * SECOND));
+    for node in &pair.nodes {
+        assert_eq!(
+            node.count(|e| matches!(e, AgentEvent::ChecksFailed { .. })),
+            1
+        );
+        assert!(node.selections().is_empty());
+    }
+}
+
+#[test]
+fn dialler_behind_a_bare_linux_nat_punches_a_port_restricted_answerer() {
+    // The answer delay lets the dialler's checks leave first, so its conntrack is not poisoned.
+    for seed in 0..10 {
+        let mut pair = pair(
+            NatConfig::bare_linux(),
+            NatConfig::port_restricted_cone(),
+            seed,
+        );
+        assert!(connects_ok(&mut pair, SECOND), "seed {seed}");
+    }
+}
+
+#[test]
+fn connects_through_loss_and_delay() {
+    for seed in 0..20 {
+        let (mut net, rendezvous) = network(seed);
+        let (nat_a, alice) = behind(
+            &mut net,
+            NatConfig::port_restricted_cone(),
+            "192.0.2.1",
+            "10.0.0.10",
+        );
+        let (nat_b, bob) = behind(&mut net, NatConfig::full_cone(), "192.0.2.2", "10.0.1.10");
+        net.set_nat_link(nat_a, ms(40), 0.2);
+        net.set_nat_link(nat_b, ms(30), 0.2);
+        let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+        assert!(connects_ok(&mut pair, 5 * SECOND), "seed {seed}");
+    }
+}
+
+#[test]
+fn nat_rebinding_moves_the_path_and_application_traffic_resumes() {
+    let (mut net, rendezvous) = network(6);
+    let (nat_a, alice) = behind(&mut net, NatConfig::full_cone(), "192.0.2.1", "10.0.0.10");
+    let (_, bob) = behind(
+        &mut net,
+        NatConfig::restricted_cone(),
+        "192.0.2.2",
+        "10.0.0.10",
+    );
+    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    assert!(connects_ok(&mut pair, SECOND));
+    pair.connect();
+    pair.app_interval = Some(ms(10));
+    pair.run_for(3 * SECOND);
+    let before = pair.selected(1).unwrap();
+    let received_before = pair.nodes[1].app_received.len();
+    assert!(received_before > 250);
+
+    pair.net.nat_mut(nat_a).rebind();
+    pair.run_for(10 * SECOND);
+    let after = pair.selected(1).unwrap();
+    assert_eq!(after.remote.ip(), before.remote.ip());
+    assert_ne!(
+        after.remote.port(),
+        before.remote.port(),
+        "bob follows alice's new mapping"
+    );
+    let switch = pair.nodes[1]
+        .selections()
+        .into_iter()
+        .find(|(_, path, previous)| *path == after && *previous == Some(before));
+    assert!(
+        switch.is_some(),
+        "a path switch event with the old path as previous"
+    );
+    // alice's traffic arrives from the new address and is still shown as bob's peer (the new
+    // route is known); the stall lasts at most a heartbeat and a round trip or two.
+    let received = &pair.nodes[1].app_received;
+    let last_seq = *received.last().unwrap();
+    assert!(
+        last_seq >= 1200,
+        "traffic flows after the rebinding: {last_seq}"
+    );
+    let missing = (0..=last_seq).filter(|s| !received.contains(s)).count();
+    assert!(
+        missing <= 300,
+        "{missing} datagrams lost in the switch (at most 3 s of traffic)"
+    );
+    // Both directions flow again.
+    assert!(*pair.nodes[0].app_received.last().unwrap() >= 1200);
+}
+
+#[test]
+fn a_rebinding_behind_port_restricted_peers_is_re_punched() {
+    // bob's NAT filters by address and port: alice's traffic from her new mapping is dropped
+    // until both sides punch again through the rendezvous (NeedCandidates).
+    let (mut net, rendezvous) = network(7);
+    let (nat_a, alice) = behind(
+        &mut net,
+        NatConfig::port_restricted_cone(),
+        "192.0.2.1",
+        "10.0.0.10",
+    );
+    let (_, bob) = behind(
+        &mut net,
+        NatConfig::port_restricted_cone(),
+        "192.0.2.2",
+        "10.0.0.10",
+    );
+    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    assert!(connects_ok(&mut pair, SECOND));
+    pair.connect();
+    pair.app_interval = Some(ms(10));
+    pair.run_for(2 * SECOND);
+    let before = pair.selected(1).unwrap();
+    pair.net.nat_mut(nat_a).rebind();
+    pair.run_for(15 * SECOND);
+    let after = pair.selected(1).unwrap();
+    assert_ne!(after, before);
+    assert!(pair
+        .nodes
+        .iter()
+        .any(|n| n.count(|e| matches!(e, AgentEvent::NeedCandidates { .. })) > 0));
+    let last = *pair.nodes[1].app_received.last().unwrap();
+    assert!(last >= 1500, "traffic flows again: last seq {last}");
+}
+
+#[test]
+fn host_moving_to_another_network_re_punches() {
+    let (mut net, rendezvous) = network(8);
+    let (_, alice) = behind(
+        &mut net,
+        NatConfig::port_restricted_cone(),
+        "192.0.2.1",
+        "10.0.0.10",
+    );
+    let (_, bob) = behind(
+        &mut net,
+        NatConfig::port_restricted_cone(),
+        "192.0.2.2",
+        "10.0.0.10",
+    );
+    let cafe = net.add_nat(NatConfig::restricted_cone(), ip("198.51.100.7"), None);
+    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    assert!(connects_ok(&mut pair, SECOND));
+    pair.connect();
+    pair.app_interval = Some(ms(10));
+    pair.run_for(2 * SECOND);
+    pair.net.move_host(alice, ip("172.16.5.20"), Some(cafe));
+    pair.run_for(15 * SECOND);
+    assert_eq!(pair.selected(1).unwrap().remote.ip(), ip("198.51.100.7"));
+    let last = *pair.nodes[1].app_received.last().unwrap();
+    assert!(last >= 1500, "traffic flows again: last seq {last}");
+}
+
+#[test]
+fn forged_and_replayed_checks_never_select_an_attackers_path() {
+    let mut pair = pair(NatConfig::full_cone(), NatConfig::full_cone(), 9);
+    let eve_host = pair.net.add_host(ip("198.51.100.66"), None);
+    let eve_addr = "198.51.100.66:6666".parse().unwrap();
+    let alice = pair.nodes[0].id();
+    let bob = pair.nodes[1].id();
+    // eve knows both IDs but not their keys: a check "from bob" under her own key.
+    let mut eve = PathAgent::new(
+        p2pnat_proto::path::auth::OwnSecret::from_seed(&[66; 32]),
+        AgentConfig::default(),
+        [0; 32],
+    );
+    eve.start_checks(
+        pair.now,
+        alice,
+        &["192.0.2.1:5000".parse().unwrap()],
+        CheckRole::Dialler,
+    )
+    .unwrap();
+    let p2pnat_proto::path::Output::Transmit(check) = eve.poll_output(pair.now) else {
+        panic!("eve has a check to send");
+    };
+    let mut forged = check.contents.clone();
+    forged[19..51].copy_from_slice(&bob.0); // claims to be bob
+    let now = pair.now;
+    assert!(pair.nodes[0]
+        .agent
+        .handle_datagram(now, p2pnat_proto::path::LocalSocketId(0), eve_addr, &forged)
+        .is_err());
+    // A genuine check of bob's, captured and replayed from eve's address: alice answers it and
+    // checks eve's address, but eve cannot answer that check, so it is never selected.
+    pair.punch(1);
+    let deadline = pair.now + SECOND;
+    assert!(pair.run_until(deadline, |p| p.both_selected()));
+    let bob_path = pair.selected(1).unwrap();
+    let mut bob_check = None;
+    let key_ok = {
+        let mut replay_agent = PathAgent::new(
+            p2pnat_proto::path::auth::OwnSecret::from_seed(&[2; 32]),
+            AgentConfig::default(),
+            [5; 32],
+        );
+        replay_agent
+            .start_checks(pair.now, alice, &[bob_path.remote], CheckRole::Dialler)
+            .unwrap();
+        if let p2pnat_proto::path::Output::Transmit(t) = replay_agent.poll_output(pair.now) {
+            bob_check = Some(t.contents);
+        }
+        bob_check.is_some()
+    };
+    assert!(key_ok);
+    pair.net.send(
+        pair.now,
+        eve_host,
+        eve_addr,
+        "192.0.2.1:5000".parse().unwrap(),
+        bob_check.unwrap(),
+    );
+    pair.run_for(10 * SECOND);
+    assert_ne!(pair.selected(0).unwrap().remote, eve_addr);
+    assert!(pair.nodes[0]
+        .selections()
+        .iter()
+        .all(|(_, path, _)| path.remote != eve_addr));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let trace = |seed| {
+        let mut pair = pair(NatConfig::symmetric(), NatConfig::restricted_cone(), seed);
+        connects(&mut pair, 2 * SECOND);
+        (
+            pair.elapsed(),
+            pair.selected(0),
+            pair.selected(1),
+            pair.net.counters().clone(),
+        )
+    };
+    assert_eq!(trace(11), trace(11));
+}
