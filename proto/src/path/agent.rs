@@ -16,7 +16,8 @@
 //! Every check and reply is authenticated with the pair key ([`super::auth`]). A valid check is
 //! answered at once and *triggers* a check back to where it came from, ahead of the others, so
 //! a punch completes one round trip after the second side's first check arrives instead of on a
-//! retransmit timer. Checks leave paced, one every [`AgentConfig::pace`] for the whole node; each
+//! retransmit timer. Checks leave paced for the whole node: up to [`AgentConfig::pace_burst`] at
+//! once (a round's first checks go out together), then one every [`AgentConfig::pace`]; each
 //! pair retransmits every [`AgentConfig::retransmit`] until it succeeds or its window
 //! ([`AgentConfig::check_timeout`]) ends. A reply counts only when it comes from the address the
 //! check went to, on the same socket (ICE's symmetric rule).
@@ -34,8 +35,8 @@
 //!
 //! # Limits
 //! [`AgentConfig::max_peers`] peer states (idle ones are evicted first), [`AgentConfig::max_pairs`]
-//! pairs per peer, [`MAX_OUTSTANDING`] unanswered checks, one check per `pace` (500 a second by
-//! default), keys for unknown senders derived at most [`STRANGER_KEYS_BURST`] at once and one
+//! pairs per peer, [`MAX_OUTSTANDING`] unanswered checks, `pace_burst` checks at once and then one
+//! per `pace` (500 a second by default), keys for unknown senders derived at most [`STRANGER_KEYS_BURST`] at once and one
 //! per [`STRANGER_KEY_INTERVAL`] after that.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -45,7 +46,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::auth::{OwnSecret, PairKeyError};
-use super::pairs::{class, PairState, PeerPaths};
+use super::pairs::{class, Pacer, PairState, PeerPaths};
 use super::table::{PathTable, PathTableFull};
 use super::wire::{CheckBody, CheckDatagram, CheckDecodeError, Transaction};
 use super::{normalize, LocalSocketId, Path};
@@ -64,13 +65,15 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// Timing and limits of a [`PathAgent`].
 #[derive(Debug, Clone, Copy)]
 pub struct AgentConfig {
-    /// Gap between two checks sent by this node (default 2 ms).
+    /// Checks this node may send at once (default 16)...
+    pub pace_burst: u32,
+    /// ...then one per this gap (default 2 ms: 500 checks a second at most).
     pub pace: Duration,
     /// Gap between checks on one pair until it answers (default 200 ms).
     pub retransmit: Duration,
     /// How long a pair is checked before it counts as failed (default 5 s).
     pub check_timeout: Duration,
-    /// Delay before an answerer's first checks, so the dialler's leave first (default 20 ms):
+    /// Delay before an answerer's first checks, so the dialler's leave first (default 10 ms):
     /// a bare Linux NAT in front of the dialler would otherwise keep our early check as an
     /// inbound flow and move the dialler's traffic to another public port (design brief).
     pub answer_delay: Duration,
@@ -89,10 +92,11 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
+            pace_burst: 16,
             pace: Duration::from_millis(2),
             retransmit: Duration::from_millis(200),
             check_timeout: Duration::from_secs(5),
-            answer_delay: Duration::from_millis(20),
+            answer_delay: Duration::from_millis(10),
             heartbeat: Duration::from_secs(2),
             path_timeout: Duration::from_secs(5),
             max_peers: 1024,
@@ -200,7 +204,7 @@ pub struct PathAgent {
     outstanding_order: VecDeque<(Instant, Transaction)>,
     replies: VecDeque<Transmit>,
     events: VecDeque<AgentEvent>,
-    next_check_at: Option<Instant>,
+    pacer: Pacer,
     pub counters: AgentCounters,
 }
 
@@ -219,7 +223,7 @@ impl PathAgent {
             outstanding_order: VecDeque::new(),
             replies: VecDeque::new(),
             events: VecDeque::new(),
-            next_check_at: None,
+            pacer: Pacer::new(config.pace_burst, config.pace),
             counters: AgentCounters::default(),
         }
     }
@@ -671,9 +675,9 @@ impl PathAgent {
         if let Some(reply) = self.replies.pop_front() {
             return Output::Transmit(reply);
         }
-        if self.next_check_at.is_none_or(|t| t <= now) {
+        if self.pacer.ready(now) {
             if let Some(transmit) = self.next_check(now) {
-                self.next_check_at = Some(now + self.config.pace);
+                self.pacer.take();
                 return Output::Transmit(transmit);
             }
         }
@@ -743,10 +747,12 @@ impl PathAgent {
         let mut next = now + IDLE;
         for state in self.peers.values() {
             let candidates = [
-                state.next_check_due().map(|t| match self.next_check_at {
-                    Some(paced) => t.max(paced),
-                    None => t,
-                }),
+                state
+                    .next_check_due()
+                    .map(|t| match self.pacer.next_token_at() {
+                        Some(paced) => t.max(paced),
+                        None => t,
+                    }),
                 state.round_until,
                 state.pairs.iter().filter_map(|p| p.check_until).min(),
                 state.connected.then_some(state.next_heartbeat).flatten(),

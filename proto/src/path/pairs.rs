@@ -176,3 +176,58 @@ impl PeerPaths {
         self.pairs.iter().any(|p| p.next_check.is_some())
     }
 }
+
+/// Node-wide pacing of checks: a bucket of `burst` tokens, refilled one per `gap`.
+#[derive(Debug)]
+pub struct Pacer {
+    burst: u32,
+    gap: Duration,
+    tokens: u32,
+    /// Tokens were last counted at this instant.
+    since: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(burst: u32, gap: Duration) -> Self {
+        let burst = burst.max(1);
+        Pacer {
+            burst,
+            gap: gap.max(Duration::from_micros(1)),
+            tokens: burst,
+            since: None,
+        }
+    }
+
+    /// Counts the tokens earned by `now`; true when one is available.
+    pub fn ready(&mut self, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        if self.tokens >= self.burst {
+            self.since = Some(now);
+        } else {
+            let earned = now.saturating_duration_since(since).as_nanos() / self.gap.as_nanos();
+            if earned > 0 {
+                let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+                self.tokens = self.tokens.saturating_add(earned).min(self.burst);
+                self.since = Some(if self.tokens >= self.burst {
+                    now
+                } else {
+                    since + self.gap * earned
+                });
+            }
+        }
+        self.tokens > 0
+    }
+
+    /// Spends a token (call after `ready` said yes).
+    pub fn take(&mut self) {
+        self.tokens = self.tokens.saturating_sub(1);
+    }
+
+    /// When the next token is earned; `None` while one is available.
+    pub fn next_token_at(&self) -> Option<Instant> {
+        if self.tokens > 0 {
+            return None;
+        }
+        self.since.map(|t| t + self.gap)
+    }
+}

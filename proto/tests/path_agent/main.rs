@@ -51,10 +51,15 @@ fn port_restricted_pair_punches_one_round_trip_after_the_answerer_starts() {
         1,
     );
     let took = connects(&mut pair, SECOND).expect("connects");
-    // One way alice->bob is 10 ms. bob checks after its 20 ms answer delay; his check reaches
-    // alice (whose NAT opened when she checked bob) at 30 ms; alice replies and checks back at
-    // once (a triggered check, no retransmit timer); bob replies: alice selects at about 50 ms.
-    assert!(took <= ms(55), "took {took:?}");
+    // One way alice->bob is 10 ms. bob checks after his answer delay; his check reaches alice
+    // (whose NAT opened when she checked bob) 10 ms later; alice replies and checks back at
+    // once (a triggered check, no retransmit timer); bob replies: both have selected 30 ms
+    // after bob's first check.
+    let expected = AgentConfig::default().answer_delay + ms(30);
+    assert!(
+        took <= expected + ms(1),
+        "took {took:?}, expected {expected:?}"
+    );
     let alice_path = pair.selected(0).unwrap();
     assert_eq!(alice_path.remote, "192.0.2.2:5000".parse().unwrap());
     assert_eq!(
@@ -344,4 +349,40 @@ fn the_same_seed_gives_the_same_run() {
         )
     };
     assert_eq!(trace(11), trace(11));
+}
+
+#[test]
+fn checks_leave_in_a_burst_then_paced() {
+    let config = AgentConfig::default();
+    let mut agent = PathAgent::new(
+        p2pnat_proto::path::auth::OwnSecret::from_seed(&[1; 32]),
+        config,
+        [0; 32],
+    );
+    let peer = p2pnat_proto::path::auth::OwnSecret::from_seed(&[2; 32]).id();
+    let candidates: Vec<std::net::SocketAddr> = (0..32)
+        .map(|i| format!("192.0.2.{}:4000", i + 1).parse().unwrap())
+        .collect();
+    let start = std::time::Instant::now();
+    agent
+        .start_checks(start, peer, &candidates, CheckRole::Dialler)
+        .unwrap();
+    let mut now = start;
+    let mut sent_at = Vec::new();
+    while sent_at.len() < 32 {
+        match agent.poll_output(now) {
+            p2pnat_proto::path::Output::Transmit(_) => sent_at.push(now - start),
+            p2pnat_proto::path::Output::Event(e) => panic!("unexpected {e:?}"),
+            p2pnat_proto::path::Output::Timeout(at) => {
+                assert!(at > now, "a timeout in the past would spin the driver");
+                now = at;
+                agent.handle_timeout(now);
+            }
+        }
+    }
+    let burst = config.pace_burst as usize;
+    assert!(sent_at[..burst].iter().all(|t| t.is_zero()));
+    for (i, at) in sent_at[burst..].iter().enumerate() {
+        assert_eq!(*at, config.pace * (i as u32 + 1), "check {}", burst + i);
+    }
 }
