@@ -5,6 +5,12 @@
 //! and project datagrams go to a bounded side channel ([`SIDE_CHANNEL_CAPACITY`]; when it is full
 //! the datagram is dropped and counted, as UDP may be); anything else is logged and dropped.
 //!
+//! A node may also hold *extra* local sockets ([`NodeSocket::open_extra`]; the birthday method
+//! needs up to 256 for a few seconds, and keeps the one its path won on). quinn sees them as
+//! part of this one socket: `poll_recv` reads the main socket first, then each extra one, and
+//! `try_send` sends on the socket of the path. Datagrams keep the [`LocalSocketId`] they arrived
+//! on all the way to the path agent.
+//!
 //! In [`AddressMode::Virtual`] (nodes), quinn never sees a peer's real address: datagrams on a
 //! route of a peer are shown as coming from the peer's virtual address, and datagrams quinn sends
 //! to a virtual address go out on the path the path agent selected (`p2pnat_proto::path`). Real
@@ -19,8 +25,8 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
 use p2pnat_proto::demux::{classify, DatagramKind};
@@ -36,9 +42,14 @@ pub const SIDE_CHANNEL_CAPACITY: usize = 1024;
 #[derive(Debug)]
 pub struct SideDatagram {
     pub kind: DatagramKind,
+    /// The local socket it arrived on (0: the main one).
+    pub local: LocalSocketId,
     pub from: SocketAddr,
     pub bytes: Vec<u8>,
 }
+
+/// Most extra local sockets open at once.
+pub const MAX_EXTRA_SOCKETS: usize = 256;
 
 /// Whether quinn sees virtual peer addresses (nodes) or real ones (the rendezvous).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +71,14 @@ pub struct SocketCounters {
 /// See the module documentation.
 pub struct NodeSocket {
     inner: Arc<dyn AsyncUdpSocket>,
+    /// Extra sockets, in the order opened.
+    extras: RwLock<Vec<(LocalSocketId, Arc<dyn AsyncUdpSocket>)>>,
+    has_extras: AtomicBool,
+    next_extra: AtomicU16,
+    /// The waker of quinn's endpoint driver, from its last `poll_recv` that found nothing: a
+    /// newly opened extra socket has never been polled, so nothing would wake the driver for
+    /// its first datagram; opening one wakes this.
+    recv_waker: Mutex<Option<std::task::Waker>>,
     mode: AddressMode,
     paths: Option<Arc<Mutex<PathAgent>>>,
     passthrough: Mutex<HashSet<SocketAddr>>,
@@ -98,6 +117,10 @@ impl NodeSocket {
         let (side, side_rx) = mpsc::channel(SIDE_CHANNEL_CAPACITY);
         let socket = NodeSocket {
             inner,
+            extras: RwLock::new(Vec::new()),
+            has_extras: AtomicBool::new(false),
+            next_extra: AtomicU16::new(1),
+            recv_waker: Mutex::new(None),
             mode,
             paths,
             passthrough: Mutex::new(HashSet::new()),
@@ -115,9 +138,20 @@ impl NodeSocket {
             .insert(normalize(addr));
     }
 
-    /// Sends one datagram outside QUIC (STUN, probes). Best effort: if the socket is not writable
-    /// right now the datagram is dropped, as the network might; callers retransmit.
+    /// Sends one datagram outside QUIC (STUN, probes) on the main socket. Best effort: if the
+    /// socket is not writable right now the datagram is dropped, as the network might; callers
+    /// retransmit.
     pub fn send_raw(&self, destination: SocketAddr, contents: &[u8]) -> io::Result<()> {
+        self.send_raw_on(LocalSocketId(0), destination, contents)
+    }
+
+    /// As [`NodeSocket::send_raw`], on local socket `local` (a closed one drops the datagram).
+    pub fn send_raw_on(
+        &self,
+        local: LocalSocketId,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> io::Result<()> {
         let destination = self.outgoing_address(normalize(destination));
         let transmit = Transmit {
             destination,
@@ -126,10 +160,98 @@ impl NodeSocket {
             segment_size: None,
             src_ip: None,
         };
-        match self.inner.try_send(&transmit) {
+        match self.send_on(local, &transmit) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             other => other,
         }
+    }
+
+    fn send_on(&self, local: LocalSocketId, transmit: &Transmit) -> io::Result<()> {
+        if local == LocalSocketId(0) {
+            return self.inner.try_send(transmit);
+        }
+        let socket = self
+            .extras
+            .read()
+            .expect("extra sockets lock")
+            .iter()
+            .find(|(id, _)| *id == local)
+            .map(|(_, socket)| socket.clone());
+        match socket {
+            // quinn's poller watches the main socket only: a full extra socket drops the
+            // datagram as the network might, and QUIC retransmits.
+            Some(socket) => match socket.try_send(transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                other => other,
+            },
+            None => {
+                self.counters.no_path.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens up to `count` extra sockets on the main socket's IP (ports chosen by the OS), at
+    /// most [`MAX_EXTRA_SOCKETS`] at once. Returns the ones opened.
+    pub fn open_extra(&self, count: usize) -> Vec<LocalSocketId> {
+        let runtime = match quinn::default_runtime() {
+            Some(runtime) => runtime,
+            None => return Vec::new(),
+        };
+        let ip = match self.inner.local_addr() {
+            Ok(addr) => addr.ip(),
+            Err(_) => return Vec::new(),
+        };
+        let mut extras = self.extras.write().expect("extra sockets lock");
+        let mut opened = Vec::new();
+        while opened.len() < count && extras.len() < MAX_EXTRA_SOCKETS {
+            let bound = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
+                .and_then(|socket| runtime.wrap_udp_socket(socket));
+            let socket = match bound {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::warn!("could not open an extra socket: {e}");
+                    break;
+                }
+            };
+            // Ids wrap around but skip 0 (the main socket) and ids still open.
+            let id = loop {
+                let id = LocalSocketId(self.next_extra.fetch_add(1, Ordering::Relaxed));
+                if id.0 != 0 && !extras.iter().any(|(open, _)| *open == id) {
+                    break id;
+                }
+            };
+            extras.push((id, socket));
+            opened.push(id);
+        }
+        self.has_extras.store(!extras.is_empty(), Ordering::Release);
+        drop(extras);
+        if let Some(waker) = self.recv_waker.lock().expect("waker lock").as_ref() {
+            waker.wake_by_ref();
+        }
+        opened
+    }
+
+    /// Closes these extra sockets (unknown ids are ignored).
+    pub fn close_extra(&self, ids: &[LocalSocketId]) {
+        let mut extras = self.extras.write().expect("extra sockets lock");
+        extras.retain(|(id, _)| !ids.contains(id));
+        self.has_extras.store(!extras.is_empty(), Ordering::Release);
+    }
+
+    /// The local address of extra socket `id`, if open.
+    pub fn extra_addr(&self, id: LocalSocketId) -> Option<SocketAddr> {
+        self.extras
+            .read()
+            .expect("extra sockets lock")
+            .iter()
+            .find(|(open, _)| *open == id)
+            .and_then(|(_, socket)| socket.local_addr().ok())
+    }
+
+    /// Extra sockets open now.
+    pub fn extra_count(&self) -> usize {
+        self.extras.read().expect("extra sockets lock").len()
     }
 
     /// Adapts an IPv4 destination to an IPv6 (dual-stack) socket.
@@ -144,7 +266,7 @@ impl NodeSocket {
 
     /// Handles one received batch entry: splits off non-QUIC segments and rewrites the source.
     /// Returns the new length of the entry's QUIC content (0 when nothing is left for quinn).
-    fn filter_entry(&self, buf: &mut [u8], meta: &mut RecvMeta) -> usize {
+    fn filter_entry(&self, local: LocalSocketId, buf: &mut [u8], meta: &mut RecvMeta) -> usize {
         let source = normalize(meta.addr);
         let stride = meta.stride.max(1);
         let mut kept = 0;
@@ -160,6 +282,7 @@ impl NodeSocket {
                 kind @ (DatagramKind::Stun | DatagramKind::Project) => {
                     let datagram = SideDatagram {
                         kind,
+                        local,
                         from: source,
                         bytes: buf[offset..end].to_vec(),
                     };
@@ -177,14 +300,20 @@ impl NodeSocket {
             }
             offset = end;
         }
-        if kept > 0 && !self.translate_source(meta, source, buf[0]) {
+        if kept > 0 && !self.translate_source(local, meta, source, buf[0]) {
             return 0;
         }
         kept
     }
 
     /// Shows a QUIC datagram as coming from its peer's virtual address. False: drop it.
-    fn translate_source(&self, meta: &mut RecvMeta, source: SocketAddr, first_byte: u8) -> bool {
+    fn translate_source(
+        &self,
+        local: LocalSocketId,
+        meta: &mut RecvMeta,
+        source: SocketAddr,
+        first_byte: u8,
+    ) -> bool {
         let Some(paths) = &self.paths else {
             return true;
         };
@@ -197,11 +326,10 @@ impl NodeSocket {
             return true;
         }
         let initial = is_quic_initial(first_byte);
-        let vaddr = paths.lock().expect("path agent lock").vaddr_for_source(
-            LocalSocketId(0),
-            source,
-            initial,
-        );
+        let vaddr = paths
+            .lock()
+            .expect("path agent lock")
+            .vaddr_for_source(local, source, initial);
         match vaddr {
             Ok(Some(vaddr)) => {
                 meta.addr = vaddr;
@@ -217,6 +345,25 @@ impl NodeSocket {
                 false
             }
         }
+    }
+}
+
+impl NodeSocket {
+    /// Filters a received batch from `local`; true when anything is left for quinn.
+    fn filter_batch(
+        &self,
+        local: LocalSocketId,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+        count: usize,
+    ) -> bool {
+        let mut any_quic = false;
+        for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(count) {
+            let kept = self.filter_entry(local, buf, meta);
+            meta.len = kept;
+            any_quic |= kept > 0;
+        }
+        any_quic
     }
 }
 
@@ -245,7 +392,7 @@ impl AsyncUdpSocket for NodeSocket {
                     segment_size: transmit.segment_size,
                     src_ip: transmit.src_ip,
                 };
-                self.inner.try_send(&rewritten)
+                self.send_on(path.local, &rewritten)
             }
             None => {
                 // No path (yet, or any more): the datagram is lost as on a dead link; QUIC
@@ -263,18 +410,41 @@ impl AsyncUdpSocket for NodeSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            let count = match self.inner.poll_recv(cx, bufs, meta) {
-                Poll::Ready(Ok(count)) => count,
-                other => return other,
-            };
-            let mut any_quic = false;
-            for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(count) {
-                let kept = self.filter_entry(buf, meta);
-                meta.len = kept;
-                any_quic |= kept > 0;
+            let mut progressed = false;
+            // The main socket first; then the extra ones (only while any are open).
+            match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(Ok(count)) => {
+                    progressed = true;
+                    if self.filter_batch(LocalSocketId(0), bufs, meta, count) {
+                        return Poll::Ready(Ok(count));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
             }
-            if any_quic {
-                return Poll::Ready(Ok(count));
+            if self.has_extras.load(Ordering::Acquire) {
+                let extras = self.extras.read().expect("extra sockets lock").clone();
+                for (id, socket) in extras {
+                    match socket.poll_recv(cx, bufs, meta) {
+                        Poll::Ready(Ok(count)) => {
+                            progressed = true;
+                            if self.filter_batch(id, bufs, meta, count) {
+                                return Poll::Ready(Ok(count));
+                            }
+                        }
+                        Poll::Ready(Err(e)) => {
+                            tracing::debug!(socket = id.0, "extra socket receive error: {e}")
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            if !progressed {
+                let mut waker = self.recv_waker.lock().expect("waker lock");
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
             }
         }
     }

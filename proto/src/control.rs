@@ -11,10 +11,11 @@ use std::net::SocketAddr;
 
 use bincode::config::{BigEndian, Configuration, Limit, Varint};
 
+use crate::nat::NatBehaviour;
 use crate::PeerId;
 
 /// Version of the control protocol; a different version is refused.
-pub const CONTROL_VERSION: u16 = 1;
+pub const CONTROL_VERSION: u16 = 2;
 /// Largest encoded control message, version included.
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 /// Most local addresses a node may report.
@@ -35,8 +36,12 @@ fn config() -> ControlConfig {
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum Request {
     /// Register (or refresh) the caller: the rendezvous records the address it observes the
-    /// connection coming from and the addresses the node reports for itself.
-    Register { local_addrs: Vec<SocketAddr> },
+    /// connection coming from, the addresses the node reports for itself and the mapping
+    /// behaviour of its NAT (`Unknown` until the node has detected it).
+    Register {
+        local_addrs: Vec<SocketAddr>,
+        nat: NatBehaviour,
+    },
     /// Look up a registered peer.
     Lookup { peer: PeerId },
     /// Look up a registered peer and ask the rendezvous to tell it, with a [`Push::PunchRequest`],
@@ -60,6 +65,8 @@ pub struct PeerRecord {
     pub observed: SocketAddr,
     /// The addresses the peer reported for itself (host candidates), at most [`MAX_LOCAL_ADDRS`].
     pub local_addrs: Vec<SocketAddr>,
+    /// The mapping behaviour of the peer's NAT, as the peer reported it.
+    pub nat: NatBehaviour,
 }
 
 /// Why the rendezvous refused a request.
@@ -148,6 +155,7 @@ mod tests {
                 "10.0.0.2:5000".parse().unwrap(),
                 "[fd00::1]:5".parse().unwrap(),
             ],
+            nat: NatBehaviour::EndpointDependent,
         };
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
         let push = Push::PunchRequest {
@@ -155,6 +163,7 @@ mod tests {
             record: PeerRecord {
                 observed: "192.0.2.4:4000".parse().unwrap(),
                 local_addrs: vec!["10.0.0.4:4000".parse().unwrap()],
+                nat: NatBehaviour::EndpointIndependent,
             },
         };
         assert_eq!(decode::<Push>(&encode(&push)).unwrap(), push);
@@ -167,6 +176,7 @@ mod tests {
             record: PeerRecord {
                 observed: "203.0.113.4:1000".parse().unwrap(),
                 local_addrs: vec![],
+                nat: NatBehaviour::Public,
             },
         };
         assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::stun;
 
-/// What the probe concluded about the NAT in front of the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the probe concluded about the NAT in front of the node. Nodes report it when they
+/// register, so a peer can tell whether the birthday method is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum NatBehaviour {
     /// The node's own address is what the internet sees.
     Public,

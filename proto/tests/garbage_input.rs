@@ -61,6 +61,7 @@ fn valid_samples() -> Vec<Vec<u8>> {
                 "10.0.0.1:1".parse().unwrap(),
                 "[2001:db8::1]:2".parse().unwrap(),
             ],
+            nat: p2pnat_proto::nat::NatBehaviour::EndpointDependent,
         }),
         control::encode(&Request::Lookup { peer }),
         control::encode(&Response::Registered {

@@ -311,7 +311,7 @@ async fn serve_request(
                 message: e.to_string(),
             }
         }
-        Ok(Request::Register { local_addrs }) => {
+        Ok(Request::Register { local_addrs, nat }) => {
             let observed = p2pnat_proto::path::normalize(connection.remote_address());
             let now = Instant::now().into_std();
             let result = state.registry.lock().expect("registry lock").register(
@@ -319,6 +319,7 @@ async fn serve_request(
                 peer,
                 observed,
                 local_addrs,
+                nat,
             );
             match result {
                 Ok(ttl) => {
@@ -377,6 +378,7 @@ async fn serve_request(
                     let requester = requester.unwrap_or_else(|| PeerRecord {
                         observed: p2pnat_proto::path::normalize(connection.remote_address()),
                         local_addrs: Vec::new(),
+                        nat: p2pnat_proto::nat::NatBehaviour::Unknown,
                     });
                     let target = state
                         .owners

@@ -130,11 +130,7 @@ impl Dialler {
             .lookup_and_announce(peer)
             .await?
             .ok_or(DialError::UnknownPeer)?;
-        let candidates = candidates_of(&record);
-        tracing::debug!(?candidates, "checking candidates");
-        Ok(self
-            .paths
-            .start_checks(peer, &candidates, CheckRole::Dialler)?)
+        start(&self.paths, peer, &record, CheckRole::Dialler)
     }
 
     /// Punches and waits until the agent selects a path or the round fails.
@@ -156,6 +152,22 @@ impl Dialler {
     }
 }
 
+/// Hands `record`'s candidates to the agent, and a birthday attempt if the NATs need one.
+fn start(
+    paths: &Paths,
+    peer: PeerId,
+    record: &PeerRecord,
+    role: CheckRole,
+) -> Result<SocketAddr, DialError> {
+    let candidates = candidates_of(record);
+    tracing::debug!(?candidates, nat = %record.nat, ?role, "checking candidates");
+    let vaddr = paths.start_checks(peer, &candidates, role)?;
+    if paths.start_birthday(peer, record.observed, record.nat, role) {
+        tracing::info!(peer = %peer.short(), nat = %record.nat, "birthday method started");
+    }
+    Ok(vaddr)
+}
+
 /// A peer's candidate addresses, host addresses first: the ones this IPv4 socket can use.
 fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
     let mut candidates = record.local_addrs.clone();
@@ -169,9 +181,7 @@ fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
 /// opens this node's NAT towards the dialler.
 pub async fn answer_punch_requests(paths: Arc<Paths>, mut pushes: mpsc::Receiver<Push>) {
     while let Some(Push::PunchRequest { peer, record }) = pushes.recv().await {
-        let candidates = candidates_of(&record);
-        tracing::debug!(peer = %peer.short(), ?candidates, "punch requested: checking the dialler");
-        if let Err(e) = paths.start_checks(peer, &candidates, CheckRole::Answerer) {
+        if let Err(e) = start(&paths, peer, &record, CheckRole::Answerer) {
             tracing::debug!(peer = %peer.short(), "punch request not answered: {e}");
         }
     }

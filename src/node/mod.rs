@@ -168,12 +168,17 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let local_addrs = local_addresses(bound);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (push_tx, push_rx) = mpsc::channel(16);
+    let (nat_tx, nat_rx) = tokio::sync::watch::channel(NatBehaviour::Unknown);
+    let (nat_registered_tx, mut nat_registered) =
+        tokio::sync::watch::channel(NatBehaviour::Unknown);
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
         target: config.rendezvous.clone(),
         endpoint: endpoint.clone(),
         socket: socket.clone(),
         client_config: rendezvous_client,
         local_addrs: local_addrs.clone(),
+        nat: nat_rx,
+        nat_registered: nat_registered_tx,
         outputs: outputs.clone(),
         shutdown: shutdown_rx,
         pushes: push_tx,
@@ -231,6 +236,20 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         }
         None => NatBehaviour::Unknown,
     };
+    // The rendezvous (and through it every peer) learns the behaviour at once: a peer behind
+    // a symmetric NAT needs it to choose the birthday method.
+    let _ = nat_tx.send(nat);
+    paths.set_own_nat(nat);
+    if registration.is_some() {
+        // Peers that look this node up right after `ready` must see its NAT behaviour.
+        let recorded = nat_registered.wait_for(|recorded| *recorded == nat);
+        if tokio::time::timeout(Duration::from_secs(2), recorded)
+            .await
+            .is_err()
+        {
+            tracing::debug!("NAT behaviour not yet registered; it follows with the next refresh");
+        }
+    }
     let observed = registration.map(|r| r.observed);
     outputs
         .event(Event::Ready {

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use p2pnat_proto::demux::DatagramKind;
-use p2pnat_proto::path::{AgentEvent, CheckRole, LocalSocketId, Output, Path, PathAgent, Transmit};
+use p2pnat_proto::nat::NatBehaviour;
+use p2pnat_proto::path::{AgentEvent, CheckRole, Output, Path, PathAgent, Transmit};
 use p2pnat_proto::{stun, PeerId};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -69,6 +70,21 @@ impl Paths {
         role: CheckRole,
     ) -> Result<SocketAddr, p2pnat_proto::path::agent::PathError> {
         self.with(|agent, now| agent.start_checks(now, peer, candidates, role))
+    }
+
+    /// Starts the birthday method if this pair of NATs needs it (the agent decides).
+    pub fn start_birthday(
+        &self,
+        peer: PeerId,
+        observed: SocketAddr,
+        peer_nat: NatBehaviour,
+        role: CheckRole,
+    ) -> bool {
+        self.with(|agent, now| agent.start_birthday(now, peer, observed, peer_nat, role))
+    }
+
+    pub fn set_own_nat(&self, nat: NatBehaviour) {
+        self.with(|agent, _| agent.set_own_nat(nat));
     }
 
     pub fn set_connected(&self, peer: PeerId, connected: bool) {
@@ -145,12 +161,16 @@ impl Paths {
                 });
             }
             AgentEvent::ChecksFailed { peer } => {
-                tracing::debug!(peer = %peer.short(), "no candidate answered checks");
+                let counters = self.agent.lock().expect("path agent lock").counters;
+                tracing::debug!(peer = %peer.short(), ?counters, "no candidate answered checks");
                 self.update(peer, |state| state.failed_rounds += 1);
             }
             AgentEvent::NeedCandidates { peer } => {
                 tracing::info!(peer = %peer.short(), "selected path silent; re-punching");
                 self.update(peer, |state| state.repunches += 1);
+            }
+            AgentEvent::OpenSockets { .. } | AgentEvent::CloseSockets { .. } => {
+                tracing::error!("socket event reached the publisher; ignored")
             }
         }
     }
@@ -178,12 +198,37 @@ pub async fn drive(
             }
         };
         for transmit in transmits.drain(..) {
-            if let Err(e) = socket.send_raw(transmit.destination, &transmit.contents) {
-                tracing::debug!(to = %transmit.destination, "check not sent: {e}");
+            let Transmit {
+                local,
+                destination,
+                contents,
+            } = &transmit;
+            if let Err(e) = socket.send_raw_on(*local, *destination, contents) {
+                tracing::debug!(to = %destination, "check not sent: {e}");
             }
         }
         for event in events.drain(..) {
-            paths.publish(event);
+            match event {
+                AgentEvent::OpenSockets { peer, count } => {
+                    let opened = socket.open_extra(count);
+                    tracing::info!(peer = %peer.short(), opened = opened.len(), "birthday: extra sockets open");
+                    let now = Instant::now().into_std();
+                    paths
+                        .agent
+                        .lock()
+                        .expect("path agent lock")
+                        .sockets_opened(now, peer, &opened);
+                }
+                AgentEvent::CloseSockets { sockets } => {
+                    socket.close_extra(&sockets);
+                    tracing::debug!(
+                        closed = sockets.len(),
+                        open = socket.extra_count(),
+                        "extra sockets closed"
+                    );
+                }
+                event => paths.publish(event),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -216,7 +261,7 @@ fn handle_side(paths: &Paths, stun_answers: &StunRoutes, datagram: SideDatagram)
                 .agent
                 .lock()
                 .expect("path agent lock")
-                .handle_datagram(now, LocalSocketId(0), from, &datagram.bytes);
+                .handle_datagram(now, datagram.local, from, &datagram.bytes);
             if let Err(e) = result {
                 tracing::debug!(%from, "check dropped: {e}");
             }

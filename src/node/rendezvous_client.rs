@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use p2pnat_proto::app::Event;
 use p2pnat_proto::control::{self, PeerRecord, Push, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::nat::NatBehaviour;
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -145,6 +146,10 @@ pub struct Keeper {
     pub socket: Arc<NodeSocket>,
     pub client_config: quinn::ClientConfig,
     pub local_addrs: Vec<SocketAddr>,
+    /// This node's NAT mapping behaviour, once detected: a change is registered at once.
+    pub nat: watch::Receiver<NatBehaviour>,
+    /// The NAT behaviour the rendezvous has on record for this node (after each registration).
+    pub nat_registered: watch::Sender<NatBehaviour>,
     pub outputs: Outputs,
     /// Becomes true when the node shuts down: the keeper closes its connection quietly and ends.
     pub shutdown: watch::Receiver<bool>,
@@ -210,16 +215,20 @@ async fn connect_and_register(
         .await
         .map_err(|_| format!("rendezvous {addr} did not answer"))?
         .map_err(|e| format!("rendezvous {addr}: {e}"))?;
-    let registration = register(&connection, &keeper.local_addrs).await?;
+    let nat = *keeper.nat.borrow();
+    let registration = register(&connection, &keeper.local_addrs, nat).await?;
+    keeper.nat_registered.send_replace(nat);
     Ok((connection, registration))
 }
 
 async fn register(
     connection: &quinn::Connection,
     local_addrs: &[SocketAddr],
+    nat: NatBehaviour,
 ) -> Result<Registration, String> {
     let request_message = Request::Register {
         local_addrs: local_addrs.to_vec(),
+        nat,
     };
     match request(connection, &request_message).await {
         Ok(Response::Registered {
@@ -274,9 +283,17 @@ async fn keep(
                             return;
                         }
                         _ = tokio::time::sleep(ttl / 3) => {
-                            if let Err(e) = register(&connection, &keeper.local_addrs).await {
+                            let nat = *keeper.nat.borrow_and_update();
+                            if let Err(e) = register(&connection, &keeper.local_addrs, nat).await {
                                 break e;
                             }
+                        }
+                        Ok(()) = keeper.nat.changed() => {
+                            let nat = *keeper.nat.borrow_and_update();
+                            if let Err(e) = register(&connection, &keeper.local_addrs, nat).await {
+                                break e;
+                            }
+                            keeper.nat_registered.send_replace(nat);
                         }
                         e = connection.closed() => break e.to_string(),
                     }

@@ -46,10 +46,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::auth::{OwnSecret, PairKeyError};
+use super::birthday::{self, Birthday, BIRTHDAY_RETRANSMIT, BIRTHDAY_SOCKETS};
 use super::pairs::{class, Pacer, PairState, PeerPaths};
 use super::table::{PathTable, PathTableFull};
 use super::wire::{CheckBody, CheckDatagram, CheckDecodeError, Transaction};
 use super::{normalize, LocalSocketId, Path};
+use crate::nat::NatBehaviour;
 use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
 
@@ -138,6 +140,11 @@ pub enum AgentEvent {
     /// `peer`'s selected path went silent and no other works: look the peer up again (which
     /// also has the rendezvous tell it to punch) and call `start_checks`.
     NeedCandidates { peer: PeerId },
+    /// Open `count` extra local sockets for `peer`'s birthday attempt and report them with
+    /// [`PathAgent::sockets_opened`].
+    OpenSockets { peer: PeerId, count: usize },
+    /// These extra sockets are no longer needed: close them.
+    CloseSockets { sockets: Vec<LocalSocketId> },
 }
 
 /// One result of [`PathAgent::poll_output`].
@@ -205,6 +212,9 @@ pub struct PathAgent {
     replies: VecDeque<Transmit>,
     events: VecDeque<AgentEvent>,
     pacer: Pacer,
+    own_nat: NatBehaviour,
+    /// Extra sockets open or asked for, node-wide (at most [`BIRTHDAY_SOCKETS`]).
+    extra_sockets: usize,
     pub counters: AgentCounters,
 }
 
@@ -224,6 +234,8 @@ impl PathAgent {
             replies: VecDeque::new(),
             events: VecDeque::new(),
             pacer: Pacer::new(config.pace_burst, config.pace),
+            own_nat: NatBehaviour::Unknown,
+            extra_sockets: 0,
             counters: AgentCounters::default(),
         }
     }
@@ -305,13 +317,109 @@ impl PathAgent {
         Ok(())
     }
 
-    /// Forgets `peer`: its state and its virtual addresses.
+    /// Forgets `peer`: its state, its virtual addresses and its extra sockets.
     pub fn forget(&mut self, peer: &PeerId) {
         if let Some(state) = self.peers.remove(peer) {
-            for vaddr in state.vaddrs {
-                self.table.release(vaddr);
+            for vaddr in &state.vaddrs {
+                self.table.release(*vaddr);
+            }
+            self.close_sockets(state.sockets);
+        }
+    }
+
+    fn close_sockets(&mut self, sockets: Vec<LocalSocketId>) {
+        if !sockets.is_empty() {
+            self.extra_sockets = self.extra_sockets.saturating_sub(sockets.len());
+            self.events.push_back(AgentEvent::CloseSockets { sockets });
+        }
+    }
+
+    /// This node's NAT mapping behaviour (from NAT detection); it decides birthday roles.
+    pub fn set_own_nat(&mut self, nat: NatBehaviour) {
+        self.own_nat = nat;
+    }
+
+    /// Starts the birthday method towards `peer` if this pair of NATs needs it (see
+    /// [`super::birthday`]); call after `start_checks`. `observed` is the peer's public address
+    /// as the rendezvous saw it. Returns whether an attempt started.
+    pub fn start_birthday(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        observed: SocketAddr,
+        peer_nat: NatBehaviour,
+        role: CheckRole,
+    ) -> bool {
+        let start = match role {
+            CheckRole::Dialler => now,
+            CheckRole::Answerer => now + self.config.answer_delay,
+        };
+        let Some(plan) = birthday::plan(self.own_nat, peer_nat, normalize(observed), start) else {
+            return false;
+        };
+        let room = BIRTHDAY_SOCKETS.saturating_sub(self.extra_sockets);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        if state.birthday.is_some() || state.selected.is_some() {
+            return false;
+        }
+        if let Birthday::Hard { .. } = plan {
+            if room < BIRTHDAY_SOCKETS {
+                return false; // another attempt holds the sockets
+            }
+            self.extra_sockets += room;
+            self.events
+                .push_back(AgentEvent::OpenSockets { peer, count: room });
+        }
+        state.birthday = Some(plan);
+        true
+    }
+
+    /// The driver opened `sockets` (as many as it could) for `peer`'s birthday attempt.
+    pub fn sockets_opened(&mut self, now: Instant, peer: PeerId, sockets: &[LocalSocketId]) {
+        let config = self.config;
+        let asked = BIRTHDAY_SOCKETS;
+        self.extra_sockets = self.extra_sockets.saturating_sub(asked) + sockets.len();
+        let target = match self.peers.get(&peer).and_then(|s| s.birthday.as_ref()) {
+            Some(Birthday::Hard { target, .. }) => *target,
+            _ => {
+                // The attempt ended meanwhile: nobody needs them.
+                self.close_sockets(sockets.to_vec());
+                return;
+            }
+        };
+        let state = self.peers.get_mut(&peer).expect("checked above");
+        let until = state
+            .round_until
+            .unwrap_or(now + config.check_timeout)
+            .max(now + config.retransmit);
+        state.sockets.extend_from_slice(sockets);
+        if let Some(Birthday::Hard { sockets: own, .. }) = state.birthday.as_mut() {
+            own.extend_from_slice(sockets);
+        }
+        let limit = state.pair_limit(config.max_pairs);
+        for socket in sockets {
+            if let Some(pair) = state.pair_or_insert(*socket, target, limit) {
+                pair.retransmit = Some(BIRTHDAY_RETRANSMIT);
+                pair.schedule(now, until);
             }
         }
+    }
+
+    /// Ends `peer`'s birthday attempt: closes its sockets but `keep` (the winning one).
+    fn end_birthday(&mut self, peer: &PeerId, keep: Option<LocalSocketId>) {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let Some(Birthday::Hard { sockets, .. }) = state.birthday.take() else {
+            return;
+        };
+        let closing: Vec<LocalSocketId> =
+            sockets.into_iter().filter(|s| Some(*s) != keep).collect();
+        state.sockets.retain(|s| !closing.contains(s));
+        state.pairs.retain(|p| !closing.contains(&p.path.local));
+        self.close_sockets(closing);
     }
 
     /// Starts (or extends) a round of checks towards `candidates` of `peer` on the main
@@ -395,7 +503,9 @@ impl PathAgent {
             if let Some(state) = self.peers.get_mut(&peer) {
                 state.vaddrs.retain(|v| *v != vaddr);
                 if state.vaddrs.is_empty() {
-                    self.peers.remove(&peer);
+                    if let Some(state) = self.peers.remove(&peer) {
+                        self.close_sockets(state.sockets);
+                    }
                 }
             }
         }
@@ -523,8 +633,10 @@ impl PathAgent {
             });
         }
         state.last_activity = now;
-        let Some(pair) = state.pair_mut(local, from) else {
-            return Ok(()); // the pair was evicted meanwhile
+        // A birthday probe has no pair until it is answered.
+        let limit = state.pair_limit(self.config.max_pairs);
+        let Some(pair) = state.pair_or_insert(local, from, limit) else {
+            return Ok(());
         };
         let rtt = now.saturating_duration_since(outstanding.sent);
         pair.state = PairState::Succeeded;
@@ -573,6 +685,8 @@ impl PathAgent {
         for vaddr in &state.vaddrs {
             self.table.select(*vaddr, path);
         }
+        let keep = (path.local != LocalSocketId(0)).then_some(path.local);
+        self.end_birthday(&peer, keep);
         self.events.push_back(AgentEvent::PathSelected {
             peer,
             path,
@@ -595,6 +709,7 @@ impl PathAgent {
         }
         let config = self.config;
         let mut selections = Vec::new();
+        let mut ended = Vec::new();
         for (peer, state) in &mut self.peers {
             for pair in &mut state.pairs {
                 if pair.check_until.is_some_and(|t| t <= now) {
@@ -611,6 +726,9 @@ impl PathAgent {
                 if state.selected.is_none() {
                     self.events
                         .push_back(AgentEvent::ChecksFailed { peer: *peer });
+                }
+                if state.birthday.is_some() {
+                    ended.push(*peer);
                 }
             }
             let Some(selected) = state.selected else {
@@ -668,6 +786,9 @@ impl PathAgent {
         for (peer, path, rtt) in selections {
             self.select(peer, path, rtt);
         }
+        for peer in ended {
+            self.end_birthday(&peer, None);
+        }
     }
 
     /// The next output; see the module documentation for the order.
@@ -688,7 +809,7 @@ impl PathAgent {
     }
 
     fn next_check(&mut self, now: Instant) -> Option<Transmit> {
-        let (peer, index) = self
+        let due = self
             .peers
             .iter()
             .filter_map(|(id, state)| state.due_pair(now).map(|i| (id, state, i)))
@@ -696,10 +817,11 @@ impl PathAgent {
                 let pair = &state.pairs[*i];
                 (!pair.triggered, pair.next_check)
             })
-            .map(|(id, _, i)| (*id, i))?;
-        let transaction = self.transaction();
+            .map(|(id, _, i)| (*id, i));
+        let Some((peer, index)) = due else {
+            return self.next_spray(now);
+        };
         let config = self.config;
-        let own = self.own();
         let state = self.peers.get_mut(&peer).expect("found above");
         let heartbeat = state.selected == Some(state.pairs[index].path);
         let pair = &mut state.pairs[index];
@@ -707,20 +829,55 @@ impl PathAgent {
         if pair.state == PairState::Waiting {
             pair.state = PairState::InProgress;
         }
-        let retry = now + config.retransmit;
+        let retry = now + pair.retransmit.unwrap_or(config.retransmit);
         pair.next_check = match (pair.state, pair.check_until) {
             (PairState::Succeeded, _) => None,
             (_, Some(until)) if retry < until => Some(retry),
             _ => None,
         };
         let path = pair.path;
+        Some(self.send_check(now, peer, path, heartbeat))
+    }
+
+    /// The next birthday probe to a random port of a peer behind a symmetric NAT, if one is due.
+    fn next_spray(&mut self, now: Instant) -> Option<Transmit> {
+        let (peer, ip) = self
+            .peers
+            .iter()
+            .find_map(|(id, state)| match state.birthday {
+                Some(Birthday::Easy {
+                    ip,
+                    remaining,
+                    not_before,
+                }) if remaining > 0 && not_before <= now && state.round_until.is_some() => {
+                    Some((*id, ip))
+                }
+                _ => None,
+            })?;
+        let random = self.transaction();
+        let port = birthday::probe_port([random[0], random[1], random[2], random[3]]);
+        if let Some(Some(Birthday::Easy { remaining, .. })) =
+            self.peers.get_mut(&peer).map(|s| s.birthday.as_mut())
+        {
+            *remaining -= 1;
+        }
+        let path = Path {
+            local: LocalSocketId(0),
+            remote: SocketAddr::new(ip, port),
+            kind: super::PathKind::Direct,
+        };
+        Some(self.send_check(now, peer, path, false))
+    }
+
+    fn send_check(&mut self, now: Instant, peer: PeerId, path: Path, heartbeat: bool) -> Transmit {
+        let transaction = self.transaction();
         let check = CheckDatagram {
             transaction,
-            sender: own,
+            sender: self.own(),
             receiver: peer,
             body: CheckBody::Check { heartbeat },
         };
-        let contents = check.encode(&state.key);
+        let contents = check.encode(&self.peers[&peer].key);
         self.outstanding.insert(
             transaction,
             Outstanding {
@@ -736,11 +893,11 @@ impl PathAgent {
             }
         }
         self.counters.checks_sent += 1;
-        Some(Transmit {
+        Transmit {
             local: path.local,
             destination: path.remote,
             contents,
-        })
+        }
     }
 
     fn poll_timeout(&self, now: Instant) -> Instant {
@@ -756,6 +913,19 @@ impl PathAgent {
                 state.round_until,
                 state.pairs.iter().filter_map(|p| p.check_until).min(),
                 state.connected.then_some(state.next_heartbeat).flatten(),
+                match state.birthday {
+                    Some(Birthday::Easy {
+                        remaining,
+                        not_before,
+                        ..
+                    }) if remaining > 0 && state.round_until.is_some() => {
+                        Some(match self.pacer.next_token_at() {
+                            Some(paced) => not_before.max(paced),
+                            None => not_before,
+                        })
+                    }
+                    _ => None,
+                },
             ];
             for t in candidates.into_iter().flatten() {
                 next = next.min(t);

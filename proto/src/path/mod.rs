@@ -2,6 +2,7 @@
 //!
 //! - [`auth`]: the per-pair key (from both identity keys) that authenticates every check;
 //! - [`wire`]: the check and reply datagrams, byte by byte;
+//! - [`birthday`]: the many-sockets, many-probes method for a symmetric NAT;
 //! - [`table`]: virtual peer addresses, each with a selected path and the routes it accepts;
 //! - [`agent`]: the [`PathAgent`]: candidates, paced and triggered checks, selection,
 //!   heartbeats and path switches, driven by one `poll_output()`;
@@ -14,6 +15,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod birthday;
 mod pairs;
 pub mod table;
 pub mod wire;

@@ -32,6 +32,8 @@ pub struct CandidatePair {
     pub follow: bool,
     pub last_reply: Option<Instant>,
     pub rtt: Option<Duration>,
+    /// Gap between checks until it answers (birthday pairs use a longer one).
+    pub retransmit: Option<Duration>,
 }
 
 impl CandidatePair {
@@ -49,6 +51,7 @@ impl CandidatePair {
             follow: false,
             last_reply: None,
             rtt: None,
+            retransmit: None,
         }
     }
 
@@ -94,6 +97,10 @@ pub struct PeerPaths {
     /// When the agent last asked the driver for fresh candidates (re-punch).
     pub repunch_at: Option<Instant>,
     pub last_activity: Instant,
+    /// The birthday attempt in progress, if this pair of NATs needs one.
+    pub birthday: Option<super::birthday::Birthday>,
+    /// Extra local sockets this peer holds (a birthday's, or the one its path won on).
+    pub sockets: Vec<LocalSocketId>,
 }
 
 impl PeerPaths {
@@ -108,6 +115,8 @@ impl PeerPaths {
             next_heartbeat: None,
             repunch_at: None,
             last_activity: now,
+            birthday: None,
+            sockets: Vec::new(),
         }
     }
 
@@ -174,6 +183,11 @@ impl PeerPaths {
     /// Whether any pair still has checks to send.
     pub fn checking(&self) -> bool {
         self.pairs.iter().any(|p| p.next_check.is_some())
+    }
+
+    /// Pairs allowed: `max`, plus one per birthday socket.
+    pub fn pair_limit(&self, max: usize) -> usize {
+        max + self.sockets.len()
     }
 }
 

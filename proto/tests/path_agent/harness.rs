@@ -1,9 +1,11 @@
 //! A Pair-style harness (after quinn-proto's tests/util.rs): two path agents on a simulated
 //! network with NAT models, in virtual time. Nothing sleeps; every run is deterministic.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use p2pnat_proto::nat::NatBehaviour;
 use p2pnat_proto::path::auth::OwnSecret;
 use p2pnat_proto::path::{
     AgentConfig, AgentEvent, CheckRole, LocalSocketId, Output, Path, PathAgent,
@@ -26,6 +28,13 @@ pub struct Node {
     /// Application datagrams sent with no selected path.
     pub app_unsent: u64,
     app_next_seq: u64,
+    /// The node's NAT mapping behaviour as its NAT detection would report it.
+    pub nat: NatBehaviour,
+    /// Extra local sockets open now (socket `n` is bound to port `PORT + n`).
+    pub sockets: BTreeSet<u16>,
+    next_socket: u16,
+    /// Most extra sockets open at once.
+    pub max_sockets: usize,
 }
 
 impl Node {
@@ -99,6 +108,10 @@ impl Pair {
                 app_received: Vec::new(),
                 app_unsent: 0,
                 app_next_seq: 0,
+                nat: NatBehaviour::Unknown,
+                sockets: BTreeSet::new(),
+                next_socket: 1,
+                max_sockets: 0,
             })
             .collect();
         Pair {
@@ -119,7 +132,19 @@ impl Pair {
     }
 
     fn own_addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::new(self.net.host_ip(self.nodes[i].host), PORT)
+        self.socket_addr(i, LocalSocketId(0))
+    }
+
+    fn socket_addr(&self, i: usize, socket: LocalSocketId) -> SocketAddr {
+        SocketAddr::new(self.net.host_ip(self.nodes[i].host), PORT + socket.0)
+    }
+
+    /// Sets each node's NAT behaviour (as its detection would find it) on its agent.
+    pub fn set_nats(&mut self, nats: [NatBehaviour; 2]) {
+        for (node, nat) in self.nodes.iter_mut().zip(nats) {
+            node.nat = nat;
+            node.agent.set_own_nat(nat);
+        }
     }
 
     /// The address the rendezvous observes for node `i` (a datagram is sent to find out).
@@ -150,16 +175,20 @@ impl Pair {
     pub fn punch(&mut self, dialler: usize) {
         let answerer = 1 - dialler;
         let (to_dialler, to_answerer) = (self.candidates(answerer), self.candidates(dialler));
-        let (dialler_id, answerer_id) = (self.nodes[dialler].id(), self.nodes[answerer].id());
         let now = self.now;
-        self.nodes[dialler]
-            .agent
-            .start_checks(now, answerer_id, &to_dialler, CheckRole::Dialler)
-            .expect("checks start");
-        self.nodes[answerer]
-            .agent
-            .start_checks(now, dialler_id, &to_answerer, CheckRole::Answerer)
-            .expect("checks start");
+        for (me, role, candidates) in [
+            (dialler, CheckRole::Dialler, &to_dialler),
+            (answerer, CheckRole::Answerer, &to_answerer),
+        ] {
+            let (peer, peer_nat) = (self.nodes[1 - me].id(), self.nodes[1 - me].nat);
+            let agent = &mut self.nodes[me].agent;
+            agent
+                .start_checks(now, peer, candidates, role)
+                .expect("checks start");
+            if let Some(observed) = candidates.last() {
+                agent.start_birthday(now, peer, *observed, peer_nat, role);
+            }
+        }
     }
 
     /// Both sides selected a path.
@@ -224,23 +253,24 @@ impl Pair {
                 continue;
             };
             let node = &mut self.nodes[i];
+            let socket = LocalSocketId(delivery.dst.port().wrapping_sub(PORT));
+            if socket != LocalSocketId(0) && !node.sockets.contains(&socket.0) {
+                continue; // no socket on that port (any more)
+            }
             if delivery.payload.first() == Some(&APP_TAG) {
                 // QUIC stands-in: shown under a virtual address only from a known route.
                 let vaddr = node
                     .agent
-                    .vaddr_for_source(LocalSocketId(0), delivery.src, false)
+                    .vaddr_for_source(socket, delivery.src, false)
                     .unwrap();
                 if vaddr.is_some() {
                     let seq = u64::from_be_bytes(delivery.payload[1..9].try_into().unwrap());
                     node.app_received.push(seq);
                 }
             } else {
-                let _ = node.agent.handle_datagram(
-                    now,
-                    LocalSocketId(0),
-                    delivery.src,
-                    &delivery.payload,
-                );
+                let _ = node
+                    .agent
+                    .handle_datagram(now, socket, delivery.src, &delivery.payload);
             }
         }
         for node in &mut self.nodes {
@@ -260,15 +290,15 @@ impl Pair {
 
     fn send_app(&mut self, i: usize) {
         let peer = self.nodes[1 - i].id();
-        let src = self.own_addr(i);
+        let Some(vaddr) = self.nodes[i].agent.table().vaddr_of(&peer) else {
+            return;
+        };
+        let Some(path) = self.nodes[i].agent.selected_path(vaddr) else {
+            self.nodes[i].app_unsent += 1;
+            return;
+        };
+        let src = self.socket_addr(i, path.local);
         let node = &mut self.nodes[i];
-        let Some(vaddr) = node.agent.table().vaddr_of(&peer) else {
-            return;
-        };
-        let Some(path) = node.agent.selected_path(vaddr) else {
-            node.app_unsent += 1;
-            return;
-        };
         let mut payload = vec![APP_TAG];
         payload.extend_from_slice(&node.app_next_seq.to_be_bytes());
         node.app_next_seq += 1;
@@ -280,18 +310,37 @@ impl Pair {
     fn drive(&mut self, i: usize) -> bool {
         let now = self.now;
         let elapsed = self.elapsed();
-        let src = self.own_addr(i);
         let mut repunch = false;
         loop {
             match self.nodes[i].agent.poll_output(now) {
                 Output::Transmit(t) => {
-                    assert_eq!(t.local, LocalSocketId(0));
-                    let host = self.nodes[i].host;
+                    let open =
+                        t.local == LocalSocketId(0) || self.nodes[i].sockets.contains(&t.local.0);
+                    assert!(open, "sent on socket {:?}, which is not open", t.local);
+                    let (host, src) = (self.nodes[i].host, self.socket_addr(i, t.local));
                     self.net.send(now, host, src, t.destination, t.contents);
                 }
                 Output::Event(event) => {
                     repunch |= matches!(event, AgentEvent::NeedCandidates { .. });
-                    self.nodes[i].events.push((elapsed, event));
+                    let node = &mut self.nodes[i];
+                    match &event {
+                        AgentEvent::OpenSockets { peer, count } => {
+                            let mut opened = Vec::new();
+                            while opened.len() < *count && node.sockets.len() < node.max_sockets {
+                                node.sockets.insert(node.next_socket);
+                                opened.push(LocalSocketId(node.next_socket));
+                                node.next_socket += 1;
+                            }
+                            node.agent.sockets_opened(now, *peer, &opened);
+                        }
+                        AgentEvent::CloseSockets { sockets } => {
+                            for socket in sockets {
+                                assert!(node.sockets.remove(&socket.0), "closed {socket:?} twice");
+                            }
+                        }
+                        _ => {}
+                    }
+                    node.events.push((elapsed, event));
                 }
                 Output::Timeout(at) => {
                     self.nodes[i].timeout = at;
