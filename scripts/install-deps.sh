@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need. Safe to run again.
 # - Rust toolchain: expected on the machine (rustup); rustfmt and clippy components are added.
-# - nftables + iproute2: the netsim lab (root only; skipped otherwise).
+# - nftables + iproute2 + conntrack: the netsim lab (root only; skipped otherwise; conntrack
+#   makes lab NATs forget their mappings for the NAT rebinding cell).
 # - Python: pytest, msgpack, cbor2 for the wrapper tests.
 set -euo pipefail
 if command -v rustup >/dev/null 2>&1; then
@@ -11,6 +12,7 @@ if [ "$(id -u)" = 0 ]; then
   need=()
   command -v nft >/dev/null 2>&1 || need+=(nftables)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

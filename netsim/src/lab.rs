@@ -6,7 +6,7 @@
 
 use crate::error::{NetsimError, Result};
 use crate::netns;
-use crate::nft;
+use crate::nft::{self, PortRange, UdpMapping};
 use crate::shaper::{Shaper, ShaperParams};
 use crate::topology::{
     Attachment, LabPlan, LinkImpairment, NodePlan, Role, RouterConfig, Topology, INTERNET,
@@ -37,6 +37,24 @@ pub fn teardown_live_labs() {
             .trim_start_matches(crate::topology::NETNS_PREFIX)
             .trim_end_matches('-');
         let _ = std::fs::remove_file(state_path(run_id));
+    }
+}
+
+/// Fails with [`NetsimError::MissingTool`] unless the `conntrack` command is installed.
+fn require_conntrack() -> Result<()> {
+    let found = Command::new("conntrack")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if found {
+        Ok(())
+    } else {
+        Err(NetsimError::MissingTool {
+            tool: "conntrack",
+            package: "conntrack",
+        })
     }
 }
 
@@ -180,6 +198,7 @@ impl LabBuilder {
         let mut lab = Lab {
             plan,
             shapers: Vec::new(),
+            rebinds: Mutex::new(Vec::new()),
             torn_down: false,
         };
         LIVE_LABS
@@ -205,6 +224,8 @@ pub struct Lab {
     plan: LabPlan,
     /// (node name, its uplink's shaper), stopped before the namespaces go.
     shapers: Vec<(String, Shaper)>,
+    /// (router name, how many times [`Lab::rebind_nat`] has rebound it).
+    rebinds: Mutex<Vec<(String, u32)>>,
     torn_down: bool,
 }
 
@@ -338,6 +359,68 @@ impl Lab {
             netns::nft_load(upstream_ns, &rules)?;
         }
         Ok(())
+    }
+
+    /// Rebinds the NAT of `router`, as a home router does when it reboots or its mappings
+    /// time out under a live flow: it forgets every UDP mapping and maps the next datagram of
+    /// each flow to a new public port. In one nftables transaction the router's UDP
+    /// masquerade moves to a port range that excludes every port it used before
+    /// ([`PortRange::for_rebind`]) and its full/restricted-cone state is emptied; then its
+    /// UDP conntrack entries (the mappings) are deleted. The NAT keeps its kind: Linux reuses
+    /// an inside endpoint's existing mapping for new destinations, so mapping stays
+    /// endpoint-independent (see `tests/lab_nat.rs`). Returns the new port range. Needs the
+    /// `conntrack` command.
+    pub fn rebind_nat(&self, router: &str) -> Result<PortRange> {
+        let node = self.node(router)?;
+        let plan = node
+            .router
+            .as_ref()
+            .ok_or_else(|| NetsimError::Topology(format!("`{router}` is not a router")))?;
+        require_conntrack()?;
+        let generation = {
+            let mut rebinds = self.rebinds.lock().unwrap_or_else(|p| p.into_inner());
+            match rebinds.iter_mut().find(|(n, _)| n == router) {
+                Some((_, g)) => {
+                    *g += 1;
+                    *g
+                }
+                None => {
+                    rebinds.push((router.to_string(), 1));
+                    1
+                }
+            }
+        };
+        let ports = PortRange::for_rebind(generation);
+        netns::nft_load(&node.netns, &nft::rebind_script(plan, ports))?;
+        // `conntrack -D` exits 1 when there was nothing to delete; only a missing namespace
+        // or a broken tool is an error, and `require_conntrack` ruled out the latter.
+        let out = Command::new("ip")
+            .args(["netns", "exec", &node.netns, "conntrack", "-D", "-p", "udp"])
+            .output()
+            .map_err(|e| NetsimError::io("running conntrack -D", e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !stderr.contains("flow entries have been deleted") {
+            return Err(NetsimError::Command {
+                command: format!("conntrack -D -p udp in {}", node.netns),
+                stderr: stderr.trim().to_string(),
+            });
+        }
+        Ok(ports)
+    }
+
+    /// The UDP mappings a router's conntrack holds now (`conntrack -L -p udp`).
+    pub fn udp_mappings(&self, router: &str) -> Result<Vec<UdpMapping>> {
+        let node = self.node(router)?;
+        if node.router.is_none() {
+            return Err(NetsimError::Topology(format!("`{router}` is not a router")));
+        }
+        require_conntrack()?;
+        let out = netns::run(
+            "ip",
+            &["netns", "exec", &node.netns, "conntrack", "-L", "-p", "udp"],
+            None,
+        )?;
+        Ok(nft::parse_conntrack_udp(&out))
     }
 
     fn write_state(&self, state: &LabState) -> Result<()> {

@@ -29,7 +29,6 @@ pub const DEFAULT_MAPPING_TIMEOUT: Duration = Duration::from_secs(120);
 /// The full ruleset of a NAT router whose WAN interface is `wan0` and LAN bridge is `lan0`.
 pub fn router_ruleset(router: &RouterPlan) -> String {
     let cfg = &router.config;
-    let wan = router.wan_addr;
     let timeout = cfg
         .udp_timeout
         .unwrap_or(DEFAULT_MAPPING_TIMEOUT)
@@ -64,7 +63,8 @@ pub fn router_ruleset(router: &RouterPlan) -> String {
     if cfg.hairpin {
         let _ = writeln!(
             r,
-            "    iifname \"lan0\" ip daddr {wan} dnat ip to udp dport map @mappings"
+            "    iifname \"lan0\" ip daddr {} dnat ip to udp dport map @mappings",
+            router.wan_addr
         );
     }
     r.push_str("  }\n");
@@ -73,21 +73,8 @@ pub fn router_ruleset(router: &RouterPlan) -> String {
     r.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
     );
-    let masquerade = match cfg.nat {
-        NatKind::Symmetric => "masquerade fully-random",
-        _ => "masquerade",
-    };
-    let _ = writeln!(r, "    oifname \"wan0\" {masquerade}");
-    if cfg.hairpin {
-        // `iifname` is unset in postrouting, so hairpinned traffic is recognised by its LAN
-        // source address.
-        let prefix = router.lan_prefix_len.min(32);
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        let network = std::net::Ipv4Addr::from(u32::from(router.lan_addr) & mask);
-        let _ = writeln!(
-            r,
-            "    oifname \"lan0\" ip saddr {network}/{prefix} ct status dnat snat ip to {wan}"
-        );
+    for rule in source_nat_rules(router, None) {
+        let _ = writeln!(r, "    {rule}");
     }
     r.push_str("  }\n");
 
@@ -120,6 +107,111 @@ pub fn router_ruleset(router: &RouterPlan) -> String {
     r.push_str("  }\n");
     r.push_str("}\n");
     r
+}
+
+/// The rules of the `postrouting` chain: masquerade on the WAN side (fully random ports for
+/// a symmetric NAT) and, with hairpinning, source NAT of hairpinned LAN traffic. With
+/// `udp_ports`, UDP is masqueraded to that port range instead (used by [`rebind_script`]).
+fn source_nat_rules(router: &RouterPlan, udp_ports: Option<PortRange>) -> Vec<String> {
+    let cfg = &router.config;
+    let random = if cfg.nat == NatKind::Symmetric {
+        " fully-random"
+    } else {
+        ""
+    };
+    let mut rules = Vec::new();
+    if let Some(ports) = udp_ports {
+        rules.push(format!(
+            "oifname \"wan0\" meta l4proto udp masquerade to :{}-{}{random}",
+            ports.first, ports.last
+        ));
+    }
+    rules.push(format!("oifname \"wan0\" masquerade{random}"));
+    if cfg.hairpin {
+        // `iifname` is unset in postrouting, so hairpinned traffic is recognised by its LAN
+        // source address.
+        let prefix = router.lan_prefix_len.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let network = std::net::Ipv4Addr::from(u32::from(router.lan_addr) & mask);
+        rules.push(format!(
+            "oifname \"lan0\" ip saddr {network}/{prefix} ct status dnat snat ip to {}",
+            router.wan_addr
+        ));
+    }
+    rules
+}
+
+/// An inclusive range of public ports a NAT maps UDP to after a rebinding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    /// The range of the `generation`-th rebinding of a router (1, 2, ...): 20000-24999 and
+    /// 25000-29999 in turn. Both lie below Linux's ephemeral ports (32768-60999), so no
+    /// host's own port falls in them and masquerade can never keep a host's port; and each
+    /// generation's range excludes the previous one's, so every rebinding changes the port.
+    pub fn for_rebind(generation: u32) -> PortRange {
+        let first = if generation % 2 == 1 { 20000 } else { 25000 };
+        PortRange {
+            first,
+            last: first + 4999,
+        }
+    }
+}
+
+/// An nftables script (one transaction) that makes a router's NAT forget its mappings and
+/// map UDP to `udp_ports` from now on: the postrouting chain is rewritten with the new port
+/// range, and the full/restricted-cone bookkeeping (`mappings`, `contacted`) is emptied.
+/// The caller then deletes the router's UDP conntrack entries (where Linux keeps the
+/// mappings themselves); new ones take ports from the new range.
+pub fn rebind_script(router: &RouterPlan, udp_ports: PortRange) -> String {
+    let mut r = String::new();
+    let _ = writeln!(r, "flush chain ip {ROUTER_TABLE} postrouting");
+    for rule in source_nat_rules(router, Some(udp_ports)) {
+        let _ = writeln!(r, "add rule ip {ROUTER_TABLE} postrouting {rule}");
+    }
+    let _ = writeln!(r, "flush map ip {ROUTER_TABLE} mappings");
+    let _ = writeln!(r, "flush set ip {ROUTER_TABLE} contacted");
+    r
+}
+
+/// A UDP mapping as `conntrack -L` lists it: the inside endpoint, the public port the NAT
+/// gave it, and the remote endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpMapping {
+    pub inside: std::net::SocketAddrV4,
+    pub public_port: u16,
+    pub remote: std::net::SocketAddrV4,
+}
+
+/// Parses `conntrack -L -p udp` output: each line holds the original tuple
+/// (`src= dst= sport= dport=`) and then the reply tuple; the reply's `dport` is the public
+/// port the NAT chose. Lines that do not parse are skipped.
+pub fn parse_conntrack_udp(text: &str) -> Vec<UdpMapping> {
+    text.lines()
+        .filter(|l| l.split_whitespace().next() == Some("udp"))
+        .filter_map(|line| {
+            let field = |key: &str, nth: usize| -> Option<&str> {
+                line.split_whitespace()
+                    .filter_map(|w| w.strip_prefix(key))
+                    .nth(nth)
+            };
+            let ip = |key, nth| field(key, nth)?.parse::<std::net::Ipv4Addr>().ok();
+            let port = |key, nth| field(key, nth)?.parse::<u16>().ok();
+            Some(UdpMapping {
+                inside: std::net::SocketAddrV4::new(ip("src=", 0)?, port("sport=", 0)?),
+                remote: std::net::SocketAddrV4::new(ip("dst=", 0)?, port("dport=", 0)?),
+                public_port: port("dport=", 1)?,
+            })
+        })
+        .collect()
 }
 
 /// The nftables table that impairs the link behind bridge port `port` (in the upstream
@@ -196,6 +288,52 @@ mod tests {
             RouterConfig::new(NatKind::FullCone).udp_timeout(Duration::from_secs(5)),
         ));
         assert!(short.contains("timeout 5s"));
+    }
+
+    #[test]
+    fn rebinding_moves_udp_to_a_new_port_range_and_forgets_the_cone_state() {
+        let hairpin = plan(RouterConfig::new(NatKind::FullCone).hairpin(true));
+        let script = rebind_script(&hairpin, PortRange::for_rebind(1));
+        assert!(script.starts_with("flush chain ip netsim_nat postrouting\n"));
+        assert!(script.contains(
+            "add rule ip netsim_nat postrouting oifname \"wan0\" meta l4proto udp masquerade to :20000-24999\n"
+        ));
+        assert!(
+            script.contains("ct status dnat snat ip to 192.0.2.1"),
+            "hairpin kept"
+        );
+        assert!(script.contains("flush map ip netsim_nat mappings"));
+        assert!(script.contains("flush set ip netsim_nat contacted"));
+        let symmetric = rebind_script(
+            &plan(RouterConfig::new(NatKind::Symmetric)),
+            PortRange::for_rebind(2),
+        );
+        assert!(symmetric.contains("masquerade to :25000-29999 fully-random"));
+        // Consecutive generations never overlap, and none reaches the ephemeral ports.
+        for g in 1..6 {
+            let (a, b) = (PortRange::for_rebind(g), PortRange::for_rebind(g + 1));
+            assert!(a.last < b.first || b.last < a.first);
+            assert!(a.last < 32768 && a.first >= 1024);
+        }
+        // The build-time ruleset is unchanged: plain masquerade, ports kept.
+        let base = router_ruleset(&plan(RouterConfig::new(NatKind::PortRestrictedCone)));
+        assert!(base.contains("    oifname \"wan0\" masquerade\n"));
+        assert!(!base.contains("masquerade to"));
+    }
+
+    #[test]
+    fn conntrack_listings_parse() {
+        let text = "udp      17 28 src=10.1.0.10 dst=203.0.113.10 sport=40000 dport=3478 src=203.0.113.10 dst=192.0.2.1 sport=3478 dport=20345 [ASSURED] mark=0 use=1\n\
+                    udp      17 3 src=10.1.0.10 dst=198.51.100.10 sport=40000 dport=5000 [UNREPLIED] src=198.51.100.10 dst=192.0.2.1 sport=5000 dport=20345 mark=0 use=1\n\
+                    tcp      6 10 ESTABLISHED src=1.2.3.4 dst=5.6.7.8 sport=1 dport=2 src=5.6.7.8 dst=1.2.3.4 sport=2 dport=1\n\
+                    udp      17 garbage\n";
+        let m = parse_conntrack_udp(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].inside, "10.1.0.10:40000".parse().unwrap());
+        assert_eq!(m[0].remote, "203.0.113.10:3478".parse().unwrap());
+        assert_eq!(m[0].public_port, 20345);
+        assert_eq!(m[1].remote.port(), 5000);
+        assert!(parse_conntrack_udp("").is_empty());
     }
 
     #[test]

@@ -223,6 +223,8 @@ fn one_matrix_cell_with_the_real_binaries() {
         message_timeout: Duration::from_secs(15),
         bulk_bytes: 2 * 1024 * 1024,
         bulk_timeout: Duration::from_secs(30),
+        rebind_bytes: 3 * 1024 * 1024,
+        rebind_wait: Duration::from_secs(60),
         node_args: vec![],
         link: None,
     };
@@ -230,7 +232,7 @@ fn one_matrix_cell_with_the_real_binaries() {
     let spec = cell::CellSpec {
         name: "public+full-cone".into(),
         builder,
-        idle: None,
+        phase: cell::Phase::Plain,
     };
     let result = cell::run_cell(&cfg, spec).unwrap();
     let _ = std::fs::remove_dir_all(&work);
@@ -337,4 +339,73 @@ fn link_rate_caps_throughput() {
         "the queue holds a burst of this size"
     );
     assert!((3400.0..=4400.0).contains(&kbit), "{kbit} kbit/s");
+}
+
+/// `Lab::rebind_nat` makes a router forget its UDP mappings (a remote's datagram to the old
+/// public port no longer gets in) and map the same inside socket to a new public port in
+/// the new range, while the NAT keeps its kind (endpoint-independent mapping across
+/// destinations, port-restricted filtering). A second rebinding moves the port again.
+#[test]
+fn rebinding_a_nat_moves_its_mappings_and_keeps_its_kind() {
+    use p2pnat_netsim::selfcheck::{check_host, Responders};
+    let builder = Lab::builder()
+        .router("home", RouterConfig::new(NatKind::PortRestrictedCone))
+        .host_behind("alice", "home");
+    let Some(lab) = build_or_skip(builder) else {
+        return;
+    };
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let alice = lab.udp_socket("alice", any).unwrap();
+    let server = lab
+        .udp_socket(WITNESS, SocketAddr::new(WITNESS_ADDR.into(), 7))
+        .unwrap();
+    let target = server.local_addr().unwrap();
+    let wait = Some(Duration::from_millis(300));
+    alice.set_read_timeout(wait).unwrap();
+    server.set_read_timeout(wait).unwrap();
+    // The public address the server sees for alice's socket, and whether its reply gets in.
+    let exchange = |tag: &[u8]| -> (SocketAddr, bool) {
+        let mut buf = [0u8; 64];
+        alice.send_to(tag, target).unwrap();
+        let (_, seen) = server.recv_from(&mut buf).unwrap();
+        server.send_to(b"reply", seen).unwrap();
+        (seen, alice.recv_from(&mut buf).is_ok())
+    };
+    let (before, replied) = exchange(b"one");
+    assert!(replied);
+    let local_port = alice.local_addr().unwrap().port();
+    assert_eq!(before.port(), local_port, "plain masquerade keeps the port");
+
+    let ports = lab.rebind_nat("home").unwrap();
+    assert!(
+        lab.udp_mappings("home").unwrap().is_empty(),
+        "conntrack forgot the mapping"
+    );
+    server.send_to(b"to the old mapping", before).unwrap();
+    assert!(
+        alice.recv_from(&mut [0u8; 64]).is_err(),
+        "the old public port still leads to alice"
+    );
+    let (after, replied) = exchange(b"two");
+    eprintln!("mapped {before} before, {after} after the rebinding to {ports:?}");
+    assert!(replied, "the new mapping admits replies");
+    assert_eq!(after.ip(), before.ip());
+    assert_ne!(after.port(), before.port());
+    assert!(ports.contains(after.port()));
+    let mappings = lab.udp_mappings("home").unwrap();
+    assert!(!mappings.is_empty());
+    assert!(
+        mappings.iter().all(|m| ports.contains(m.public_port)),
+        "{mappings:?}"
+    );
+
+    // Same kind: the mapping is reused for another destination, filtering unchanged.
+    let responders = Responders::open(&lab).unwrap();
+    let check = check_host(&lab, &responders, lab.node("alice").unwrap()).unwrap();
+    assert_eq!(check.observed.as_ref(), Ok(&check.expected), "{check:?}");
+
+    let again = lab.rebind_nat("home").unwrap();
+    assert_ne!(again, ports);
+    let (third, replied) = exchange(b"three");
+    assert!(replied && again.contains(third.port()), "{third}");
 }

@@ -19,6 +19,37 @@ pub struct Expectation {
     /// may connect only when bob dials back).
     #[serde(default)]
     pub first_try: bool,
+    /// Run the cell as this many trials, each a fresh lab and fresh nodes sending one
+    /// message each way (default 1: one run with the bulk transfer). `netsim matrix` caps it
+    /// with --max-trials and overrides it with --trials.
+    #[serde(default = "one")]
+    pub trials: usize,
+    /// Trials (of `trials`) that must succeed; default all of them when `connected`, else
+    /// none. With fewer trials run than written, it scales down (rounded down).
+    pub min_success: Option<usize>,
+    /// NAT rebinding cell only: whether the transfer survives the rebinding (every byte
+    /// arrives in order, every message `delivered`, none `failed`).
+    pub survives_rebind: Option<bool>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Most trials a cell may ask for.
+pub const MAX_TRIALS: usize = 1000;
+
+impl Expectation {
+    /// Successes expected of `trials` (of the file's `trials`, then scaled to `run`):
+    /// (at least this many, more than this many is better than expected).
+    pub fn success_bounds(&self, run: usize) -> (usize, usize) {
+        let written = self.trials.max(1);
+        let k = self
+            .min_success
+            .unwrap_or(if self.connected { written } else { 0 })
+            .min(written);
+        ((k * run) / written, (k * run).div_ceil(written))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +77,27 @@ pub fn parse(text: &str, cells: &[String]) -> Result<Vec<Expectation>> {
                 e.pair
             )));
         }
+        if e.trials == 0 || e.trials > MAX_TRIALS {
+            return Err(NetsimError::Matrix(format!(
+                "cell `{}`: trials must be 1..={MAX_TRIALS}",
+                e.pair
+            )));
+        }
+        match e.min_success {
+            Some(_) if e.trials < 2 => {
+                return Err(NetsimError::Matrix(format!(
+                    "cell `{}`: min_success needs trials > 1",
+                    e.pair
+                )))
+            }
+            Some(k) if k > e.trials => {
+                return Err(NetsimError::Matrix(format!(
+                    "cell `{}`: min_success {k} is more than its {} trials",
+                    e.pair, e.trials
+                )))
+            }
+            _ => {}
+        }
         if let Some(p) = &e.path {
             if p != "direct" && p != "relayed" {
                 return Err(NetsimError::Matrix(format!(
@@ -64,6 +116,37 @@ pub fn parse(text: &str, cells: &[String]) -> Result<Vec<Expectation>> {
         }
     }
     Ok(file.cell)
+}
+
+/// Checks the expectations against what each cell is: `survives_rebind` is required for
+/// the rebinding cells and refused elsewhere, and only `multi_trial` cells (those that can
+/// run as trials) may ask for several.
+pub fn check_kinds(
+    expectations: &[Expectation],
+    rebind_cells: &[String],
+    multi_trial: &[String],
+) -> Result<()> {
+    for e in expectations {
+        let rebind = rebind_cells.contains(&e.pair);
+        if rebind != e.survives_rebind.is_some() {
+            return Err(NetsimError::Matrix(format!(
+                "cell `{}`: survives_rebind is {} for this cell",
+                e.pair,
+                if rebind {
+                    "required"
+                } else {
+                    "only for NAT rebinding cells, not"
+                }
+            )));
+        }
+        if e.trials > 1 && !multi_trial.contains(&e.pair) {
+            return Err(NetsimError::Matrix(format!(
+                "cell `{}` runs once (it has a phase of its own): trials must be 1",
+                e.pair
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses the expectations file.
@@ -118,13 +201,35 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
         },
         (false, false) => {}
     }
-    let got_first_try = got.connected && got.dialled_by.as_deref() == Some("alice");
-    match (expect.first_try, got_first_try) {
-        (true, false) if got.connected => {
-            worse.push("alice's own dial failed; expected it to connect on the first try".into())
+    if let Some(t) = &got.trials {
+        trial_verdict(expect, t, &mut worse, &mut better);
+    } else {
+        let got_first_try = got.connected && got.dialled_by.as_deref() == Some("alice");
+        match (expect.first_try, got_first_try) {
+            (true, false) if got.connected => worse
+                .push("alice's own dial failed; expected it to connect on the first try".into()),
+            (false, true) => better.push("alice's own dial connected on the first try".into()),
+            _ => {}
         }
-        (false, true) => better.push("alice's own dial connected on the first try".into()),
-        _ => {}
+    }
+    // The rebinding cell: its transfer's fate is what `survives_rebind` says; when it is
+    // expected not to survive, messages failing on the live connection and the transfer not
+    // completing are that expected outcome, not extra failures.
+    let mut rebind_excused = false;
+    if let Some(r) = &got.rebind {
+        match (expect.survives_rebind, r.survived) {
+            (Some(true), false) => {
+                for p in &r.problems {
+                    worse.push(format!("did not survive the NAT rebinding: {p}"));
+                }
+                if r.problems.is_empty() {
+                    worse.push("did not survive the NAT rebinding".into());
+                }
+            }
+            (Some(false), true) | (None, true) => better.push("survived the NAT rebinding".into()),
+            (Some(false), false) | (None, false) => rebind_excused = got.connected,
+            (Some(true), true) => {}
+        }
     }
     for mismatch in &got.observed_mismatches {
         worse.push(format!("wrong observed address: {mismatch}"));
@@ -139,13 +244,17 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
     if m.duplicated > 0 {
         worse.push(format!("{} message(s) delivered twice", m.duplicated));
     }
-    if m.failed_while_connected > 0 {
+    if m.failed_while_connected > 0 && !rebind_excused {
         worse.push(format!(
             "{} message(s) failed on a live connection",
             m.failed_while_connected
         ));
     }
-    if got.connected && got.throughput_mib_s.is_none() {
+    let bulk_done = match &got.rebind {
+        Some(r) => r.throughput_mib_s.is_some() || rebind_excused,
+        None => got.throughput_mib_s.is_some() || got.trials.is_some(),
+    };
+    if got.connected && !bulk_done {
         worse.push("connected but the bulk transfer did not complete".into());
     }
     if !worse.is_empty() {
@@ -154,6 +263,47 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
         Verdict::Better(better)
     } else {
         Verdict::AsExpected
+    }
+}
+
+/// Trials: enough successes (the written minimum scaled to the trials run), and every
+/// connection on the expected path.
+fn trial_verdict(
+    expect: &Expectation,
+    t: &super::trials::TrialSummary,
+    worse: &mut Vec<String>,
+    better: &mut Vec<String>,
+) {
+    let (at_least, better_above) = expect.success_bounds(t.trials);
+    let written = format!(
+        "min_success {} of {}",
+        expect
+            .min_success
+            .unwrap_or(if expect.connected { expect.trials } else { 0 }),
+        expect.trials
+    );
+    if t.successes < at_least {
+        worse.push(format!(
+            "{} of {} trials succeeded, expected at least {at_least} ({written})",
+            t.successes, t.trials
+        ));
+    } else if t.successes > better_above {
+        better.push(format!(
+            "{} of {} trials succeeded, expected {at_least} ({written})",
+            t.successes, t.trials
+        ));
+    }
+    if expect.path.as_deref() == Some("direct") {
+        let relayed = t
+            .runs
+            .iter()
+            .filter(|r| r.connected && r.path.as_deref() != Some("direct"))
+            .count();
+        if relayed > 0 {
+            worse.push(format!(
+                "{relayed} trial(s) connected by a path other than direct"
+            ));
+        }
     }
 }
 
@@ -208,6 +358,9 @@ mod tests {
             connected,
             path: connected.then(|| "direct".to_string()),
             first_try: false,
+            trials: 1,
+            min_success: None,
+            survives_rebind: None,
         }
     }
 
@@ -272,5 +425,159 @@ mod tests {
         r.observed_mismatches
             .push("alice reported observed=10.1.0.10:5".into());
         assert!(matches!(verdict(&expect(true), &r), Verdict::Worse(_)));
+    }
+
+    #[test]
+    fn trials_fields_are_validated() {
+        let with =
+            |extra: &str| GOOD.replace("connected = false", &format!("connected = false\n{extra}"));
+        let e = parse(&with("trials = 20\nmin_success = 0"), &cells()).unwrap();
+        assert_eq!(e[1].trials, 20);
+        assert_eq!(e[0].trials, 1, "default");
+        for bad in [
+            "trials = 0",
+            "trials = 100000",
+            "min_success = 1",
+            "trials = 3\nmin_success = 4",
+            "trials = -1",
+            "survive = true",
+        ] {
+            assert!(parse(&with(bad), &cells()).is_err(), "{bad}");
+        }
+        let e = parse(&with("trials = 5"), &cells()).unwrap();
+        let rebind = vec!["public+symmetric".to_string()];
+        assert!(check_kinds(&e, &[], &cells()).is_ok());
+        assert!(
+            check_kinds(&e, &[], &["public+public".into()]).is_err(),
+            "trials on a one-run cell"
+        );
+        assert!(
+            check_kinds(&e, &rebind, &cells()).is_err(),
+            "rebind cell without survives_rebind"
+        );
+        let e = parse(&with("survives_rebind = false"), &cells()).unwrap();
+        assert!(check_kinds(&e, &rebind, &cells()).is_ok());
+        assert!(
+            check_kinds(&e, &[], &cells()).is_err(),
+            "survives_rebind elsewhere"
+        );
+    }
+
+    #[test]
+    fn min_success_scales_with_the_trials_run() {
+        let mut e = expect(true);
+        e.trials = 20;
+        assert_eq!(e.success_bounds(20), (20, 20), "connected: all by default");
+        assert_eq!(e.success_bounds(3), (3, 3));
+        e.min_success = Some(18);
+        assert_eq!(e.success_bounds(20), (18, 18));
+        assert_eq!(e.success_bounds(3), (2, 3));
+        let mut e = expect(false);
+        e.trials = 20;
+        assert_eq!(e.success_bounds(3), (0, 0));
+        e.min_success = Some(10);
+        assert_eq!(e.success_bounds(3), (1, 2));
+    }
+
+    fn trial_result(successes: usize, run: usize) -> CellResult {
+        use crate::matrix::trials::{TrialRecord, TrialSummary};
+        let record = |success: bool| TrialRecord {
+            success,
+            connected: success,
+            path: success.then(|| "direct".to_string()),
+            dialled_by: success.then(|| "alice".to_string()),
+            first_message_ms: None,
+            time_to_direct_ms: None,
+            messages: MessageTally::default(),
+            lab_problem: None,
+            duration_s: 1.0,
+        };
+        CellResult {
+            connected: successes > 0,
+            path: (successes > 0).then(|| "direct".to_string()),
+            trials: Some(TrialSummary {
+                trials: run,
+                successes,
+                direct: successes,
+                first_try: successes,
+                runs: (0..run).map(|i| record(i < successes)).collect(),
+            }),
+            ..CellResult::default()
+        }
+    }
+
+    #[test]
+    fn trial_verdicts_count_successes() {
+        let mut e = expect(true);
+        e.trials = 20;
+        e.min_success = Some(18);
+        assert_eq!(verdict(&e, &trial_result(2, 3)), Verdict::AsExpected);
+        assert_eq!(verdict(&e, &trial_result(3, 3)), Verdict::AsExpected);
+        assert!(matches!(
+            verdict(&e, &trial_result(1, 3)),
+            Verdict::Worse(_)
+        ));
+        let mut e = expect(false);
+        e.trials = 20;
+        e.min_success = Some(0);
+        assert_eq!(verdict(&e, &trial_result(0, 3)), Verdict::AsExpected);
+        assert!(matches!(
+            verdict(&e, &trial_result(1, 3)),
+            Verdict::Better(_)
+        ));
+        let mut relayed = trial_result(3, 3);
+        if let Some(t) = relayed.trials.as_mut() {
+            t.runs[0].path = Some("relayed".into());
+        }
+        let mut e = expect(true);
+        e.trials = 3;
+        assert!(matches!(verdict(&e, &relayed), Verdict::Worse(_)));
+    }
+
+    #[test]
+    fn rebinding_verdicts() {
+        use crate::matrix::rebind::RebindResult;
+        let mut e = expect(true);
+        let mut got = result(true, Some("direct"));
+        got.dialled_by = Some("alice".into());
+        e.first_try = true;
+        let survived = RebindResult {
+            survived: true,
+            throughput_mib_s: Some(20.0),
+            ..RebindResult::default()
+        };
+        let broke = RebindResult {
+            problems: vec!["3 message(s) failed".into()],
+            ..RebindResult::default()
+        };
+        got.throughput_mib_s = None;
+        got.messages.failed_while_connected = 3;
+        got.messages.failed = 3;
+        e.survives_rebind = Some(true);
+        got.rebind = Some(broke.clone());
+        match verdict(&e, &got) {
+            Verdict::Worse(r) => {
+                assert!(r.iter().any(|r| r.contains("3 message(s) failed")), "{r:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        e.survives_rebind = Some(false);
+        assert_eq!(
+            verdict(&e, &got),
+            Verdict::AsExpected,
+            "today's expected outcome"
+        );
+        got.messages.lost = 1;
+        assert!(
+            matches!(verdict(&e, &got), Verdict::Worse(_)),
+            "silent loss is never excused"
+        );
+        got.messages.lost = 0;
+        got.messages.failed_while_connected = 0;
+        got.messages.failed = 0;
+        got.rebind = Some(survived);
+        assert!(matches!(verdict(&e, &got), Verdict::Better(_)));
+        e.survives_rebind = Some(true);
+        assert_eq!(verdict(&e, &got), Verdict::AsExpected);
     }
 }

@@ -8,11 +8,14 @@
 pub mod cell;
 pub mod expected;
 pub mod node;
+pub mod rebind;
 pub mod report;
+pub mod session;
+pub mod trials;
 
 use crate::error::{NetsimError, Result};
 use crate::scenario::{self, PeerKind};
-use cell::{CellConfig, CellSpec};
+use cell::{CellConfig, CellSpec, Phase};
 use report::{Report, Row};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,9 +52,25 @@ pub struct MatrixArgs {
     /// Seconds to wait for the bulk transfer.
     #[arg(long, default_value_t = 30)]
     pub bulk_timeout: u64,
+    /// Bytes alice sends bob in the NAT rebinding cell (at least 3 MiB); her router's NAT is
+    /// rebound when a third has arrived.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub rebind_bytes: usize,
+    /// Seconds the rebinding cell waits after the rebinding for the rest of the transfer
+    /// (longer than the node's 30 s idle timeout, so a dead connection is reported).
+    #[arg(long, default_value_t = 60)]
+    pub rebind_wait: u64,
+    /// Run every selected pair cell as this many trials (fresh lab and nodes, one message
+    /// each way), overriding expected.toml's `trials` and --max-trials.
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Run at most this many of the trials expected.toml asks for (its min_success scales
+    /// down). The default keeps CI fast; `--max-trials 1000` runs every trial written.
+    #[arg(long, default_value_t = DEFAULT_MAX_TRIALS)]
+    pub max_trials: usize,
     /// Time budget for the whole matrix in seconds: cells not started by then are reported
     /// as not run, which fails the matrix (keeps a hanging binary from stalling CI).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 900)]
     pub max_seconds: u64,
     /// Impair both peers' uplinks after the self-check, e.g. --link loss=1,delay=20,rate=50000
     /// (expected outcomes are written for an unimpaired network).
@@ -62,31 +81,55 @@ pub struct MatrixArgs {
     pub node_arg: Vec<String>,
 }
 
-/// Every cell of the matrix, in order: unordered pairs of [`PeerKind::ALL`] (alice is the
-/// first kind and dials first), two peers behind one NAT without and with hairpinning, and a
-/// keepalive cell (a short NAT mapping timeout and an idle period longer than it).
+/// Every cell of the matrix, in order: each pair of [`PeerKind::ALL`] in both dial
+/// directions (cell `A+B`: alice behind A dials bob behind B; `B+A` follows right after),
+/// two peers behind one NAT without and with hairpinning, a keepalive cell (a short NAT
+/// mapping timeout and an idle period longer than it), and the NAT rebinding cell.
 pub fn all_cells() -> Vec<CellSpec> {
-    let cell = |name: String, builder, idle| CellSpec {
+    let cell = |name: String, builder, phase| CellSpec {
         name,
         builder,
-        idle,
+        phase,
     };
     let mut cells = Vec::new();
     for (i, a) in PeerKind::ALL.iter().enumerate() {
         for b in &PeerKind::ALL[i..] {
-            cells.push(cell(format!("{a}+{b}"), scenario::pair(*a, *b), None));
+            cells.push(cell(
+                format!("{a}+{b}"),
+                scenario::pair(*a, *b),
+                Phase::Plain,
+            ));
+            if a != b {
+                cells.push(cell(
+                    format!("{b}+{a}"),
+                    scenario::pair(*b, *a),
+                    Phase::Plain,
+                ));
+            }
         }
     }
-    cells.push(cell("same-nat".into(), scenario::same_nat(false), None));
+    cells.push(cell(
+        "same-nat".into(),
+        scenario::same_nat(false),
+        Phase::Plain,
+    ));
     cells.push(cell(
         "same-nat-hairpin".into(),
         scenario::same_nat(true),
-        None,
+        Phase::Plain,
     ));
     cells.push(cell(
         KEEPALIVE_CELL.into(),
         scenario::short_mapping_timeout(KEEPALIVE_NAT_TIMEOUT),
-        Some(KEEPALIVE_NAT_TIMEOUT * 5 / 2),
+        Phase::Idle(KEEPALIVE_NAT_TIMEOUT * 5 / 2),
+    ));
+    cells.push(cell(
+        REBIND_CELL.into(),
+        scenario::pair(PeerKind::PortRestrictedCone, PeerKind::PortRestrictedCone)
+            .scenario(REBIND_CELL),
+        Phase::Rebind {
+            router: "alice-nat".into(),
+        },
     ));
     cells
 }
@@ -94,6 +137,22 @@ pub fn all_cells() -> Vec<CellSpec> {
 /// The keepalive cell's name and its NAT's UDP mapping timeout.
 pub const KEEPALIVE_CELL: &str = "keepalive-10s-nat";
 pub const KEEPALIVE_NAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The NAT rebinding cell's name.
+pub const REBIND_CELL: &str = "rebind";
+/// Default of --max-trials.
+pub const DEFAULT_MAX_TRIALS: usize = 3;
+
+/// How many times the matrix runs a cell: 1 for cells with a phase of their own, else
+/// --trials, else expected.toml's `trials` capped by --max-trials.
+pub fn trials_to_run(spec: &CellSpec, written: usize, args: &MatrixArgs) -> usize {
+    if spec.phase != Phase::Plain {
+        return 1;
+    }
+    match args.trials {
+        Some(n) => n.clamp(1, expected::MAX_TRIALS),
+        None => written.min(args.max_trials).max(1),
+    }
+}
 
 /// Finds a binary: the explicit path, else `$env_var`, else next to the running executable,
 /// else the workspace's target/debug.
@@ -168,8 +227,7 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         "p2p-rendezvous",
     )?;
     let cells = all_cells();
-    let names: Vec<String> = cells.iter().map(|c| c.name.clone()).collect();
-    let expectations = expected::load(&args.expected, &names)?;
+    let expectations = load_expectations(&args.expected, &cells)?;
     let work_dir = args.out.join("logs");
     if work_dir.exists() {
         std::fs::remove_dir_all(&work_dir)
@@ -183,6 +241,8 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         message_timeout: Duration::from_secs(args.message_timeout),
         bulk_bytes: args.bulk_bytes.max(1024),
         bulk_timeout: Duration::from_secs(args.bulk_timeout),
+        rebind_bytes: args.rebind_bytes.max(rebind::MIN_REBIND_BYTES),
+        rebind_wait: Duration::from_secs(args.rebind_wait),
         node_args: args.node_arg.clone(),
         link: args.link,
     };
@@ -195,36 +255,47 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         if crate::signals::interrupted() {
             break;
         }
-        let result = if started.elapsed() > Duration::from_secs(args.max_seconds) {
-            cell::CellResult {
-                cell: name.clone(),
-                lab_problem: Some(format!(
-                    "not run: the matrix exceeded its budget of {} s (--max-seconds)",
-                    args.max_seconds
-                )),
-                alice_ready: "-".into(),
-                bob_ready: "-".into(),
-                ..cell::CellResult::default()
-            }
-        } else {
-            cell::run_cell(&cfg, spec)?
-        };
         let expected = expectations
             .iter()
             .find(|e| e.pair == name)
             .expect("load checked every cell is named")
             .clone();
+        let result = if started.elapsed() > Duration::from_secs(args.max_seconds) {
+            let mut r = cell::CellResult::new(&name);
+            r.lab_problem = Some(format!(
+                "not run: the matrix exceeded its budget of {} s (--max-seconds)",
+                args.max_seconds
+            ));
+            r
+        } else {
+            match trials_to_run(&spec, expected.trials, args) {
+                1 => cell::run_cell(&cfg, spec)?,
+                n => trials::run_trials(&cfg, &spec, n)?,
+            }
+        };
         let verdict = expected::verdict(&expected, &result);
+        let extra = match (&result.trials, &result.rebind) {
+            (Some(t), _) => format!("trials={}/{}", t.successes, t.trials),
+            (None, Some(r)) => format!(
+                "rebind: survived={} stall={} ms path-event={}",
+                r.survived,
+                r.stall_ms.map_or("-".into(), |v| format!("{v:.0}")),
+                !r.path_events.is_empty()
+            ),
+            _ => format!(
+                "bulk={:>7} MiB/s",
+                result
+                    .throughput_mib_s
+                    .map_or("-".into(), |v| format!("{v:.1}"))
+            ),
+        };
         println!(
-            "{:<42} connected={:<5} path={:<8} first={:>8} ms  bulk={:>7} MiB/s  {:.1} s  {}",
+            "{:<42} connected={:<5} path={:<8} first={:>8} ms  {extra}  {:.1} s  {}",
             name,
             result.connected,
             result.path.as_deref().unwrap_or("-"),
             result
                 .first_message_ms
-                .map_or("-".into(), |v| format!("{v:.1}")),
-            result
-                .throughput_mib_s
                 .map_or("-".into(), |v| format!("{v:.1}")),
             result.duration_s,
             verdict.label()
@@ -255,6 +326,25 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
     Ok(report)
 }
 
+/// Loads expected.toml for these cells: each named once, and each entry fitting its cell.
+pub fn load_expectations(path: &Path, cells: &[CellSpec]) -> Result<Vec<expected::Expectation>> {
+    let names: Vec<String> = cells.iter().map(|c| c.name.clone()).collect();
+    let expectations = expected::load(path, &names)?;
+    let of = |f: fn(&Phase) -> bool| -> Vec<String> {
+        cells
+            .iter()
+            .filter(|c| f(&c.phase))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    expected::check_kinds(
+        &expectations,
+        &of(|p| matches!(p, Phase::Rebind { .. })),
+        &of(|p| *p == Phase::Plain),
+    )?;
+    Ok(expectations)
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| {
         std::env::current_dir()
@@ -269,8 +359,13 @@ mod tests {
 
     #[test]
     fn the_shipped_expectations_cover_every_cell() {
-        let names: Vec<String> = all_cells().into_iter().map(|c| c.name).collect();
-        assert_eq!(names.len(), 8 * 9 / 2 + 3);
-        expected::load(Path::new(DEFAULT_EXPECTED), &names).unwrap();
+        let cells = all_cells();
+        // Every ordered pair of kinds (same kind once), two same-NAT cells, keepalive, rebind.
+        assert_eq!(cells.len(), 8 * 8 + 4);
+        let mut names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), cells.len(), "cell names are unique");
+        load_expectations(Path::new(DEFAULT_EXPECTED), &cells).unwrap();
     }
 }

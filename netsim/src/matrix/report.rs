@@ -2,6 +2,7 @@
 
 use super::cell::CellResult;
 use super::expected::{Expectation, Verdict};
+use super::rebind::RebindResult;
 use crate::error::{NetsimError, Result};
 use serde::Serialize;
 use std::fmt::Write;
@@ -64,33 +65,58 @@ impl Report {
             );
         }
         let _ = writeln!(md, "**{}**\n", self.summary());
-        md.push_str("alice sends first (dialling bob), then bob sends to alice (dialling her if no connection exists). \
-*first msg ms*: from queueing the first message that arrived to its arrival at the other application; \
-*direct after ms*: from alice's first send to the first `connected`/`path` event with a direct path; \
+        md.push_str("Cell `A+B`: alice behind A, bob behind B; alice sends first (dialling bob), then bob sends to alice \
+(dialling her if no connection exists). Every pair of kinds runs in both directions. \
+*trials*: cells run as several trials (fresh lab and nodes each, one message each way) show successful/run, and how many were direct; \
+*first msg ms*: from queueing the first message that arrived to its arrival at the other application (trials: median); \
+*direct after ms*: from alice's first send to the first `connected`/`path` event with a direct path (trials: median); \
 *bulk*: the bulk transfer in 1 MiB framed messages, first byte queued to last byte received; \
-*messages*: delivered/failed/lost/corrupted/duplicated of sent.\n\n");
-        md.push_str("| cell (alice+bob) | expected | connected | path | dialled by | first msg ms | direct after ms | bulk MiB/s | messages | verdict |\n");
-        md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+*messages*: delivered/failed/lost/corrupted/duplicated of sent (trials: all trials together).\n\n");
+        md.push_str("| cell (alice dials) | expected | connected | path | dialled by | trials (direct) | first msg ms | direct after ms | bulk MiB/s | messages | verdict |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
         for row in &self.rows {
             let r = &row.result;
             let e = &row.expected;
-            let expected = if e.connected {
+            let mut expected = if e.connected {
                 e.path.clone().unwrap_or_default()
             } else {
                 "no connection".into()
             };
+            if let Some(t) = &r.trials {
+                let (at_least, _) = e.success_bounds(t.trials);
+                let _ = write!(expected, ", >= {at_least}/{} trials", t.trials);
+            }
+            if let Some(survives) = e.survives_rebind {
+                let _ = write!(
+                    expected,
+                    ", {} the rebinding",
+                    if survives {
+                        "survives"
+                    } else {
+                        "does not survive"
+                    }
+                );
+            }
+            let trials = r.trials.as_ref().map_or("-".into(), |t| {
+                format!("{}/{} ({})", t.successes, t.trials, t.direct)
+            });
+            let bulk = match &r.rebind {
+                Some(rb) => opt(rb.throughput_mib_s, 1),
+                None => opt(r.throughput_mib_s, 1),
+            };
             let m = &r.messages;
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} of {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} of {} | {} |",
                 r.cell,
                 expected,
                 if r.connected { "yes" } else { "no" },
                 r.path.as_deref().unwrap_or("-"),
                 r.dialled_by.as_deref().unwrap_or("-"),
+                trials,
                 opt(r.first_message_ms, 1),
                 opt(r.time_to_direct_ms, 1),
-                opt(r.throughput_mib_s, 1),
+                bulk,
                 m.delivered,
                 m.failed,
                 m.lost,
@@ -99,6 +125,47 @@ impl Report {
                 m.sent,
                 row.verdict.label()
             );
+        }
+        for row in &self.rows {
+            if let Some(rb) = &row.result.rebind {
+                rebind_section(&mut md, &row.result.cell, rb);
+            }
+        }
+        let trial_rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.result.trials.is_some())
+            .collect();
+        if !trial_rows.is_empty() {
+            md.push_str(
+                "\n## Trials\n\nPer trial: outcome, dialled by, first message ms, seconds.\n\n",
+            );
+            for row in trial_rows {
+                let t = row.result.trials.as_ref().expect("filtered");
+                let runs: Vec<String> = t
+                    .runs
+                    .iter()
+                    .map(|tr| {
+                        format!(
+                            "{} {} {} {:.0}s",
+                            if tr.success { "ok" } else { "FAILED" },
+                            tr.dialled_by.as_deref().unwrap_or("-"),
+                            opt(tr.first_message_ms, 0),
+                            tr.duration_s
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "- **{}**: {}/{} succeeded, {} direct, {} on alice's first dial: {}",
+                    row.result.cell,
+                    t.successes,
+                    t.trials,
+                    t.direct,
+                    t.first_try,
+                    runs.join("; ")
+                );
+            }
         }
         let details: Vec<&Row> = self
             .rows
@@ -146,6 +213,77 @@ impl Report {
     }
 }
 
+/// The NAT rebinding cell in detail.
+fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
+    let _ = writeln!(md, "\n## NAT rebinding (`{cell}`)\n");
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let lines = [
+        (
+            "transfer",
+            format!(
+                "{:.0} MiB alice -> bob in {} messages",
+                mib(r.bytes),
+                r.messages
+            ),
+        ),
+        (
+            "rebound",
+            match (r.rebound_after_bytes, r.rebound_at_ms, r.new_ports) {
+                (Some(b), Some(t), Some(p)) => format!(
+                    "`{}` after {:.1} MiB had arrived ({t:.0} ms in); UDP now mapped to {}:{}-{}",
+                    r.router,
+                    mib(b),
+                    r.public_ip.map_or("?".into(), |ip| ip.to_string()),
+                    p.first,
+                    p.last
+                ),
+                _ => "no".into(),
+            },
+        ),
+        ("alice's mappings after", r.mappings_after.join(", ")),
+        (
+            "bob saw alice at",
+            r.address_before.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "arrived",
+            format!(
+                "{} of {} messages, {:.1} MiB, in order: {}, resumed after the rebinding: {}",
+                r.messages_arrived,
+                r.messages,
+                mib(r.bytes_arrived),
+                yes(r.in_order),
+                yes(r.resumed)
+            ),
+        ),
+        ("longest stall", format!("{} ms", opt(r.stall_ms, 0))),
+        (
+            "throughput",
+            format!("{} MiB/s", opt(r.throughput_mib_s, 1)),
+        ),
+        (
+            "path events",
+            if r.path_events.is_empty() {
+                "none".into()
+            } else {
+                r.path_events.join("; ")
+            },
+        ),
+        (
+            "bob saw alice's new address",
+            yes(r.bob_saw_new_address).into(),
+        ),
+        ("survived", yes(r.survived).into()),
+        ("problems", r.problems.join("; ")),
+    ];
+    for (what, value) in lines {
+        if !value.is_empty() {
+            let _ = writeln!(md, "- {what}: {value}");
+        }
+    }
+}
+
 fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.decimals$}"))
 }
@@ -161,6 +299,9 @@ mod tests {
             connected: false,
             path: None,
             first_try: false,
+            trials: 1,
+            min_success: None,
+            survives_rebind: None,
         };
         let result = CellResult {
             cell: "public+public".into(),

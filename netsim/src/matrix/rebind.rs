@@ -1,0 +1,349 @@
+//! The NAT rebinding cell: alice and bob connect, alice sends bob a bulk transfer, and when
+//! about a third of it has arrived, alice's router forgets its UDP mappings and maps her
+//! next datagrams to a new public port ([`Lab::rebind_nat`]). A node survives the
+//! rebinding when every byte still arrives, intact and in order, every message ends in
+//! `delivered` and none in `failed`: the path under the live connection has to move to
+//! alice's new address (bob's NAT must be opened towards it, so a port-restricted bob needs
+//! a new punch). Measured besides: the longest stall between two arrivals, and whether
+//! either node reported a `path` event (bob should see alice's new address).
+
+use super::cell::{CellConfig, CellResult, MessageTally};
+use super::node::Output;
+use super::session::{find_event, ms, pattern, Session, BULK_CHUNK};
+use crate::lab::Lab;
+use crate::nft::PortRange;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Message id of the first bulk message (ids 1-4 are the small messages).
+const FIRST_ID: u64 = 100;
+/// How long after the rebinding the router's conntrack is read to confirm the new mapping.
+const VERIFY_AFTER: Duration = Duration::from_millis(500);
+/// Smallest transfer that leaves something to send after a third has arrived.
+pub const MIN_REBIND_BYTES: usize = 3 * BULK_CHUNK;
+
+/// What happened in the rebinding phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RebindResult {
+    /// The router whose NAT was rebound (alice's).
+    pub router: String,
+    /// Bytes alice gave her node for bob.
+    pub bytes: usize,
+    pub messages: usize,
+    /// The router's public address and the port range it maps UDP to after the rebinding.
+    pub public_ip: Option<Ipv4Addr>,
+    pub new_ports: Option<PortRange>,
+    /// alice's address as bob's node reported it when they connected.
+    pub address_before: Option<String>,
+    /// Bytes that had arrived at bob when the NAT was rebound, and when (from the first
+    /// bulk message queued).
+    pub rebound_after_bytes: Option<usize>,
+    pub rebound_at_ms: Option<f64>,
+    /// alice's mappings in the router's conntrack shortly after the rebinding
+    /// (`inside -> public port -> remote`): proof that the lab really rebound.
+    pub mappings_after: Vec<String>,
+    pub messages_arrived: usize,
+    pub bytes_arrived: usize,
+    /// The messages arrived at bob in the order alice sent them.
+    pub in_order: bool,
+    /// Some message arrived after the rebinding.
+    pub resumed: bool,
+    /// Longest time between two consecutive arrivals at bob; when the transfer did not
+    /// complete, the time from the last arrival to the end of the wait counts too.
+    pub stall_ms: Option<f64>,
+    /// Whole transfer, first message queued to last byte received, when it completed.
+    pub throughput_mib_s: Option<f64>,
+    /// `path` events each node reported for the other (`bob: path <alice> direct <addr>`).
+    pub path_events: Vec<String>,
+    /// bob reported a `path` event for alice at the router's public IP and a new port.
+    pub bob_saw_new_address: bool,
+    /// Every byte arrived intact and in order, every message ended in `delivered`, none in
+    /// `failed`.
+    pub survived: bool,
+    /// Why it did not survive.
+    pub problems: Vec<String>,
+}
+
+impl RebindResult {
+    /// The phase did not run.
+    pub fn not_run(router: &str, why: &str) -> RebindResult {
+        RebindResult {
+            router: router.to_string(),
+            problems: vec![format!("not run: {why}")],
+            ..RebindResult::default()
+        }
+    }
+}
+
+/// Runs the transfer with the rebinding in the middle; problems of the lab itself (the
+/// rebinding failed, or conntrack does not show the new mapping) go to `result.lab_problem`.
+pub fn run(
+    cfg: &CellConfig,
+    lab: &Lab,
+    router: &str,
+    session: &mut Session,
+    result: &mut CellResult,
+) {
+    let bytes = cfg.rebind_bytes.max(MIN_REBIND_BYTES);
+    let chunks = bytes.div_ceil(BULK_CHUNK);
+    let mut r = RebindResult {
+        router: router.to_string(),
+        bytes,
+        messages: chunks,
+        public_ip: lab.addr(router).ok(),
+        in_order: true,
+        ..RebindResult::default()
+    };
+    let alice_ip = lab.addr("alice").ok();
+    let start = Instant::now();
+    for k in 0..chunks as u64 {
+        let len = BULK_CHUNK.min(bytes - k as usize * BULK_CHUNK) - 8;
+        session.send(0, FIRST_ID + k, &pattern(FIRST_ID + k, len));
+    }
+    let last_id = FIRST_ID + chunks as u64 - 1;
+    let mut arrived: HashSet<u64> = HashSet::new();
+    let mut arrival_times: Vec<Instant> = Vec::new();
+    let mut last_seen_id = None;
+    let mut seen = 0;
+    let mut rebound_at: Option<Instant> = None;
+    let mut verified = false;
+    let ended = loop {
+        let now = Instant::now();
+        let deadline = match rebound_at {
+            None => start + cfg.bulk_timeout,
+            Some(at) => at + cfg.rebind_wait,
+        };
+        if now >= deadline {
+            r.problems.push(match rebound_at {
+                None => format!(
+                    "only {} of {chunks} messages arrived in {} s, before the rebinding",
+                    arrived.len(),
+                    cfg.bulk_timeout.as_secs()
+                ),
+                Some(_) => format!(
+                    "{} of {chunks} messages had arrived {} s after the rebinding",
+                    arrived.len(),
+                    cfg.rebind_wait.as_secs()
+                ),
+            });
+            break now;
+        }
+        let bob = &mut session.nodes[1];
+        let known = seen;
+        bob.wait_for((now + Duration::from_millis(50)).min(deadline), |h| {
+            (h.len() > known).then_some(())
+        });
+        for timed in &bob.history[seen..] {
+            let Output::Recv { peer, payload } = &timed.output else {
+                continue;
+            };
+            let Some(id) = payload
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8")))
+            else {
+                continue;
+            };
+            if peer != &session.ids[0] || !(FIRST_ID..=last_id).contains(&id) {
+                continue;
+            }
+            if last_seen_id.is_some_and(|last| id <= last) {
+                r.in_order = false;
+            }
+            last_seen_id = Some(id);
+            if arrived.insert(id) {
+                arrival_times.push(timed.at);
+                r.bytes_arrived += payload.len();
+            }
+        }
+        seen = bob.history.len();
+        if rebound_at.is_none() && r.bytes_arrived >= bytes / 3 {
+            match lab.rebind_nat(router) {
+                Ok(ports) => {
+                    let at = Instant::now();
+                    rebound_at = Some(at);
+                    r.new_ports = Some(ports);
+                    r.rebound_after_bytes = Some(r.bytes_arrived);
+                    r.rebound_at_ms = Some(ms(at - start));
+                }
+                Err(e) => {
+                    result.lab_problem = Some(format!("rebinding {router} failed: {e}"));
+                    break Instant::now();
+                }
+            }
+        }
+        if let (Some(at), Some(ports), Some(ip), false) =
+            (rebound_at, r.new_ports, alice_ip, verified)
+        {
+            if Instant::now() >= at + VERIFY_AFTER {
+                match verify_mappings(lab, router, ip, ports, at) {
+                    Ok(Some(lines)) => {
+                        r.mappings_after = lines;
+                        verified = true;
+                    }
+                    Ok(None) => {}
+                    Err(problem) => {
+                        result.lab_problem = Some(problem);
+                        verified = true;
+                    }
+                }
+            }
+        }
+        if arrived.len() == chunks {
+            break Instant::now();
+        }
+        // Stop early once every message that has not arrived has failed.
+        session.nodes[0].drain();
+        let alice = &session.nodes[0];
+        if rebound_at.is_some()
+            && (FIRST_ID..=last_id)
+                .filter(|id| !arrived.contains(id))
+                .all(|id| find_event(&alice.history, &["failed"], &id.to_string()).is_some())
+        {
+            r.problems.push(format!(
+                "alice's node reported every one of the {} messages that had not arrived as failed",
+                chunks - arrived.len()
+            ));
+            break Instant::now();
+        }
+    };
+    if rebound_at.is_some() && !verified && result.lab_problem.is_none() {
+        result.lab_problem = Some(format!(
+            "no mapping of alice's appeared in {router}'s conntrack after the rebinding"
+        ));
+    }
+    r.messages_arrived = arrived.len();
+    r.resumed = rebound_at.is_some_and(|at| arrival_times.iter().any(|&t| t > at));
+    let mut stall = arrival_times
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .max();
+    if arrived.len() < chunks {
+        let open = ended.saturating_duration_since(arrival_times.last().copied().unwrap_or(start));
+        stall = stall.max(Some(open));
+    }
+    r.stall_ms = stall.map(ms);
+    if arrived.len() == chunks {
+        if let Some(&end) = arrival_times.last() {
+            let secs = (end - start).as_secs_f64().max(1e-6);
+            r.throughput_mib_s = Some(bytes as f64 / (1024.0 * 1024.0) / secs);
+        }
+    }
+    result.rebind = Some(r);
+}
+
+/// alice's UDP mappings in the router's conntrack: `Ok(None)` while there is none yet (she
+/// has not sent since the rebinding), an error if one is outside the new port range.
+fn verify_mappings(
+    lab: &Lab,
+    router: &str,
+    alice: Ipv4Addr,
+    ports: PortRange,
+    rebound_at: Instant,
+) -> std::result::Result<Option<Vec<String>>, String> {
+    let mappings = lab
+        .udp_mappings(router)
+        .map_err(|e| format!("reading {router}'s conntrack after the rebinding: {e}"))?;
+    let alices: Vec<_> = mappings
+        .iter()
+        .filter(|m| *m.inside.ip() == alice)
+        .collect();
+    if alices.is_empty() {
+        return if rebound_at.elapsed() > Duration::from_secs(5) {
+            Err(format!(
+                "no mapping of alice's in {router}'s conntrack 5 s after the rebinding"
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    let lines: Vec<String> = alices
+        .iter()
+        .map(|m| format!("{} -> :{} -> {}", m.inside, m.public_port, m.remote))
+        .collect();
+    if let Some(old) = alices.iter().find(|m| !ports.contains(m.public_port)) {
+        return Err(format!(
+            "after the rebinding {router} still maps {} to port {} (outside {}-{})",
+            old.inside, old.public_port, ports.first, ports.last
+        ));
+    }
+    Ok(Some(lines))
+}
+
+/// After the cell's messages are accounted for: the `path` events, whether bob saw alice's
+/// new address, and the verdict on the transfer.
+pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
+    let names = ["alice", "bob"];
+    for (i, node) in session.nodes.iter().enumerate() {
+        for (_, words) in node.events("path") {
+            if words.get(1) != Some(&session.ids[1 - i]) {
+                continue;
+            }
+            let addr = words.get(3).cloned().unwrap_or_default();
+            r.path_events.push(format!(
+                "{}: path {} {}",
+                names[i],
+                words.get(2).map_or("?", String::as_str),
+                addr
+            ));
+            if i == 1 {
+                let new = addr.parse::<SocketAddr>().ok().is_some_and(|a| {
+                    r.public_ip.is_some_and(|ip| a.ip() == ip)
+                        && r.new_ports.is_some_and(|p| p.contains(a.port()))
+                });
+                r.bob_saw_new_address |= new;
+            }
+        }
+    }
+    r.address_before = session.nodes[1]
+        .events("connected")
+        .into_iter()
+        .find(|(_, w)| w.get(1) == Some(&session.ids[0]))
+        .and_then(|(_, w)| w.get(3).cloned());
+    if r.new_ports.is_none() && r.problems.is_empty() {
+        r.problems.push("the NAT was never rebound".into());
+    }
+    if r.messages_arrived < r.messages {
+        let missing = format!(
+            "{} of {} messages ({} of {} bytes) arrived",
+            r.messages_arrived, r.messages, r.bytes_arrived, r.bytes
+        );
+        if !r.problems.contains(&missing) {
+            r.problems.push(missing);
+        }
+    }
+    if !r.in_order {
+        r.problems.push("messages arrived out of order".into());
+    }
+    let undelivered: Vec<u64> = session
+        .sent
+        .iter()
+        .filter(|m| {
+            find_event(
+                &session.nodes[m.from].history,
+                &["delivered"],
+                &m.id.to_string(),
+            )
+            .is_none()
+        })
+        .map(|m| m.id)
+        .collect();
+    if !undelivered.is_empty() {
+        r.problems.push(format!(
+            "{} message(s) without a delivered event",
+            undelivered.len()
+        ));
+    }
+    for (n, what) in [
+        (tally.failed, "failed"),
+        (tally.lost, "lost (no delivered or failed event)"),
+        (tally.corrupted, "corrupted"),
+        (tally.duplicated, "duplicated"),
+    ] {
+        if n > 0 {
+            r.problems.push(format!("{n} message(s) {what}"));
+        }
+    }
+    r.survived = r.new_ports.is_some() && r.problems.is_empty();
+}
