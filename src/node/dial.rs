@@ -186,3 +186,17 @@ pub async fn answer_punch_requests(paths: Arc<Paths>, mut pushes: mpsc::Receiver
         }
     }
 }
+
+/// Looks peers up again and punches when the agent reports their selected path silent (a NAT
+/// rebinding, a network change). Runs beside the peer tasks, which may be blocked writing to a
+/// stream that cannot move until the new path exists.
+pub async fn repunch(dialler: Dialler, mut requests: mpsc::Receiver<PeerId>) {
+    while let Some(peer) = requests.recv().await {
+        let dialler = dialler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dialler.punch(peer).await {
+                tracing::info!(peer = %peer.short(), "re-punch failed: {e}");
+            }
+        });
+    }
+}

@@ -136,7 +136,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         config.paths,
         seed,
     )));
-    let paths = paths::Paths::new(agent.clone());
+    let (paths, repunch_requests) = paths::Paths::new(agent.clone());
     let (socket, side_rx) = NodeSocket::new(std_socket, Some(agent))?;
     let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
     let transport =
@@ -201,6 +201,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         handshake_timeout: config.handshake_timeout,
     };
     tokio::spawn(dial::answer_punch_requests(paths.clone(), push_rx));
+    tokio::spawn(dial::repunch(dialler.clone(), repunch_requests));
     let peers = Arc::new(Peers {
         context: PeerContext {
             dialler,

@@ -31,7 +31,8 @@ pub struct PeerPathState {
     pub selections: u64,
     /// How many rounds of checks ended without any path.
     pub failed_rounds: u64,
-    /// How many times the agent asked for fresh candidates (a re-punch).
+    /// How many times the agent asked for fresh candidates (a re-punch, done by the re-punch
+    /// task even while the peer's task is blocked on a full stream).
     pub repunches: u64,
 }
 
@@ -41,15 +42,25 @@ pub struct Paths {
     agent: Arc<Mutex<PathAgent>>,
     wake: Notify,
     states: Mutex<HashMap<PeerId, watch::Sender<PeerPathState>>>,
+    /// Peers whose selected path went silent, for the re-punch task (bounded; a full queue
+    /// drops the request and the agent asks again after its check timeout).
+    repunch: mpsc::Sender<PeerId>,
 }
 
+/// Capacity of the queue of re-punch requests.
+pub const REPUNCH_QUEUE: usize = 64;
+
 impl Paths {
-    pub fn new(agent: Arc<Mutex<PathAgent>>) -> Arc<Self> {
-        Arc::new(Paths {
+    /// The handle, and the receiver of re-punch requests (see [`super::dial::repunch`]).
+    pub fn new(agent: Arc<Mutex<PathAgent>>) -> (Arc<Self>, mpsc::Receiver<PeerId>) {
+        let (repunch, requests) = mpsc::channel(REPUNCH_QUEUE);
+        let paths = Arc::new(Paths {
             agent,
             wake: Notify::new(),
             states: Mutex::new(HashMap::new()),
-        })
+            repunch,
+        });
+        (paths, requests)
     }
 
     /// Calls `f` on the agent, then wakes the driver to send what it produced.
@@ -167,6 +178,9 @@ impl Paths {
             }
             AgentEvent::NeedCandidates { peer } => {
                 tracing::info!(peer = %peer.short(), "selected path silent; re-punching");
+                if self.repunch.try_send(peer).is_err() {
+                    tracing::warn!(peer = %peer.short(), "re-punch queue full; request dropped");
+                }
                 self.update(peer, |state| state.repunches += 1);
             }
             AgentEvent::OpenSockets { .. } | AgentEvent::CloseSockets { .. } => {

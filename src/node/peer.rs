@@ -125,9 +125,8 @@ struct PeerTask {
     peer: PeerId,
     /// What the path agent says about this peer.
     path_state: watch::Receiver<PeerPathState>,
-    /// The path last told to the application (`connected` or `path` event) and the count of
-    /// re-punches already started.
-    reported: Option<(p2pnat_proto::path::Path, u64)>,
+    /// The path last told to the application (`connected` or `path` event).
+    reported: Option<p2pnat_proto::path::Path>,
     control_tx: mpsc::Sender<PeerControl>,
     status: Arc<Mutex<PeerStatus>>,
     connections: Vec<quinn::Connection>,
@@ -210,27 +209,15 @@ impl PeerTask {
         }
     }
 
-    /// The agent changed this peer's path or asked for a re-punch: tell the application about a
-    /// new path under a live connection; look the peer up again when asked.
+    /// The agent changed this peer's path: tell the application about a new path under a live
+    /// connection (re-punches are the re-punch task's, `dial::repunch`).
     async fn path_changed(&mut self) {
         let state = self.path_state.borrow_and_update().clone();
-        let Some((reported, repunches)) = self.reported else {
+        let Some(reported) = self.reported else {
             return; // not connected: the dial reads the state itself
         };
-        if state.repunches > repunches {
-            let dialler = self.context.dialler.clone();
-            let peer = self.peer;
-            tokio::spawn(
-                async move {
-                    if let Err(e) = dialler.punch(peer).await {
-                        tracing::info!("re-punch failed: {e}");
-                    }
-                }
-                .in_current_span(),
-            );
-        }
         let current = state.selected.unwrap_or(reported);
-        self.reported = Some((current, state.repunches));
+        self.reported = Some(current);
         if current != reported {
             self.status.lock().expect("status lock").remote = Some(current.remote);
             self.context
@@ -271,9 +258,9 @@ impl PeerTask {
             paths.set_connected(self.peer, true);
             let path = paths.selected(connection.remote_address());
             let remote = path.map_or(connection.remote_address(), |p| p.remote);
-            let state = self.path_state.borrow_and_update().clone();
+            self.path_state.borrow_and_update();
             if let Some(path) = path {
-                self.reported = Some((path, state.repunches));
+                self.reported = Some(path);
             }
             {
                 let mut status = self.status.lock().expect("status lock");

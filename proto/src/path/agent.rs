@@ -81,7 +81,9 @@ pub struct AgentConfig {
     pub answer_delay: Duration,
     /// Gap between heartbeats on the selected path of a connected peer (default 2 s).
     pub heartbeat: Duration,
-    /// A selected path with no reply for this long is replaced or re-punched (default 5 s).
+    /// A selected path with no reply for this long is replaced or re-punched (default 3 s: a
+    /// heartbeat and a second of retransmits; a false alarm costs one lookup and a few checks,
+    /// since the path stays selected until another works).
     pub path_timeout: Duration,
     /// Most peers with state (default 1024).
     pub max_peers: usize,
@@ -100,7 +102,7 @@ impl Default for AgentConfig {
             check_timeout: Duration::from_secs(5),
             answer_delay: Duration::from_millis(10),
             heartbeat: Duration::from_secs(2),
-            path_timeout: Duration::from_secs(5),
+            path_timeout: Duration::from_secs(3),
             max_peers: 1024,
             max_pairs: 32,
             max_vaddrs: 4096,
