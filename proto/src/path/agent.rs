@@ -45,11 +45,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::auth::{OwnSecret, PairKeyError};
-use super::birthday::{self, Birthday, BIRTHDAY_RETRANSMIT, BIRTHDAY_SOCKETS};
+use super::auth::OwnSecret;
+use super::birthday::Birthday;
+pub use super::events::{AgentCounters, AgentEvent, CheckRole, Output, PathError, Transmit};
 use super::pairs::{class, Pacer, PairState, PeerPaths};
 use super::table::{PathTable, PathTableFull};
-use super::wire::{CheckBody, CheckDatagram, CheckDecodeError, Transaction};
+use super::wire::{CheckBody, CheckDatagram, Transaction};
 use super::{normalize, LocalSocketId, Path};
 use crate::nat::NatBehaviour;
 use crate::rate_limit::TokenBuckets;
@@ -110,80 +111,6 @@ impl Default for AgentConfig {
     }
 }
 
-/// Which side of a coordinated punch this node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckRole {
-    /// We asked the rendezvous for the peer: check at once.
-    Dialler,
-    /// The rendezvous told us the peer is dialling: check after [`AgentConfig::answer_delay`].
-    Answerer,
-}
-
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub local: LocalSocketId,
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
-}
-
-/// What the agent tells its driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentEvent {
-    /// `peer`'s selected path is now `path` (`previous` is `None` for the first one).
-    PathSelected {
-        peer: PeerId,
-        path: Path,
-        previous: Option<Path>,
-        rtt: Option<Duration>,
-    },
-    /// A round of checks ended with no path to `peer`.
-    ChecksFailed { peer: PeerId },
-    /// `peer`'s selected path went silent and no other works: look the peer up again (which
-    /// also has the rendezvous tell it to punch) and call `start_checks`.
-    NeedCandidates { peer: PeerId },
-    /// Open `count` extra local sockets for `peer`'s birthday attempt and report them with
-    /// [`PathAgent::sockets_opened`].
-    OpenSockets { peer: PeerId, count: usize },
-    /// These extra sockets are no longer needed: close them.
-    CloseSockets { sockets: Vec<LocalSocketId> },
-}
-
-/// One result of [`PathAgent::poll_output`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    Transmit(Transmit),
-    Event(AgentEvent),
-    /// Nothing more now: call `handle_timeout` at this instant (or on the next input).
-    Timeout(Instant),
-}
-
-/// Why a datagram or command was not used (for logs; the agent carries on).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("malformed check: {0}")]
-    Malformed(#[from] CheckDecodeError),
-    #[error("check addressed to another peer")]
-    NotForUs,
-    #[error("check from a stranger dropped: key derivations rate limited")]
-    StrangerRateLimited,
-    #[error("no key with that sender: {0}")]
-    BadSender(#[from] PairKeyError),
-    #[error("check failed authentication")]
-    BadTag,
-    #[error("reply to no check in progress")]
-    UnknownTransaction,
-    #[error("reply came from {from}, not from {expected} where the check went")]
-    ReplyFromElsewhere {
-        from: SocketAddr,
-        expected: SocketAddr,
-    },
-    #[error("too many peers with path state")]
-    TooManyPeers,
-    #[error(transparent)]
-    TableFull(#[from] PathTableFull),
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {
     peer: PeerId,
@@ -191,32 +118,24 @@ struct Outstanding {
     sent: Instant,
 }
 
-/// Counters for logs and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AgentCounters {
-    pub checks_sent: u64,
-    pub replies_sent: u64,
-    pub rejected: u64,
-}
-
 /// See the module documentation.
 #[derive(Debug)]
 pub struct PathAgent {
     secret: OwnSecret,
-    config: AgentConfig,
+    pub(super) config: AgentConfig,
     seed: [u8; 32],
     next_transaction: u64,
     table: PathTable,
-    peers: BTreeMap<PeerId, PeerPaths>,
+    pub(super) peers: BTreeMap<PeerId, PeerPaths>,
     stranger_keys: TokenBuckets<()>,
     outstanding: HashMap<Transaction, Outstanding>,
     outstanding_order: VecDeque<(Instant, Transaction)>,
     replies: VecDeque<Transmit>,
-    events: VecDeque<AgentEvent>,
+    pub(super) events: VecDeque<AgentEvent>,
     pacer: Pacer,
-    own_nat: NatBehaviour,
+    pub(super) own_nat: NatBehaviour,
     /// Extra sockets open or asked for, node-wide (at most [`BIRTHDAY_SOCKETS`]).
-    extra_sockets: usize,
+    pub(super) extra_sockets: usize,
     pub counters: AgentCounters,
 }
 
@@ -281,7 +200,7 @@ impl PathAgent {
         self.peers.get(peer).and_then(|p| p.selected)
     }
 
-    fn transaction(&mut self) -> Transaction {
+    pub(super) fn transaction(&mut self) -> Transaction {
         let mut hash = Sha256::new();
         hash.update(self.seed);
         hash.update(self.next_transaction.to_be_bytes());
@@ -327,101 +246,6 @@ impl PathAgent {
             }
             self.close_sockets(state.sockets);
         }
-    }
-
-    fn close_sockets(&mut self, sockets: Vec<LocalSocketId>) {
-        if !sockets.is_empty() {
-            self.extra_sockets = self.extra_sockets.saturating_sub(sockets.len());
-            self.events.push_back(AgentEvent::CloseSockets { sockets });
-        }
-    }
-
-    /// This node's NAT mapping behaviour (from NAT detection); it decides birthday roles.
-    pub fn set_own_nat(&mut self, nat: NatBehaviour) {
-        self.own_nat = nat;
-    }
-
-    /// Starts the birthday method towards `peer` if this pair of NATs needs it (see
-    /// [`super::birthday`]); call after `start_checks`. `observed` is the peer's public address
-    /// as the rendezvous saw it. Returns whether an attempt started.
-    pub fn start_birthday(
-        &mut self,
-        now: Instant,
-        peer: PeerId,
-        observed: SocketAddr,
-        peer_nat: NatBehaviour,
-        role: CheckRole,
-    ) -> bool {
-        let start = match role {
-            CheckRole::Dialler => now,
-            CheckRole::Answerer => now + self.config.answer_delay,
-        };
-        let Some(plan) = birthday::plan(self.own_nat, peer_nat, normalize(observed), start) else {
-            return false;
-        };
-        let room = BIRTHDAY_SOCKETS.saturating_sub(self.extra_sockets);
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return false;
-        };
-        if state.birthday.is_some() || state.selected.is_some() {
-            return false;
-        }
-        if let Birthday::Hard { .. } = plan {
-            if room < BIRTHDAY_SOCKETS {
-                return false; // another attempt holds the sockets
-            }
-            self.extra_sockets += room;
-            self.events
-                .push_back(AgentEvent::OpenSockets { peer, count: room });
-        }
-        state.birthday = Some(plan);
-        true
-    }
-
-    /// The driver opened `sockets` (as many as it could) for `peer`'s birthday attempt.
-    pub fn sockets_opened(&mut self, now: Instant, peer: PeerId, sockets: &[LocalSocketId]) {
-        let config = self.config;
-        let asked = BIRTHDAY_SOCKETS;
-        self.extra_sockets = self.extra_sockets.saturating_sub(asked) + sockets.len();
-        let target = match self.peers.get(&peer).and_then(|s| s.birthday.as_ref()) {
-            Some(Birthday::Hard { target, .. }) => *target,
-            _ => {
-                // The attempt ended meanwhile: nobody needs them.
-                self.close_sockets(sockets.to_vec());
-                return;
-            }
-        };
-        let state = self.peers.get_mut(&peer).expect("checked above");
-        let until = state
-            .round_until
-            .unwrap_or(now + config.check_timeout)
-            .max(now + config.retransmit);
-        state.sockets.extend_from_slice(sockets);
-        if let Some(Birthday::Hard { sockets: own, .. }) = state.birthday.as_mut() {
-            own.extend_from_slice(sockets);
-        }
-        let limit = state.pair_limit(config.max_pairs);
-        for socket in sockets {
-            if let Some(pair) = state.pair_or_insert(*socket, target, limit) {
-                pair.retransmit = Some(BIRTHDAY_RETRANSMIT);
-                pair.schedule(now, until);
-            }
-        }
-    }
-
-    /// Ends `peer`'s birthday attempt: closes its sockets but `keep` (the winning one).
-    fn end_birthday(&mut self, peer: &PeerId, keep: Option<LocalSocketId>) {
-        let Some(state) = self.peers.get_mut(peer) else {
-            return;
-        };
-        let Some(Birthday::Hard { sockets, .. }) = state.birthday.take() else {
-            return;
-        };
-        let closing: Vec<LocalSocketId> =
-            sockets.into_iter().filter(|s| Some(*s) != keep).collect();
-        state.sockets.retain(|s| !closing.contains(s));
-        state.pairs.retain(|p| !closing.contains(&p.path.local));
-        self.close_sockets(closing);
     }
 
     /// Starts (or extends) a round of checks towards `candidates` of `peer` on the main
@@ -841,37 +665,13 @@ impl PathAgent {
         Some(self.send_check(now, peer, path, heartbeat))
     }
 
-    /// The next birthday probe to a random port of a peer behind a symmetric NAT, if one is due.
-    fn next_spray(&mut self, now: Instant) -> Option<Transmit> {
-        let (peer, ip) = self
-            .peers
-            .iter()
-            .find_map(|(id, state)| match state.birthday {
-                Some(Birthday::Easy {
-                    ip,
-                    remaining,
-                    not_before,
-                }) if remaining > 0 && not_before <= now && state.round_until.is_some() => {
-                    Some((*id, ip))
-                }
-                _ => None,
-            })?;
-        let random = self.transaction();
-        let port = birthday::probe_port([random[0], random[1], random[2], random[3]]);
-        if let Some(Some(Birthday::Easy { remaining, .. })) =
-            self.peers.get_mut(&peer).map(|s| s.birthday.as_mut())
-        {
-            *remaining -= 1;
-        }
-        let path = Path {
-            local: LocalSocketId(0),
-            remote: SocketAddr::new(ip, port),
-            kind: super::PathKind::Direct,
-        };
-        Some(self.send_check(now, peer, path, false))
-    }
-
-    fn send_check(&mut self, now: Instant, peer: PeerId, path: Path, heartbeat: bool) -> Transmit {
+    pub(super) fn send_check(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        path: Path,
+        heartbeat: bool,
+    ) -> Transmit {
         let transaction = self.transaction();
         let check = CheckDatagram {
             transaction,

@@ -13,8 +13,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::LocalSocketId;
+use super::agent::{AgentEvent, CheckRole, PathAgent, Transmit};
+use super::{normalize, LocalSocketId, Path, PathKind};
 use crate::nat::NatBehaviour;
+use crate::PeerId;
 
 /// Extra sockets the hard side opens (node-wide at most this many at once).
 pub const BIRTHDAY_SOCKETS: usize = 256;
@@ -24,7 +26,7 @@ pub const BIRTHDAY_PROBES: u32 = 1024;
 /// its budget between them).
 pub const BIRTHDAY_RETRANSMIT: Duration = Duration::from_secs(1);
 /// Lowest port probed (below are privileged ports no NAT hands out).
-const FIRST_PORT: u16 = 1024;
+pub const FIRST_PORT: u16 = 1024;
 
 /// One peer's birthday attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,134 @@ pub fn plan(
 pub fn probe_port(random: [u8; 4]) -> u16 {
     let span = u32::from(u16::MAX - FIRST_PORT) + 1;
     FIRST_PORT + (u32::from_be_bytes(random) % span) as u16
+}
+
+/// The agent's side of the birthday method: asking for sockets, checking from them, probing.
+impl PathAgent {
+    pub(super) fn close_sockets(&mut self, sockets: Vec<LocalSocketId>) {
+        if !sockets.is_empty() {
+            self.extra_sockets = self.extra_sockets.saturating_sub(sockets.len());
+            self.events.push_back(AgentEvent::CloseSockets { sockets });
+        }
+    }
+
+    /// This node's NAT mapping behaviour (from NAT detection); it decides birthday roles.
+    pub fn set_own_nat(&mut self, nat: NatBehaviour) {
+        self.own_nat = nat;
+    }
+
+    /// Starts the birthday method towards `peer` if this pair of NATs needs it (see
+    /// [`super::birthday`]); call after `start_checks`. `observed` is the peer's public address
+    /// as the rendezvous saw it. Returns whether an attempt started.
+    pub fn start_birthday(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        observed: SocketAddr,
+        peer_nat: NatBehaviour,
+        role: CheckRole,
+    ) -> bool {
+        let start = match role {
+            CheckRole::Dialler => now,
+            CheckRole::Answerer => now + self.config.answer_delay,
+        };
+        let Some(plan) = plan(self.own_nat, peer_nat, normalize(observed), start) else {
+            return false;
+        };
+        let room = BIRTHDAY_SOCKETS.saturating_sub(self.extra_sockets);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        if state.birthday.is_some() || state.selected.is_some() {
+            return false;
+        }
+        if let Birthday::Hard { .. } = plan {
+            if room < BIRTHDAY_SOCKETS {
+                return false; // another attempt holds the sockets
+            }
+            self.extra_sockets += room;
+            self.events
+                .push_back(AgentEvent::OpenSockets { peer, count: room });
+        }
+        state.birthday = Some(plan);
+        true
+    }
+
+    /// The driver opened `sockets` (as many as it could) for `peer`'s birthday attempt.
+    pub fn sockets_opened(&mut self, now: Instant, peer: PeerId, sockets: &[LocalSocketId]) {
+        let config = self.config;
+        let asked = BIRTHDAY_SOCKETS;
+        self.extra_sockets = self.extra_sockets.saturating_sub(asked) + sockets.len();
+        let target = match self.peers.get(&peer).and_then(|s| s.birthday.as_ref()) {
+            Some(Birthday::Hard { target, .. }) => *target,
+            _ => {
+                // The attempt ended meanwhile: nobody needs them.
+                self.close_sockets(sockets.to_vec());
+                return;
+            }
+        };
+        let state = self.peers.get_mut(&peer).expect("checked above");
+        let until = state
+            .round_until
+            .unwrap_or(now + config.check_timeout)
+            .max(now + config.retransmit);
+        state.sockets.extend_from_slice(sockets);
+        if let Some(Birthday::Hard { sockets: own, .. }) = state.birthday.as_mut() {
+            own.extend_from_slice(sockets);
+        }
+        let limit = state.pair_limit(config.max_pairs);
+        for socket in sockets {
+            if let Some(pair) = state.pair_or_insert(*socket, target, limit) {
+                pair.retransmit = Some(BIRTHDAY_RETRANSMIT);
+                pair.schedule(now, until);
+            }
+        }
+    }
+
+    /// Ends `peer`'s birthday attempt: closes its sockets but `keep` (the winning one).
+    pub(super) fn end_birthday(&mut self, peer: &PeerId, keep: Option<LocalSocketId>) {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let Some(Birthday::Hard { sockets, .. }) = state.birthday.take() else {
+            return;
+        };
+        let closing: Vec<LocalSocketId> =
+            sockets.into_iter().filter(|s| Some(*s) != keep).collect();
+        state.sockets.retain(|s| !closing.contains(s));
+        state.pairs.retain(|p| !closing.contains(&p.path.local));
+        self.close_sockets(closing);
+    }
+
+    /// The next birthday probe to a random port of a peer behind a symmetric NAT, if one is due.
+    pub(super) fn next_spray(&mut self, now: Instant) -> Option<Transmit> {
+        let (peer, ip) = self
+            .peers
+            .iter()
+            .find_map(|(id, state)| match state.birthday {
+                Some(Birthday::Easy {
+                    ip,
+                    remaining,
+                    not_before,
+                }) if remaining > 0 && not_before <= now && state.round_until.is_some() => {
+                    Some((*id, ip))
+                }
+                _ => None,
+            })?;
+        let random = self.transaction();
+        let port = probe_port([random[0], random[1], random[2], random[3]]);
+        if let Some(Some(Birthday::Easy { remaining, .. })) =
+            self.peers.get_mut(&peer).map(|s| s.birthday.as_mut())
+        {
+            *remaining -= 1;
+        }
+        let path = Path {
+            local: LocalSocketId(0),
+            remote: SocketAddr::new(ip, port),
+            kind: PathKind::Direct,
+        };
+        Some(self.send_check(now, peer, path, false))
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! - [`auth`]: the per-pair key (from both identity keys) that authenticates every check;
 //! - [`wire`]: the check and reply datagrams, byte by byte;
 //! - [`birthday`]: the many-sockets, many-probes method for a symmetric NAT;
+//! - [`events`]: roles, transmits, events, errors and counters of the agent;
 //! - [`table`]: virtual peer addresses, each with a selected path and the routes it accepts;
 //! - [`agent`]: the [`PathAgent`]: candidates, paced and triggered checks, selection,
 //!   heartbeats and path switches, driven by one `poll_output()`;
@@ -16,6 +17,7 @@
 pub mod agent;
 pub mod auth;
 pub mod birthday;
+pub mod events;
 mod pairs;
 pub mod table;
 pub mod wire;

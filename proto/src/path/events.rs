@@ -1,0 +1,93 @@
+//! What goes in and out of the [`super::PathAgent`] besides datagrams: roles, transmits,
+//! events, errors and counters.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::auth::PairKeyError;
+use super::table::PathTableFull;
+use super::wire::CheckDecodeError;
+use super::{LocalSocketId, Path};
+use crate::PeerId;
+
+/// Which side of a coordinated punch this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRole {
+    /// We asked the rendezvous for the peer: check at once.
+    Dialler,
+    /// The rendezvous told us the peer is dialling: check after `AgentConfig::answer_delay`.
+    Answerer,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub local: LocalSocketId,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// What the agent tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// `peer`'s selected path is now `path` (`previous` is `None` for the first one).
+    PathSelected {
+        peer: PeerId,
+        path: Path,
+        previous: Option<Path>,
+        rtt: Option<Duration>,
+    },
+    /// A round of checks ended with no path to `peer`.
+    ChecksFailed { peer: PeerId },
+    /// `peer`'s selected path went silent and no other works: look the peer up again (which
+    /// also has the rendezvous tell it to punch) and call `start_checks`.
+    NeedCandidates { peer: PeerId },
+    /// Open `count` extra local sockets for `peer`'s birthday attempt and report them with
+    /// `PathAgent::sockets_opened`.
+    OpenSockets { peer: PeerId, count: usize },
+    /// These extra sockets are no longer needed: close them.
+    CloseSockets { sockets: Vec<LocalSocketId> },
+}
+
+/// One result of `PathAgent::poll_output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Transmit(Transmit),
+    Event(AgentEvent),
+    /// Nothing more now: call `handle_timeout` at this instant (or on the next input).
+    Timeout(Instant),
+}
+
+/// Why a datagram or command was not used (for logs; the agent carries on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("malformed check: {0}")]
+    Malformed(#[from] CheckDecodeError),
+    #[error("check addressed to another peer")]
+    NotForUs,
+    #[error("check from a stranger dropped: key derivations rate limited")]
+    StrangerRateLimited,
+    #[error("no key with that sender: {0}")]
+    BadSender(#[from] PairKeyError),
+    #[error("check failed authentication")]
+    BadTag,
+    #[error("reply to no check in progress")]
+    UnknownTransaction,
+    #[error("reply came from {from}, not from {expected} where the check went")]
+    ReplyFromElsewhere {
+        from: SocketAddr,
+        expected: SocketAddr,
+    },
+    #[error("too many peers with path state")]
+    TooManyPeers,
+    #[error(transparent)]
+    TableFull(#[from] PathTableFull),
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AgentCounters {
+    pub checks_sent: u64,
+    pub replies_sent: u64,
+    pub rejected: u64,
+}
