@@ -226,6 +226,7 @@ pub enum Event {
         local: Vec<std::net::SocketAddr>,
         observed: Option<std::net::SocketAddr>,
         nat: crate::nat::NatBehaviour,
+        inbound: crate::nat::InboundBehaviour,
     },
     Registered {
         observed: std::net::SocketAddr,
@@ -281,12 +282,13 @@ impl Event {
                 local,
                 observed,
                 nat,
+                inbound,
             } => {
                 let local: Vec<String> = local.iter().map(|a| a.to_string()).collect();
                 let observed = observed.map_or("-".to_string(), |a| a.to_string());
                 write!(
                     line,
-                    "ready {id} local={} observed={observed} nat={nat}",
+                    "ready {id} local={} observed={observed} nat={nat} inbound={inbound}",
                     local.join(",")
                 )
             }
@@ -419,11 +421,12 @@ mod tests {
             ],
             observed: None,
             nat: crate::nat::NatBehaviour::Unknown,
+            inbound: crate::nat::InboundBehaviour::MovesPort,
         };
         assert_eq!(
             ready.to_line(),
             format!(
-                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown",
+                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown inbound=moves-port",
                 id()
             )
         );

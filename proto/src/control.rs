@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use bincode::config::{BigEndian, Configuration, Limit, Varint};
 
-use crate::nat::NatBehaviour;
+use crate::nat::NatReport;
 use crate::PeerId;
 
 /// Version of the control protocol; a different version is refused.
@@ -36,11 +36,11 @@ fn config() -> ControlConfig {
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum Request {
     /// Register (or refresh) the caller: the rendezvous records the address it observes the
-    /// connection coming from, the addresses the node reports for itself and the mapping
-    /// behaviour of its NAT (`Unknown` until the node has detected it).
+    /// connection coming from, the addresses the node reports for itself and what it detected
+    /// of its NAT ([`NatReport::UNKNOWN`] until it has).
     Register {
         local_addrs: Vec<SocketAddr>,
-        nat: NatBehaviour,
+        nat: NatReport,
     },
     /// Look up a registered peer.
     Lookup { peer: PeerId },
@@ -65,8 +65,8 @@ pub struct PeerRecord {
     pub observed: SocketAddr,
     /// The addresses the peer reported for itself (host candidates), at most [`MAX_LOCAL_ADDRS`].
     pub local_addrs: Vec<SocketAddr>,
-    /// The mapping behaviour of the peer's NAT, as the peer reported it.
-    pub nat: NatBehaviour,
+    /// The peer's NAT, as the peer reported it.
+    pub nat: NatReport,
 }
 
 /// Why the rendezvous refused a request.
@@ -84,10 +84,14 @@ pub enum RefusalCode {
 pub enum Response {
     /// `stun_alternates`: other addresses (at most [`MAX_STUN_ALTERNATES`]) where the rendezvous
     /// answers STUN, for NAT mapping-behaviour detection (`crate::nat`).
+    ///
+    /// `inbound_probe`: an address the rendezvous sent one unsolicited datagram from to
+    /// `observed` just before this answer, and where it answers STUN (`crate::nat`).
     Registered {
         observed: SocketAddr,
         ttl_secs: u32,
         stun_alternates: Vec<SocketAddr>,
+        inbound_probe: Option<SocketAddr>,
     },
     Found {
         peer: PeerId,
@@ -147,6 +151,7 @@ pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, ControlDecodeEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nat::NatBehaviour;
 
     #[test]
     fn round_trips() {
@@ -155,7 +160,10 @@ mod tests {
                 "10.0.0.2:5000".parse().unwrap(),
                 "[fd00::1]:5".parse().unwrap(),
             ],
-            nat: NatBehaviour::EndpointDependent,
+            nat: NatReport {
+                mapping: NatBehaviour::EndpointDependent,
+                inbound: crate::nat::InboundBehaviour::Unknown,
+            },
         };
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
         let push = Push::PunchRequest {
@@ -163,7 +171,10 @@ mod tests {
             record: PeerRecord {
                 observed: "192.0.2.4:4000".parse().unwrap(),
                 local_addrs: vec!["10.0.0.4:4000".parse().unwrap()],
-                nat: NatBehaviour::EndpointIndependent,
+                nat: NatReport {
+                    mapping: NatBehaviour::EndpointIndependent,
+                    inbound: crate::nat::InboundBehaviour::MovesPort,
+                },
             },
         };
         assert_eq!(decode::<Push>(&encode(&push)).unwrap(), push);
@@ -176,7 +187,7 @@ mod tests {
             record: PeerRecord {
                 observed: "203.0.113.4:1000".parse().unwrap(),
                 local_addrs: vec![],
-                nat: NatBehaviour::Public,
+                nat: NatReport::UNKNOWN,
             },
         };
         assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);
@@ -225,6 +236,7 @@ mod tests {
             observed: "198.51.100.9:7".parse().unwrap(),
             ttl_secs: 60,
             stun_alternates: vec!["203.0.113.11:3478".parse().unwrap()],
+            inbound_probe: Some("203.0.113.11:40000".parse().unwrap()),
         });
         for len in 0..bytes.len() {
             assert!(decode::<Response>(&bytes[..len]).is_err(), "length {len}");

@@ -8,6 +8,19 @@
 //! addresses means no NAT. Filtering behaviour is not detected here (it needs the server to answer
 //! from another address).
 //!
+//! [`InboundProbe`] tells how an endpoint-independent NAT treats *unsolicited inbound*
+//! datagrams, from a throw-away socket (so the main socket's mapping is never disturbed). Its
+//! first Binding request to the rendezvous carries a transaction ID starting with
+//! [`POKE_PREFIX`]: besides answering, the rendezvous sends one datagram to the request's source
+//! from its *inbound probe* address, which the socket has never sent to. After a short wait the
+//! socket asks the probe address (which answers STUN) for its mapping. A home router's WAN
+//! firewall drops the unsolicited datagram before connection tracking keeps it, so the mapping
+//! is the same ([`InboundBehaviour::KeepsPort`]); a bare Linux NAT keeps the unsolicited flow
+//! in conntrack and moves the socket's traffic to that address to another public port
+//! ([`InboundBehaviour::MovesPort`]): such a NAT must send first when punching (design brief).
+//! (Done on the main socket, the moved mapping would become the one Linux reuses for the
+//! socket's next flows: measured in netsim, it broke punching.)
+//!
 //! [`NatProbe`] retransmits each request every [`NatProbeConfig::interval`] until answered or
 //! [`NatProbeConfig::timeout`]. Poll order after any input: `poll_transmit` until `None`, then
 //! `poll_event`, then `poll_timeout` (call `handle_timeout` when it passes).
@@ -41,6 +54,189 @@ impl NatBehaviour {
             NatBehaviour::EndpointDependent => "endpoint-dependent",
             NatBehaviour::Unknown => "unknown",
         }
+    }
+}
+
+/// What an unsolicited inbound datagram does to the NAT's next mapping towards its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum InboundBehaviour {
+    /// The port stays (a WAN firewall dropped the datagram, or the NAT let it in).
+    KeepsPort,
+    /// The port moves: the NAT kept the unsolicited flow (a bare Linux NAT).
+    MovesPort,
+    /// Not measured (no probe address, no answer, no NAT, or a symmetric NAT).
+    Unknown,
+}
+
+impl InboundBehaviour {
+    /// The word used in the `ready` event (`inbound=<word>`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InboundBehaviour::KeepsPort => "keeps-port",
+            InboundBehaviour::MovesPort => "moves-port",
+            InboundBehaviour::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for InboundBehaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything NAT detection found, as a node reports it to the rendezvous and peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct NatReport {
+    pub mapping: NatBehaviour,
+    pub inbound: InboundBehaviour,
+}
+
+impl NatReport {
+    /// Nothing known yet.
+    pub const UNKNOWN: NatReport = NatReport {
+        mapping: NatBehaviour::Unknown,
+        inbound: InboundBehaviour::Unknown,
+    };
+}
+
+/// First bytes of the transaction ID of a Binding request that asks the server to send one
+/// unsolicited datagram from its inbound probe address to the request's source.
+pub const POKE_PREFIX: [u8; 4] = *b"p2pP";
+
+/// Whether a Binding request's transaction ID asks for a poke ([`POKE_PREFIX`]).
+pub fn is_poke(transaction: &[u8; 12]) -> bool {
+    transaction[..4] == POKE_PREFIX
+}
+
+/// How long [`InboundProbe`] waits after the server's answer before asking the probe address:
+/// the poke left the server with the answer and must reach the NAT first.
+pub const POKE_SETTLE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InboundPhase {
+    /// Asking the server (with a poke) for the mapping.
+    Server,
+    /// Answered; waiting for the poke to reach the NAT.
+    Settling(Instant),
+    /// Asking the probe address for the mapping.
+    Probe,
+}
+
+/// See the module documentation. Poll like [`NatProbe`]; the conclusion comes once.
+#[derive(Debug)]
+pub struct InboundProbe {
+    server: SocketAddr,
+    probe: SocketAddr,
+    server_transaction: [u8; 12],
+    probe_transaction: [u8; 12],
+    phase: InboundPhase,
+    next_send: Instant,
+    interval: Duration,
+    deadline: Instant,
+    server_mapped: Option<SocketAddr>,
+    result: Option<InboundBehaviour>,
+    result_taken: bool,
+}
+
+impl InboundProbe {
+    /// `server`: the rendezvous's STUN address; `probe`: its inbound probe address; two random
+    /// transaction IDs (the first gets the [`POKE_PREFIX`]).
+    pub fn new(
+        now: Instant,
+        server: SocketAddr,
+        probe: SocketAddr,
+        mut transactions: [[u8; 12]; 2],
+        config: NatProbeConfig,
+    ) -> Self {
+        transactions[0][..4].copy_from_slice(&POKE_PREFIX);
+        if is_poke(&transactions[1]) {
+            transactions[1][0] ^= 0xFF;
+        }
+        InboundProbe {
+            server,
+            probe,
+            server_transaction: transactions[0],
+            probe_transaction: transactions[1],
+            phase: InboundPhase::Server,
+            next_send: now,
+            interval: config.interval,
+            deadline: now + config.timeout + POKE_SETTLE,
+            server_mapped: None,
+            result: None,
+            result_taken: false,
+        }
+    }
+
+    /// Both transaction IDs, for routing responses.
+    pub fn transactions(&self) -> [[u8; 12]; 2] {
+        [self.server_transaction, self.probe_transaction]
+    }
+
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.result.is_some() || self.next_send > now {
+            return None;
+        }
+        let (to, transaction) = match self.phase {
+            InboundPhase::Server => (self.server, self.server_transaction),
+            InboundPhase::Probe => (self.probe, self.probe_transaction),
+            InboundPhase::Settling(_) => return None,
+        };
+        self.next_send = now + self.interval;
+        Some((to, stun::binding_request(transaction)))
+    }
+
+    pub fn handle_response(&mut self, now: Instant, response: stun::BindingResponse) {
+        match self.phase {
+            InboundPhase::Server if response.transaction_id == self.server_transaction => {
+                self.server_mapped = Some(response.mapped);
+                self.phase = InboundPhase::Settling(now + POKE_SETTLE);
+            }
+            InboundPhase::Probe if response.transaction_id == self.probe_transaction => {
+                self.result = Some(if Some(response.mapped) == self.server_mapped {
+                    InboundBehaviour::KeepsPort
+                } else {
+                    InboundBehaviour::MovesPort
+                });
+            }
+            _ => {}
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.result.is_some() {
+            return;
+        }
+        if let InboundPhase::Settling(until) = self.phase {
+            if now >= until {
+                self.phase = InboundPhase::Probe;
+                self.next_send = now;
+            }
+        }
+        if now >= self.deadline {
+            self.result = Some(InboundBehaviour::Unknown);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.result.is_some() {
+            return None;
+        }
+        let next = match self.phase {
+            InboundPhase::Settling(until) => until,
+            _ => self.next_send,
+        };
+        Some(next.min(self.deadline))
+    }
+
+    /// The conclusion, returned once.
+    pub fn poll_event(&mut self) -> Option<InboundBehaviour> {
+        if self.result_taken {
+            return None;
+        }
+        let result = self.result?;
+        self.result_taken = true;
+        Some(result)
     }
 }
 
@@ -293,5 +489,67 @@ mod tests {
         assert_eq!(run(true, &[true, true]), NatBehaviour::EndpointDependent);
         assert_eq!(run(false, &[true, false]), NatBehaviour::Unknown);
         assert_eq!(run(false, &[false, false]), NatBehaviour::Unknown);
+    }
+
+    /// The inbound probe through a simulated NAT: `moves_port` makes the poke poison the
+    /// socket's mapping towards the probe; `answering` drops the first `lost` requests.
+    fn run_inbound(moves_port: bool, lost: usize) -> (InboundBehaviour, usize) {
+        let start = Instant::now();
+        let (server, probe_addr) = (addr("203.0.113.10:3478"), addr("203.0.113.11:40000"));
+        let mut probe = InboundProbe::new(
+            start,
+            server,
+            probe_addr,
+            [[1; 12], *b"p2pPxxxxxxxx"],
+            NatProbeConfig::default(),
+        );
+        let [poke, plain] = probe.transactions();
+        assert!(is_poke(&poke) && !is_poke(&plain));
+        let (mut now, mut sent, mut lost) = (start, 0, lost);
+        let mut poked = false;
+        loop {
+            while let Some((to, bytes)) = probe.poll_transmit(now) {
+                sent += 1;
+                if lost > 0 {
+                    lost -= 1;
+                    continue;
+                }
+                let request = stun::answer_binding_request(&bytes, addr("192.0.2.1:1")).unwrap();
+                let transaction = stun::parse_binding_response(&request)
+                    .unwrap()
+                    .transaction_id;
+                poked |= to == server && is_poke(&transaction);
+                let port = if to == probe_addr && moves_port && poked {
+                    41000
+                } else {
+                    40000
+                };
+                let answer =
+                    stun::answer_binding_request(&bytes, SocketAddr::from(([192, 0, 2, 1], port)))
+                        .unwrap();
+                probe.handle_response(now, stun::parse_binding_response(&answer).unwrap());
+            }
+            if let Some(result) = probe.poll_event() {
+                return (result, sent);
+            }
+            now = probe.poll_timeout().expect("waiting");
+            probe.handle_timeout(now);
+        }
+    }
+
+    #[test]
+    fn inbound_probe_tells_a_firewalled_nat_from_a_bare_one() {
+        assert_eq!(run_inbound(false, 0), (InboundBehaviour::KeepsPort, 2));
+        assert_eq!(run_inbound(true, 0), (InboundBehaviour::MovesPort, 2));
+        assert_eq!(
+            run_inbound(true, 3).0,
+            InboundBehaviour::MovesPort,
+            "retransmits"
+        );
+        assert_eq!(
+            run_inbound(false, 100).0,
+            InboundBehaviour::Unknown,
+            "no answer"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::control::{PeerRecord, RefusalCode, MAX_LOCAL_ADDRS};
-use crate::nat::NatBehaviour;
+use crate::nat::NatReport;
 use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
 
@@ -109,7 +109,7 @@ impl Registry {
         peer: PeerId,
         observed: SocketAddr,
         local_addrs: Vec<SocketAddr>,
-        nat: NatBehaviour,
+        nat: NatReport,
     ) -> Result<Duration, RegisterError> {
         if local_addrs.len() > MAX_LOCAL_ADDRS {
             return Err(RegisterError::TooManyAddresses(local_addrs.len()));
@@ -216,10 +216,10 @@ mod tests {
             ..RegistryLimits::default()
         });
         registry
-            .register(start, peer(1), addr(1), vec![], NatBehaviour::Unknown)
+            .register(start, peer(1), addr(1), vec![], NatReport::UNKNOWN)
             .unwrap();
         registry
-            .register(start, peer(2), addr(2), vec![], NatBehaviour::Unknown)
+            .register(start, peer(2), addr(2), vec![], NatReport::UNKNOWN)
             .unwrap();
         assert_eq!(
             registry.poll_timeout(),
@@ -227,7 +227,7 @@ mod tests {
         );
         let later = start + Duration::from_secs(6);
         registry
-            .register(later, peer(2), addr(3), vec![], NatBehaviour::Unknown)
+            .register(later, peer(2), addr(3), vec![], NatReport::UNKNOWN)
             .unwrap();
         let expired_time = start + Duration::from_secs(10);
         assert!(registry.lookup(expired_time, &peer(1)).is_none());
@@ -251,27 +251,27 @@ mod tests {
             ..RegistryLimits::default()
         });
         registry
-            .register(now, peer(1), addr(1), vec![], NatBehaviour::Unknown)
+            .register(now, peer(1), addr(1), vec![], NatReport::UNKNOWN)
             .unwrap();
         registry
-            .register(now, peer(2), addr(2), vec![], NatBehaviour::Unknown)
+            .register(now, peer(2), addr(2), vec![], NatReport::UNKNOWN)
             .unwrap();
         assert_eq!(
-            registry.register(now, peer(3), addr(3), vec![], NatBehaviour::Unknown),
+            registry.register(now, peer(3), addr(3), vec![], NatReport::UNKNOWN),
             Err(RegisterError::Full(2))
         );
         // Refreshing an existing entry is allowed when full.
         assert!(registry
-            .register(now, peer(1), addr(1), vec![], NatBehaviour::Unknown)
+            .register(now, peer(1), addr(1), vec![], NatReport::UNKNOWN)
             .is_ok());
         let too_many = vec![addr(9); MAX_LOCAL_ADDRS + 1];
         assert_eq!(
-            registry.register(now, peer(1), addr(1), too_many, NatBehaviour::Unknown),
+            registry.register(now, peer(1), addr(1), too_many, NatReport::UNKNOWN),
             Err(RegisterError::TooManyAddresses(MAX_LOCAL_ADDRS + 1))
         );
         assert!(registry.unregister(&peer(2)));
         assert!(registry
-            .register(now, peer(3), addr(3), vec![], NatBehaviour::Unknown)
+            .register(now, peer(3), addr(3), vec![], NatReport::UNKNOWN)
             .is_ok());
     }
 
@@ -285,27 +285,27 @@ mod tests {
         });
         for n in 0..3 {
             registry
-                .register(now, peer(n), addr(1), vec![], NatBehaviour::Unknown)
+                .register(now, peer(n), addr(1), vec![], NatReport::UNKNOWN)
                 .unwrap();
         }
         assert!(matches!(
-            registry.register(now, peer(9), addr(1), vec![], NatBehaviour::Unknown),
+            registry.register(now, peer(9), addr(1), vec![], NatReport::UNKNOWN),
             Err(RegisterError::RateLimited(_))
         ));
         // Another source IP has its own bucket; refreshes are not limited.
         let other = SocketAddr::from(([198, 51, 100, 1], 1));
         assert!(registry
-            .register(now, peer(10), other, vec![], NatBehaviour::Unknown)
+            .register(now, peer(10), other, vec![], NatReport::UNKNOWN)
             .is_ok());
         assert!(registry
-            .register(now, peer(0), addr(1), vec![], NatBehaviour::Unknown)
+            .register(now, peer(0), addr(1), vec![], NatReport::UNKNOWN)
             .is_ok());
         let later = now + Duration::from_millis(1500);
         assert!(registry
-            .register(later, peer(9), addr(1), vec![], NatBehaviour::Unknown)
+            .register(later, peer(9), addr(1), vec![], NatReport::UNKNOWN)
             .is_ok());
         assert!(registry
-            .register(later, peer(11), addr(1), vec![], NatBehaviour::Unknown)
+            .register(later, peer(11), addr(1), vec![], NatReport::UNKNOWN)
             .is_err());
     }
 
@@ -320,19 +320,19 @@ mod tests {
         });
         let ip = |n: u8| SocketAddr::from(([203, 0, 113, n], 1));
         registry
-            .register(now, peer(1), ip(1), vec![], NatBehaviour::Unknown)
+            .register(now, peer(1), ip(1), vec![], NatReport::UNKNOWN)
             .unwrap();
         registry
-            .register(now, peer(2), ip(2), vec![], NatBehaviour::Unknown)
+            .register(now, peer(2), ip(2), vec![], NatReport::UNKNOWN)
             .unwrap();
         assert!(matches!(
-            registry.register(now, peer(3), ip(3), vec![], NatBehaviour::Unknown),
+            registry.register(now, peer(3), ip(3), vec![], NatReport::UNKNOWN),
             Err(RegisterError::RateLimited(_))
         ));
         // Once the old buckets refilled they are forgotten and room is made.
         let later = now + Duration::from_secs(61);
         assert!(registry
-            .register(later, peer(3), ip(3), vec![], NatBehaviour::Unknown)
+            .register(later, peer(3), ip(3), vec![], NatReport::UNKNOWN)
             .is_ok());
     }
 }

@@ -61,13 +61,14 @@ fn valid_samples() -> Vec<Vec<u8>> {
                 "10.0.0.1:1".parse().unwrap(),
                 "[2001:db8::1]:2".parse().unwrap(),
             ],
-            nat: p2pnat_proto::nat::NatBehaviour::EndpointDependent,
+            nat: p2pnat_proto::nat::NatReport::UNKNOWN,
         }),
         control::encode(&Request::Lookup { peer }),
         control::encode(&Response::Registered {
             observed: "192.0.2.1:3".parse().unwrap(),
             ttl_secs: 120,
             stun_alternates: vec!["203.0.113.11:3478".parse().unwrap()],
+            inbound_probe: None,
         }),
         stun::binding_request([7; 12]),
         stun::answer_binding_request(

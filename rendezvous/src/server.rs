@@ -62,7 +62,16 @@ struct State {
     stun_alternates: Vec<SocketAddr>,
     /// Punch requests each node may cause: bounds how hard one node can make others probe it.
     punch_limits: Mutex<TokenBuckets<PeerId>>,
+    /// The inbound probe's address (see [`Poker`]), told to registering nodes.
+    inbound_probe: Option<SocketAddr>,
 }
+
+/// What the inbound probe sends: a STUN Binding indication (20 bytes, no attributes). A node
+/// that receives it drops it; it is meant for the node's NAT (`p2pnat_proto::nat`).
+const INBOUND_PROBE_DATAGRAM: [u8; 20] = [
+    0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, b'p', b'2', b'p', b'N', b'i', b'n', b'b', b'o',
+    b'u', b'n', b'd', b'!',
+];
 
 impl State {
     /// `record` of `peer` with `observed` taken from its registration connection as it is now.
@@ -94,7 +103,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     server_config.transport_config(Arc::new(transport));
     let endpoint = p2pnat::socket::endpoint(socket.clone(), Some(server_config))?;
 
-    tokio::spawn(answer_stun_on_main_socket(socket.clone(), side_rx));
     let mut stun_alternates = Vec::new();
     for addr in &config.stun_listen {
         let stun_socket = tokio::net::UdpSocket::from_std({
@@ -110,8 +118,26 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         } else if stun_alternates.len() < control::MAX_STUN_ALTERNATES {
             stun_alternates.push(bound);
         }
-        tokio::spawn(answer_stun_only(stun_socket));
+        tokio::spawn(answer_stun_only(Arc::new(stun_socket)));
     }
+    // The inbound probe: a STUN-answering socket on the first alternate's IP (port chosen by
+    // the OS) that pokes whoever asks with a poke request on the main socket.
+    let poker = match stun_alternates.first() {
+        Some(alternate) => {
+            let socket = tokio::net::UdpSocket::from_std({
+                let s = bind(SocketAddr::new(alternate.ip(), 0))?;
+                s.set_nonblocking(true)?;
+                s
+            })?;
+            tracing::info!(addr = %socket.local_addr()?, "inbound probe listening");
+            let socket = Arc::new(socket);
+            tokio::spawn(answer_stun_only(socket.clone()));
+            Some(Poker::new(socket)?)
+        }
+        None => None,
+    };
+    let inbound_probe = poker.as_ref().map(|p| p.addr);
+    tokio::spawn(answer_stun_on_main_socket(socket.clone(), side_rx, poker));
     let state = Arc::new(State {
         registry: Mutex::new(Registry::new(config.limits.clone())),
         owners: Mutex::new(HashMap::new()),
@@ -123,6 +149,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             config.punch_interval,
             config.limits.max_registrations,
         )),
+        inbound_probe,
     });
 
     tokio::spawn(expire_registrations(state.clone()));
@@ -163,14 +190,63 @@ fn stun_answer(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
     }
 }
 
+/// Sends the inbound probe's poke (`p2pnat_proto::nat`): one 20-byte datagram to the source of
+/// a poke request, never more than the request's size, at most [`POKE_BURST`] per source IP
+/// and then one per [`POKE_INTERVAL`] (a spoofed request can make it send one small datagram,
+/// no amplification).
+struct Poker {
+    socket: Arc<tokio::net::UdpSocket>,
+    addr: SocketAddr,
+    limits: TokenBuckets<std::net::IpAddr>,
+}
+
+/// Pokes per source IP at once, then one per [`POKE_INTERVAL`].
+const POKE_BURST: u32 = 8;
+const POKE_INTERVAL: Duration = Duration::from_secs(1);
+/// Source IPs the poke limiter tracks.
+const POKE_SOURCES: usize = 65_536;
+
+impl Poker {
+    fn new(socket: Arc<tokio::net::UdpSocket>) -> std::io::Result<Self> {
+        Ok(Poker {
+            addr: socket.local_addr()?,
+            socket,
+            limits: TokenBuckets::new(POKE_BURST, POKE_INTERVAL, POKE_SOURCES),
+        })
+    }
+
+    fn poke_if_asked(&mut self, request: &[u8], from: SocketAddr) {
+        let asked = request
+            .get(8..20)
+            .and_then(|t| <[u8; 12]>::try_from(t).ok())
+            .is_some_and(|t| p2pnat_proto::nat::is_poke(&t));
+        if !asked {
+            return;
+        }
+        if !self.limits.take(Instant::now().into_std(), from.ip()) {
+            tracing::debug!(%from, "poke refused: rate limited");
+            return;
+        }
+        if let Err(e) = self.socket.try_send_to(&INBOUND_PROBE_DATAGRAM, from) {
+            tracing::debug!(%from, "poke not sent: {e}");
+        }
+    }
+}
+
 async fn answer_stun_on_main_socket(
     socket: Arc<NodeSocket>,
     mut side_rx: tokio::sync::mpsc::Receiver<SideDatagram>,
+    mut poker: Option<Poker>,
 ) {
     while let Some(datagram) = side_rx.recv().await {
         match datagram.kind {
             DatagramKind::Stun => {
                 if let Some(answer) = stun_answer(&datagram.bytes, datagram.from) {
+                    // The poke leaves first, so it reaches the asker's NAT before the asker,
+                    // having read the answer, contacts the probe address.
+                    if let Some(poker) = poker.as_mut() {
+                        poker.poke_if_asked(&datagram.bytes, datagram.from);
+                    }
                     if let Err(e) = socket.send_raw(datagram.from, &answer) {
                         tracing::debug!(from = %datagram.from, "STUN answer not sent: {e}");
                     }
@@ -181,7 +257,7 @@ async fn answer_stun_on_main_socket(
     }
 }
 
-async fn answer_stun_only(socket: tokio::net::UdpSocket) {
+async fn answer_stun_only(socket: Arc<tokio::net::UdpSocket>) {
     let mut buf = vec![0u8; 2048];
     loop {
         let (len, from) = match socket.recv_from(&mut buf).await {
@@ -334,6 +410,7 @@ async fn serve_request(
                         observed,
                         ttl_secs: ttl.as_secs().try_into().unwrap_or(u32::MAX),
                         stun_alternates: state.stun_alternates.clone(),
+                        inbound_probe: state.inbound_probe,
                     }
                 }
                 Err(e) => {
@@ -378,7 +455,7 @@ async fn serve_request(
                     let requester = requester.unwrap_or_else(|| PeerRecord {
                         observed: p2pnat_proto::path::normalize(connection.remote_address()),
                         local_addrs: Vec::new(),
-                        nat: p2pnat_proto::nat::NatBehaviour::Unknown,
+                        nat: p2pnat_proto::nat::NatReport::UNKNOWN,
                     });
                     let target = state
                         .owners

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2pnat_proto::control::{PeerRecord, Push};
-use p2pnat_proto::path::CheckRole;
+use p2pnat_proto::path::{CheckRole, PeerCandidates};
 use p2pnat_proto::{stun, PeerId};
 use tokio::sync::mpsc;
 
@@ -152,20 +152,22 @@ impl Dialler {
     }
 }
 
-/// Hands `record`'s candidates to the agent, and a birthday attempt if the NATs need one.
+/// Hands `record`'s candidates and NAT report to the agent (which decides on a birthday attempt
+/// and on who checks first).
 fn start(
     paths: &Paths,
     peer: PeerId,
     record: &PeerRecord,
     role: CheckRole,
 ) -> Result<SocketAddr, DialError> {
-    let candidates = candidates_of(record);
-    tracing::debug!(?candidates, nat = %record.nat, ?role, "checking candidates");
-    let vaddr = paths.start_checks(peer, &candidates, role)?;
-    if paths.start_birthday(peer, record.observed, record.nat, role) {
-        tracing::info!(peer = %peer.short(), nat = %record.nat, "birthday method started");
-    }
-    Ok(vaddr)
+    let addrs = candidates_of(record);
+    tracing::debug!(candidates = ?addrs, nat = %record.nat.mapping, inbound = %record.nat.inbound, ?role, "checking candidates");
+    let candidates = PeerCandidates {
+        addrs: &addrs,
+        observed: Some(record.observed),
+        nat: record.nat,
+    };
+    Ok(paths.start_checks(peer, &candidates, role)?)
 }
 
 /// A peer's candidate addresses, host addresses first: the ones this IPv4 socket can use.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use p2pnat_proto::app::{Command, Event, HELP};
 use p2pnat_proto::control::MAX_LOCAL_ADDRS;
-use p2pnat_proto::nat::{NatBehaviour, NatProbeConfig};
+use p2pnat_proto::nat::{NatProbeConfig, NatReport};
 use p2pnat_proto::path::{AgentConfig, PathAgent};
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, Semaphore};
@@ -168,9 +168,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let local_addrs = local_addresses(bound);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (push_tx, push_rx) = mpsc::channel(16);
-    let (nat_tx, nat_rx) = tokio::sync::watch::channel(NatBehaviour::Unknown);
-    let (nat_registered_tx, mut nat_registered) =
-        tokio::sync::watch::channel(NatBehaviour::Unknown);
+    let (nat_tx, nat_rx) = tokio::sync::watch::channel(NatReport::UNKNOWN);
+    let (nat_registered_tx, mut nat_registered) = tokio::sync::watch::channel(NatReport::UNKNOWN);
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
         target: config.rendezvous.clone(),
         endpoint: endpoint.clone(),
@@ -231,14 +230,15 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
                 &stun_answers,
                 local_addrs.clone(),
                 &servers,
+                registration.inbound_probe,
                 NatProbeConfig::default(),
             )
             .await
         }
-        None => NatBehaviour::Unknown,
+        None => NatReport::UNKNOWN,
     };
-    // The rendezvous (and through it every peer) learns the behaviour at once: a peer behind
-    // a symmetric NAT needs it to choose the birthday method.
+    // The rendezvous (and through it every peer) learns the report at once: a peer behind a
+    // symmetric NAT needs it to choose the birthday method, a bare Linux NAT to check first.
     let _ = nat_tx.send(nat);
     paths.set_own_nat(nat);
     if registration.is_some() {
@@ -257,7 +257,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             id: own,
             local: local_addrs,
             observed,
-            nat,
+            nat: nat.mapping,
+            inbound: nat.inbound,
         })
         .await;
     if let Some(problem) = problem {

@@ -1,10 +1,13 @@
-//! Drives the sans-IO [`NatProbe`] on the node's socket: STUN Binding requests to the rendezvous
-//! and its alternate STUN addresses, answers routed back by transaction ID.
+//! Drives the sans-IO [`NatProbe`] on the node's socket (STUN Binding requests to the rendezvous
+//! and its alternate STUN addresses, answers routed back by transaction ID) and the
+//! [`InboundProbe`] on a throw-away socket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use p2pnat_proto::nat::{NatBehaviour, NatProbe, NatProbeConfig};
+use p2pnat_proto::nat::{
+    InboundBehaviour, InboundProbe, NatBehaviour, NatProbe, NatProbeConfig, NatReport,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -17,9 +20,33 @@ fn random_transaction() -> [u8; 12] {
     id
 }
 
-/// Detects the NAT mapping behaviour in front of `socket`. `servers[0]` is the rendezvous, the
-/// rest its alternate STUN addresses. Takes at most `config.timeout`.
+/// Detects the NAT in front of `socket`: its mapping behaviour (`servers[0]` is the rendezvous,
+/// the rest its alternate STUN addresses), and, for an endpoint-independent NAT with the
+/// rendezvous's `inbound_probe`, what unsolicited inbound does to it. Takes at most about
+/// twice `config.timeout`.
 pub async fn detect(
+    socket: &NodeSocket,
+    routes: &Arc<StunRoutes>,
+    local: Vec<SocketAddr>,
+    servers: &[SocketAddr],
+    inbound_probe: Option<SocketAddr>,
+    config: NatProbeConfig,
+) -> NatReport {
+    let mapping = detect_mapping(socket, routes, local, servers, config).await;
+    let inbound = match (mapping, servers.first(), inbound_probe) {
+        (NatBehaviour::EndpointIndependent, Some(server), Some(probe)) => {
+            let bind_ip = quinn::AsyncUdpSocket::local_addr(socket)
+                .map(|a| a.ip())
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            detect_inbound(bind_ip, *server, probe, config).await
+        }
+        _ => InboundBehaviour::Unknown,
+    };
+    tracing::info!(%mapping, %inbound, "NAT behaviour detected");
+    NatReport { mapping, inbound }
+}
+
+async fn detect_mapping(
     socket: &NodeSocket,
     routes: &Arc<StunRoutes>,
     local: Vec<SocketAddr>,
@@ -56,6 +83,53 @@ pub async fn detect(
         }
     };
     routes.remove_all(&transactions, &tx);
-    tracing::info!(%behaviour, "NAT mapping behaviour detected");
     behaviour
+}
+
+/// Runs the sans-IO [`InboundProbe`] from a throw-away socket on `bind_ip` (the main socket's
+/// mapping must not be disturbed: see `p2pnat_proto::nat`).
+async fn detect_inbound(
+    bind_ip: std::net::IpAddr,
+    server: SocketAddr,
+    probe_addr: SocketAddr,
+    config: NatProbeConfig,
+) -> InboundBehaviour {
+    let socket = match tokio::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::debug!("no socket for the inbound probe: {e}");
+            return InboundBehaviour::Unknown;
+        }
+    };
+    let mut probe = InboundProbe::new(
+        Instant::now().into_std(),
+        server,
+        probe_addr,
+        [random_transaction(), random_transaction()],
+        config,
+    );
+    let mut buf = [0u8; 512];
+    loop {
+        while let Some((to, bytes)) = probe.poll_transmit(Instant::now().into_std()) {
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                tracing::debug!(%to, "inbound probe request not sent: {e}");
+            }
+        }
+        if let Some(behaviour) = probe.poll_event() {
+            return behaviour;
+        }
+        let Some(deadline) = probe.poll_timeout() else {
+            return InboundBehaviour::Unknown;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => probe.handle_timeout(Instant::now().into_std()),
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, _)) = received else { continue };
+                // The poke itself and anything else that is not an answer is dropped here.
+                if let Ok(response) = p2pnat_proto::stun::parse_binding_response(&buf[..len]) {
+                    probe.handle_response(Instant::now().into_std(), response);
+                }
+            }
+        }
+    }
 }

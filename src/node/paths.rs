@@ -13,8 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use p2pnat_proto::demux::DatagramKind;
-use p2pnat_proto::nat::NatBehaviour;
-use p2pnat_proto::path::{AgentEvent, CheckRole, Output, Path, PathAgent, Transmit};
+use p2pnat_proto::nat::NatReport;
+use p2pnat_proto::path::{
+    AgentEvent, CheckRole, Output, Path, PathAgent, PeerCandidates, Transmit,
+};
 use p2pnat_proto::{stun, PeerId};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -77,24 +79,13 @@ impl Paths {
     pub fn start_checks(
         &self,
         peer: PeerId,
-        candidates: &[SocketAddr],
+        candidates: &PeerCandidates<'_>,
         role: CheckRole,
     ) -> Result<SocketAddr, p2pnat_proto::path::agent::PathError> {
         self.with(|agent, now| agent.start_checks(now, peer, candidates, role))
     }
 
-    /// Starts the birthday method if this pair of NATs needs it (the agent decides).
-    pub fn start_birthday(
-        &self,
-        peer: PeerId,
-        observed: SocketAddr,
-        peer_nat: NatBehaviour,
-        role: CheckRole,
-    ) -> bool {
-        self.with(|agent, now| agent.start_birthday(now, peer, observed, peer_nat, role))
-    }
-
-    pub fn set_own_nat(&self, nat: NatBehaviour) {
+    pub fn set_own_nat(&self, nat: NatReport) {
         self.with(|agent, _| agent.set_own_nat(nat));
     }
 

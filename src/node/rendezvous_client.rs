@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use p2pnat_proto::app::Event;
 use p2pnat_proto::control::{self, PeerRecord, Push, Request, Response, MAX_CONTROL_MESSAGE};
-use p2pnat_proto::nat::NatBehaviour;
+use p2pnat_proto::nat::NatReport;
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -146,10 +146,10 @@ pub struct Keeper {
     pub socket: Arc<NodeSocket>,
     pub client_config: quinn::ClientConfig,
     pub local_addrs: Vec<SocketAddr>,
-    /// This node's NAT mapping behaviour, once detected: a change is registered at once.
-    pub nat: watch::Receiver<NatBehaviour>,
-    /// The NAT behaviour the rendezvous has on record for this node (after each registration).
-    pub nat_registered: watch::Sender<NatBehaviour>,
+    /// What NAT detection found, once it has: a change is registered at once.
+    pub nat: watch::Receiver<NatReport>,
+    /// The NAT report the rendezvous has on record for this node (after each registration).
+    pub nat_registered: watch::Sender<NatReport>,
     pub outputs: Outputs,
     /// Becomes true when the node shuts down: the keeper closes its connection quietly and ends.
     pub shutdown: watch::Receiver<bool>,
@@ -168,6 +168,8 @@ pub struct Registration {
     pub stun_alternates: Vec<SocketAddr>,
     /// How long the registration lives without a refresh.
     pub ttl: Duration,
+    /// Where the rendezvous sent an unsolicited datagram from (`p2pnat_proto::nat`).
+    pub inbound_probe: Option<SocketAddr>,
 }
 
 /// Starts the keeper. `first` receives the outcome of the first registration attempt.
@@ -224,7 +226,7 @@ async fn connect_and_register(
 async fn register(
     connection: &quinn::Connection,
     local_addrs: &[SocketAddr],
-    nat: NatBehaviour,
+    nat: NatReport,
 ) -> Result<Registration, String> {
     let request_message = Request::Register {
         local_addrs: local_addrs.to_vec(),
@@ -235,6 +237,7 @@ async fn register(
             observed,
             ttl_secs,
             mut stun_alternates,
+            inbound_probe,
         }) => {
             stun_alternates.truncate(p2pnat_proto::control::MAX_STUN_ALTERNATES);
             Ok(Registration {
@@ -242,6 +245,7 @@ async fn register(
                 observed,
                 stun_alternates,
                 ttl: Duration::from_secs(u64::from(ttl_secs.max(3))),
+                inbound_probe,
             })
         }
         Ok(Response::Refused { code, message }) => {

@@ -47,12 +47,14 @@ use sha2::{Digest, Sha256};
 
 use super::auth::OwnSecret;
 use super::birthday::Birthday;
-pub use super::events::{AgentCounters, AgentEvent, CheckRole, Output, PathError, Transmit};
+pub use super::events::{
+    AgentCounters, AgentEvent, CheckRole, Output, PathError, PeerCandidates, Transmit,
+};
 use super::pairs::{class, Pacer, PairState, PeerPaths};
 use super::table::{PathTable, PathTableFull};
 use super::wire::{CheckBody, CheckDatagram, Transaction};
 use super::{normalize, LocalSocketId, Path};
-use crate::nat::NatBehaviour;
+use crate::nat::{InboundBehaviour, NatReport};
 use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
 
@@ -133,7 +135,7 @@ pub struct PathAgent {
     replies: VecDeque<Transmit>,
     pub(super) events: VecDeque<AgentEvent>,
     pacer: Pacer,
-    pub(super) own_nat: NatBehaviour,
+    pub(super) own_nat: NatReport,
     /// Extra sockets open or asked for, node-wide (at most [`BIRTHDAY_SOCKETS`]).
     pub(super) extra_sockets: usize,
     pub counters: AgentCounters,
@@ -155,7 +157,7 @@ impl PathAgent {
             replies: VecDeque::new(),
             events: VecDeque::new(),
             pacer: Pacer::new(config.pace_burst, config.pace),
-            own_nat: NatBehaviour::Unknown,
+            own_nat: NatReport::UNKNOWN,
             extra_sockets: 0,
             counters: AgentCounters::default(),
         }
@@ -248,24 +250,30 @@ impl PathAgent {
         }
     }
 
-    /// Starts (or extends) a round of checks towards `candidates` of `peer` on the main
-    /// socket. Returns the peer's virtual address (dial it once a path is selected).
+    /// Starts (or extends) a round of checks towards `peer`'s candidates on the main socket,
+    /// and the birthday method if the two NATs need it. Returns the peer's virtual address (dial
+    /// it once a path is selected).
+    ///
+    /// Who checks first: a side whose NAT moves its port after unsolicited inbound (a bare Linux
+    /// NAT) must send before the other side's first check reaches it, so it goes at once and the
+    /// other side waits [`AgentConfig::answer_delay`]; otherwise the dialler goes first.
     pub fn start_checks(
         &mut self,
         now: Instant,
         peer: PeerId,
-        candidates: &[SocketAddr],
+        candidates: &PeerCandidates<'_>,
         role: CheckRole,
     ) -> Result<SocketAddr, PathError> {
         let config = self.config;
-        let first = match role {
-            CheckRole::Dialler => now,
-            CheckRole::Answerer => now + config.answer_delay,
+        let first = if self.goes_first(candidates.nat.inbound, role) {
+            now
+        } else {
+            now + config.answer_delay
         };
         let until = first + config.check_timeout;
         let state = self.peer_state(now, peer)?;
         state.round_until = Some(state.round_until.map_or(until, |t| t.max(until)));
-        for candidate in candidates {
+        for candidate in candidates.addrs {
             let remote = normalize(*candidate);
             if let Some(pair) = state.pair_or_insert(LocalSocketId(0), remote, config.max_pairs) {
                 if pair.state != PairState::Succeeded {
@@ -273,7 +281,20 @@ impl PathAgent {
                 }
             }
         }
-        Ok(state.vaddrs[0])
+        let vaddr = state.vaddrs[0];
+        if let Some(observed) = candidates.observed {
+            self.start_birthday(first, peer, observed, candidates.nat.mapping);
+        }
+        Ok(vaddr)
+    }
+
+    fn goes_first(&self, peer_inbound: InboundBehaviour, role: CheckRole) -> bool {
+        let moves = |inbound| inbound == InboundBehaviour::MovesPort;
+        match (moves(self.own_nat.inbound), moves(peer_inbound)) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => role == CheckRole::Dialler,
+        }
     }
 
     /// A QUIC connection to `peer` is up (heartbeats run) or gone (they stop).

@@ -13,9 +13,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::agent::{AgentEvent, CheckRole, PathAgent, Transmit};
+use super::agent::{AgentEvent, PathAgent, Transmit};
 use super::{normalize, LocalSocketId, Path, PathKind};
-use crate::nat::NatBehaviour;
+use crate::nat::{NatBehaviour, NatReport};
 use crate::PeerId;
 
 /// Extra sockets the hard side opens (node-wide at most this many at once).
@@ -86,27 +86,27 @@ impl PathAgent {
         }
     }
 
-    /// This node's NAT mapping behaviour (from NAT detection); it decides birthday roles.
-    pub fn set_own_nat(&mut self, nat: NatBehaviour) {
+    /// What NAT detection found of this node's NAT: it decides birthday roles and who checks
+    /// first.
+    pub fn set_own_nat(&mut self, nat: NatReport) {
         self.own_nat = nat;
     }
 
-    /// Starts the birthday method towards `peer` if this pair of NATs needs it (see
-    /// [`super::birthday`]); call after `start_checks`. `observed` is the peer's public address
-    /// as the rendezvous saw it. Returns whether an attempt started.
-    pub fn start_birthday(
+    /// Starts the birthday method towards `peer` (from `start`) if this pair of NATs needs it.
+    /// `observed` is the peer's public address as the rendezvous saw it.
+    pub(super) fn start_birthday(
         &mut self,
-        now: Instant,
+        start: Instant,
         peer: PeerId,
         observed: SocketAddr,
-        peer_nat: NatBehaviour,
-        role: CheckRole,
+        peer_mapping: NatBehaviour,
     ) -> bool {
-        let start = match role {
-            CheckRole::Dialler => now,
-            CheckRole::Answerer => now + self.config.answer_delay,
-        };
-        let Some(plan) = plan(self.own_nat, peer_nat, normalize(observed), start) else {
+        let Some(plan) = plan(
+            self.own_nat.mapping,
+            peer_mapping,
+            normalize(observed),
+            start,
+        ) else {
             return false;
         };
         let room = BIRTHDAY_SOCKETS.saturating_sub(self.extra_sockets);

@@ -8,7 +8,19 @@ use super::auth::PairKeyError;
 use super::table::PathTableFull;
 use super::wire::CheckDecodeError;
 use super::{LocalSocketId, Path};
+use crate::nat::NatReport;
 use crate::PeerId;
+
+/// What the rendezvous says about a peer, for [`super::PathAgent::start_checks`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCandidates<'a> {
+    /// Addresses to check: the peer's host addresses and its observed (server-reflexive) one.
+    pub addrs: &'a [SocketAddr],
+    /// The address the rendezvous observes the peer at (the birthday method's target).
+    pub observed: Option<SocketAddr>,
+    /// What the peer detected of its NAT.
+    pub nat: NatReport,
+}
 
 /// Which side of a coordinated punch this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use agent::{AgentConfig, AgentEvent, CheckRole, Output, PathAgent, Transmit};
+pub use agent::{AgentConfig, AgentEvent, CheckRole, Output, PathAgent, PeerCandidates, Transmit};
 pub use table::{is_virtual, PathTable, PathTableFull};
 
 /// Identifies one of the node's local UDP sockets. `0` is the main socket.

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use p2pnat_proto::nat::NatBehaviour;
+use p2pnat_proto::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use p2pnat_proto::path::auth::OwnSecret;
 use p2pnat_proto::path::{
-    AgentConfig, AgentEvent, CheckRole, LocalSocketId, Output, Path, PathAgent,
+    AgentConfig, AgentEvent, CheckRole, LocalSocketId, Output, Path, PathAgent, PeerCandidates,
 };
 use p2pnat_proto::sim::{HostId, NatConfig, NatId, Network};
 use p2pnat_proto::PeerId;
@@ -28,8 +28,8 @@ pub struct Node {
     /// Application datagrams sent with no selected path.
     pub app_unsent: u64,
     app_next_seq: u64,
-    /// The node's NAT mapping behaviour as its NAT detection would report it.
-    pub nat: NatBehaviour,
+    /// The node's NAT as its NAT detection would report it.
+    pub nat: NatReport,
     /// Extra local sockets open now (socket `n` is bound to port `PORT + n`).
     pub sockets: BTreeSet<u16>,
     next_socket: u16,
@@ -108,7 +108,7 @@ impl Pair {
                 app_received: Vec::new(),
                 app_unsent: 0,
                 app_next_seq: 0,
-                nat: NatBehaviour::Unknown,
+                nat: NatReport::UNKNOWN,
                 sockets: BTreeSet::new(),
                 next_socket: 1,
                 max_sockets: 0,
@@ -139,9 +139,17 @@ impl Pair {
         SocketAddr::new(self.net.host_ip(self.nodes[i].host), PORT + socket.0)
     }
 
-    /// Sets each node's NAT behaviour (as its detection would find it) on its agent.
+    /// Sets each node's NAT mapping behaviour (as its detection would find it) on its agent.
     pub fn set_nats(&mut self, nats: [NatBehaviour; 2]) {
-        for (node, nat) in self.nodes.iter_mut().zip(nats) {
+        self.set_reports(nats.map(|mapping| NatReport {
+            mapping,
+            inbound: InboundBehaviour::Unknown,
+        }));
+    }
+
+    /// Sets each node's whole NAT report on its agent.
+    pub fn set_reports(&mut self, reports: [NatReport; 2]) {
+        for (node, nat) in self.nodes.iter_mut().zip(reports) {
             node.nat = nat;
             node.agent.set_own_nat(nat);
         }
@@ -180,14 +188,16 @@ impl Pair {
             (dialler, CheckRole::Dialler, &to_dialler),
             (answerer, CheckRole::Answerer, &to_answerer),
         ] {
-            let (peer, peer_nat) = (self.nodes[1 - me].id(), self.nodes[1 - me].nat);
-            let agent = &mut self.nodes[me].agent;
-            agent
-                .start_checks(now, peer, candidates, role)
+            let (peer, nat) = (self.nodes[1 - me].id(), self.nodes[1 - me].nat);
+            let candidates = PeerCandidates {
+                addrs: candidates,
+                observed: candidates.get(1).copied(),
+                nat,
+            };
+            self.nodes[me]
+                .agent
+                .start_checks(now, peer, &candidates, role)
                 .expect("checks start");
-            if let Some(observed) = candidates.last() {
-                agent.start_birthday(now, peer, *observed, peer_nat, role);
-            }
         }
     }
 

@@ -6,12 +6,21 @@ mod harness;
 use std::time::Duration;
 
 use harness::{behind, ip, network, Pair};
-use p2pnat_proto::nat::NatBehaviour;
+use p2pnat_proto::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use p2pnat_proto::path::birthday::BIRTHDAY_SOCKETS;
-use p2pnat_proto::path::{AgentConfig, AgentEvent, CheckRole, PathAgent};
+use p2pnat_proto::path::{AgentConfig, AgentEvent, CheckRole, PathAgent, PeerCandidates};
 use p2pnat_proto::sim::NatConfig;
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// Candidates with nothing known of the peer's NAT.
+fn direct(addrs: &[std::net::SocketAddr]) -> PeerCandidates<'_> {
+    PeerCandidates {
+        addrs,
+        observed: None,
+        nat: NatReport::UNKNOWN,
+    }
+}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -186,6 +195,36 @@ fn dialler_behind_a_bare_linux_nat_punches_a_port_restricted_answerer() {
     }
 }
 
+/// A port-restricted cone with a WAN firewall dials a bare Linux NAT: the dialler's first check
+/// would poison the answerer's NAT. Knowing from NAT detection which side moves its port after
+/// unsolicited inbound, the bare side checks first and the other waits.
+#[test]
+fn the_side_whose_nat_moves_its_port_checks_first() {
+    let eim = |inbound| NatReport {
+        mapping: NatBehaviour::EndpointIndependent,
+        inbound,
+    };
+    for seed in 0..10 {
+        let mut pair = pair(
+            NatConfig::port_restricted_cone(),
+            NatConfig::bare_linux(),
+            seed,
+        );
+        pair.set_reports([
+            eim(InboundBehaviour::KeepsPort),
+            eim(InboundBehaviour::MovesPort),
+        ]);
+        assert!(connects_ok(&mut pair, SECOND), "seed {seed}");
+    }
+    // Without the report the dialler goes first and poisons the bare NAT: nothing connects.
+    let mut pair = pair(
+        NatConfig::port_restricted_cone(),
+        NatConfig::bare_linux(),
+        1,
+    );
+    assert!(!connects_ok(&mut pair, 6 * SECOND));
+}
+
 #[test]
 fn connects_through_loss_and_delay() {
     for seed in 0..20 {
@@ -336,7 +375,7 @@ fn forged_and_replayed_checks_never_select_an_attackers_path() {
     eve.start_checks(
         pair.now,
         alice,
-        &["192.0.2.1:5000".parse().unwrap()],
+        &direct(&["192.0.2.1:5000".parse().unwrap()]),
         CheckRole::Dialler,
     )
     .unwrap();
@@ -364,7 +403,12 @@ fn forged_and_replayed_checks_never_select_an_attackers_path() {
             [5; 32],
         );
         replay_agent
-            .start_checks(pair.now, alice, &[bob_path.remote], CheckRole::Dialler)
+            .start_checks(
+                pair.now,
+                alice,
+                &direct(&[bob_path.remote]),
+                CheckRole::Dialler,
+            )
             .unwrap();
         if let p2pnat_proto::path::Output::Transmit(t) = replay_agent.poll_output(pair.now) {
             bob_check = Some(t.contents);
@@ -416,7 +460,7 @@ fn checks_leave_in_a_burst_then_paced() {
         .collect();
     let start = std::time::Instant::now();
     agent
-        .start_checks(start, peer, &candidates, CheckRole::Dialler)
+        .start_checks(start, peer, &direct(&candidates), CheckRole::Dialler)
         .unwrap();
     let mut now = start;
     let mut sent_at = Vec::new();
