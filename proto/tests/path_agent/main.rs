@@ -9,7 +9,7 @@ use harness::{behind, ip, network, Pair};
 use p2pnat_proto::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use p2pnat_proto::path::birthday::BIRTHDAY_SOCKETS;
 use p2pnat_proto::path::{AgentConfig, AgentEvent, CheckRole, PathAgent, PeerCandidates};
-use p2pnat_proto::sim::NatConfig;
+use p2pnat_proto::sim::{NatConfig, NatId};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -28,6 +28,11 @@ fn ms(n: u64) -> Duration {
 
 /// alice and bob behind NATs of the given kinds, 5 ms per uplink.
 fn pair(a: NatConfig, b: NatConfig, seed: u64) -> Pair {
+    pair_with_nats(a, b, seed).0
+}
+
+/// As [`pair`], with alice's and bob's NATs (to rebind them).
+fn pair_with_nats(a: NatConfig, b: NatConfig, seed: u64) -> (Pair, [NatId; 2]) {
     let (mut net, rendezvous) = network(seed);
     let (nat_a, alice) = behind(&mut net, a, "192.0.2.1", "10.0.0.10");
     let (nat_b, bob) = behind(&mut net, b, "192.0.2.2", "10.0.0.10");
@@ -37,7 +42,8 @@ fn pair(a: NatConfig, b: NatConfig, seed: u64) -> Pair {
     for nat in [nat_a, nat_b] {
         net.set_nat_link(nat, ms(4), 0.0);
     }
-    Pair::new(net, rendezvous, [alice, bob], AgentConfig::default())
+    let pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    (pair, [nat_a, nat_b])
 }
 
 fn connects_ok(pair: &mut Pair, within: Duration) -> bool {
@@ -245,15 +251,8 @@ fn connects_through_loss_and_delay() {
 
 #[test]
 fn nat_rebinding_moves_the_path_and_application_traffic_resumes() {
-    let (mut net, rendezvous) = network(6);
-    let (nat_a, alice) = behind(&mut net, NatConfig::full_cone(), "192.0.2.1", "10.0.0.10");
-    let (_, bob) = behind(
-        &mut net,
-        NatConfig::restricted_cone(),
-        "192.0.2.2",
-        "10.0.0.10",
-    );
-    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    let (mut pair, [nat_a, _]) =
+        pair_with_nats(NatConfig::full_cone(), NatConfig::restricted_cone(), 6);
     assert!(connects_ok(&mut pair, SECOND));
     pair.connect();
     pair.app_interval = Some(ms(10));
@@ -300,20 +299,11 @@ fn nat_rebinding_moves_the_path_and_application_traffic_resumes() {
 fn a_rebinding_behind_port_restricted_peers_is_re_punched() {
     // bob's NAT filters by address and port: alice's traffic from her new mapping is dropped
     // until both sides punch again through the rendezvous (NeedCandidates).
-    let (mut net, rendezvous) = network(7);
-    let (nat_a, alice) = behind(
-        &mut net,
+    let (mut pair, [nat_a, _]) = pair_with_nats(
         NatConfig::port_restricted_cone(),
-        "192.0.2.1",
-        "10.0.0.10",
-    );
-    let (_, bob) = behind(
-        &mut net,
         NatConfig::port_restricted_cone(),
-        "192.0.2.2",
-        "10.0.0.10",
+        7,
     );
-    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
     assert!(connects_ok(&mut pair, SECOND));
     pair.connect();
     pair.app_interval = Some(ms(10));
@@ -333,21 +323,15 @@ fn a_rebinding_behind_port_restricted_peers_is_re_punched() {
 
 #[test]
 fn host_moving_to_another_network_re_punches() {
-    let (mut net, rendezvous) = network(8);
-    let (_, alice) = behind(
-        &mut net,
+    let mut pair = pair(
         NatConfig::port_restricted_cone(),
-        "192.0.2.1",
-        "10.0.0.10",
-    );
-    let (_, bob) = behind(
-        &mut net,
         NatConfig::port_restricted_cone(),
-        "192.0.2.2",
-        "10.0.0.10",
+        8,
     );
-    let cafe = net.add_nat(NatConfig::restricted_cone(), ip("198.51.100.7"), None);
-    let mut pair = Pair::new(net, rendezvous, [alice, bob], AgentConfig::default());
+    let cafe = pair
+        .net
+        .add_nat(NatConfig::restricted_cone(), ip("198.51.100.7"), None);
+    let alice = pair.nodes[0].host;
     assert!(connects_ok(&mut pair, SECOND));
     pair.connect();
     pair.app_interval = Some(ms(10));
