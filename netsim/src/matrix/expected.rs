@@ -186,24 +186,25 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
     if let Some(problem) = &got.lab_problem {
         worse.push(format!("lab problem: {problem}"));
     }
-    match (expect.connected, got.connected) {
-        (true, false) => worse.push("expected to connect, did not".into()),
-        (false, true) => better.push(format!(
-            "connected ({}) where no connection was expected",
-            got.path.as_deref().unwrap_or("?")
-        )),
-        (true, true) => match (expect.path.as_deref(), got.path.as_deref()) {
-            (Some("direct"), Some(p)) if p != "direct" => {
-                worse.push(format!("path {p}, expected direct"))
-            }
-            (Some("relayed"), Some("direct")) => better.push("direct, expected relayed".into()),
-            _ => {}
-        },
-        (false, false) => {}
-    }
     if let Some(t) = &got.trials {
+        // Trials are judged by their count of successes alone (and their paths).
         trial_verdict(expect, t, &mut worse, &mut better);
     } else {
+        match (expect.connected, got.connected) {
+            (true, false) => worse.push("expected to connect, did not".into()),
+            (false, true) => better.push(format!(
+                "connected ({}) where no connection was expected",
+                got.path.as_deref().unwrap_or("?")
+            )),
+            (true, true) => match (expect.path.as_deref(), got.path.as_deref()) {
+                (Some("direct"), Some(p)) if p != "direct" => {
+                    worse.push(format!("path {p}, expected direct"))
+                }
+                (Some("relayed"), Some("direct")) => better.push("direct, expected relayed".into()),
+                _ => {}
+            },
+            (false, false) => {}
+        }
         let got_first_try = got.connected && got.dialled_by.as_deref() == Some("alice");
         match (expect.first_try, got_first_try) {
             (true, false) if got.connected => worse
@@ -232,7 +233,7 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
         }
     }
     for mismatch in &got.observed_mismatches {
-        worse.push(format!("wrong observed address: {mismatch}"));
+        worse.push(format!("ready event disagrees with the lab: {mismatch}"));
     }
     let m = &got.messages;
     if m.lost > 0 {

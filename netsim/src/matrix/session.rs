@@ -289,7 +289,37 @@ fn observed_mismatch(lab: &Lab, host: &str, ready: &str) -> Result<Option<String
             "{host} reported nat={nat}, the lab expects nat={expected_nat}"
         ));
     }
+    // `inbound=` (what an unsolicited datagram does to an endpoint-independent NAT), checked
+    // where the lab makes it unambiguous and only when the node reports it.
+    let inbound = ready.split(' ').find_map(|w| w.strip_prefix("inbound="));
+    if let (Some(inbound), Some(expected)) = (inbound, expected_inbound(lab, node)) {
+        if inbound != expected {
+            problems.push(format!(
+                "{host} reported inbound={inbound}, the lab expects inbound={expected}"
+            ));
+        }
+    }
     Ok((!problems.is_empty()).then(|| problems.join("; ")))
+}
+
+/// What a host's `ready` must say about inbound datagrams, where the lab knows: behind
+/// endpoint-independent NATs only, `moves-port` when the outermost has no WAN firewall (a
+/// bare Linux NAT, as the self-check verifies), else `keeps-port`. `None` for public hosts,
+/// symmetric NATs and blocked UDP.
+fn expected_inbound(lab: &Lab, node: &crate::topology::NodePlan) -> Option<&'static str> {
+    let plan = lab.plan();
+    let behaviour = plan.expected_behaviour(node)?;
+    if !behaviour.translated
+        || behaviour.mapping != crate::classify::MappingBehaviour::EndpointIndependent
+    {
+        return None;
+    }
+    let mut outermost = plan.router_of(node)?;
+    while let Some(up) = plan.router_of(outermost) {
+        outermost = up;
+    }
+    let firewall = outermost.router.as_ref()?.config.wan_firewall;
+    Some(if firewall { "keeps-port" } else { "moves-port" })
 }
 
 /// Waits until message `id` from node `from` arrives at the other node (returns its arrival
@@ -318,7 +348,7 @@ fn wait_outcome(
     }
 }
 
-pub fn arrival(history: &[Timed], from_peer: &str, id: u64) -> Option<Instant> {
+fn arrival(history: &[Timed], from_peer: &str, id: u64) -> Option<Instant> {
     history.iter().find_map(|t| match &t.output {
         Output::Recv { peer, payload }
             if peer == from_peer && payload.get(..8) == Some(&id.to_be_bytes()[..]) =>
