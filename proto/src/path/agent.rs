@@ -283,7 +283,7 @@ impl PathAgent {
         }
         let vaddr = state.vaddrs[0];
         if let Some(observed) = candidates.observed {
-            self.start_birthday(first, peer, observed, candidates.nat.mapping);
+            self.start_birthday(first, peer, observed, candidates.nat);
         }
         Ok(vaddr)
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::agent::{AgentEvent, PathAgent, Transmit};
 use super::{normalize, LocalSocketId, Path, PathKind};
-use crate::nat::{NatBehaviour, NatReport};
+use crate::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use crate::PeerId;
 
 /// Extra sockets the hard side opens (node-wide at most this many at once).
@@ -25,16 +25,19 @@ pub const BIRTHDAY_PROBES: u32 = 1024;
 /// Gap between checks from one birthday socket (there are many; the node-wide pacer shares
 /// its budget between them).
 pub const BIRTHDAY_RETRANSMIT: Duration = Duration::from_secs(1);
+/// Added to the easy side's probing time before the hard side checks (see [`plan`]).
+pub const SPRAY_MARGIN: Duration = Duration::from_millis(100);
 /// Lowest port probed (below are privileged ports no NAT hands out).
 pub const FIRST_PORT: u16 = 1024;
 
 /// One peer's birthday attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Birthday {
-    /// We are behind the symmetric NAT: check `target` from many sockets.
+    /// We are behind the symmetric NAT: check `target` from many sockets, from `not_before` on.
     Hard {
         target: SocketAddr,
         sockets: Vec<LocalSocketId>,
+        not_before: Instant,
     },
     /// The peer is: probe random ports of `ip`, from `not_before` on.
     Easy {
@@ -44,19 +47,31 @@ pub enum Birthday {
     },
 }
 
-/// The attempt this pair of NAT behaviours needs, if any. `observed` is the peer's public
-/// address as the rendezvous saw it; probes start at `start`.
+/// The attempt this pair of NATs needs, if any. `observed` is the peer's public address as the
+/// rendezvous saw it; checks start at `start`.
+///
+/// When the easy side's NAT moves its port after unsolicited inbound (a bare Linux NAT), each
+/// of the hard side's checks would poison the port it reaches before the easy side's probe
+/// to that port leaves, so the probe would leave from another port: the hard side then waits
+/// `spray_time` (the easy side's whole probe budget) before its sockets check, and every
+/// port the easy side probed is already open when the hard side's check arrives.
 pub fn plan(
     own: NatBehaviour,
-    peer: NatBehaviour,
+    peer: NatReport,
     observed: SocketAddr,
     start: Instant,
+    spray_time: Duration,
 ) -> Option<Birthday> {
-    match (own, peer) {
+    match (own, peer.mapping) {
         (NatBehaviour::EndpointDependent, NatBehaviour::EndpointIndependent) => {
+            let wait = match peer.inbound {
+                InboundBehaviour::MovesPort => spray_time,
+                _ => Duration::ZERO,
+            };
             Some(Birthday::Hard {
                 target: observed,
                 sockets: Vec::new(),
+                not_before: start + wait,
             })
         }
         (NatBehaviour::EndpointIndependent, NatBehaviour::EndpointDependent) => {
@@ -99,13 +114,16 @@ impl PathAgent {
         start: Instant,
         peer: PeerId,
         observed: SocketAddr,
-        peer_mapping: NatBehaviour,
+        peer_nat: NatReport,
     ) -> bool {
+        // The easy side's probes leave one per pace after its burst (same defaults both sides).
+        let spray_time = self.config.pace * BIRTHDAY_PROBES + SPRAY_MARGIN;
         let Some(plan) = plan(
             self.own_nat.mapping,
-            peer_mapping,
+            peer_nat,
             normalize(observed),
             start,
+            spray_time,
         ) else {
             return false;
         };
@@ -133,8 +151,10 @@ impl PathAgent {
         let config = self.config;
         let asked = BIRTHDAY_SOCKETS;
         self.extra_sockets = self.extra_sockets.saturating_sub(asked) + sockets.len();
-        let target = match self.peers.get(&peer).and_then(|s| s.birthday.as_ref()) {
-            Some(Birthday::Hard { target, .. }) => *target,
+        let (target, not_before) = match self.peers.get(&peer).and_then(|s| s.birthday.as_ref()) {
+            Some(Birthday::Hard {
+                target, not_before, ..
+            }) => (*target, *not_before),
             _ => {
                 // The attempt ended meanwhile: nobody needs them.
                 self.close_sockets(sockets.to_vec());
@@ -154,7 +174,7 @@ impl PathAgent {
         for socket in sockets {
             if let Some(pair) = state.pair_or_insert(*socket, target, limit) {
                 pair.retransmit = Some(BIRTHDAY_RETRANSMIT);
-                pair.schedule(now, until);
+                pair.schedule(now.max(not_before), until);
             }
         }
     }
@@ -214,12 +234,25 @@ mod tests {
         use NatBehaviour::*;
         let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let now = Instant::now();
+        let spray = Duration::from_secs(2);
+        let report = |mapping, inbound| NatReport { mapping, inbound };
+        let eim = |inbound| report(EndpointIndependent, inbound);
         assert!(matches!(
-            plan(EndpointDependent, EndpointIndependent, addr, now),
-            Some(Birthday::Hard { target, .. }) if target == addr
+            plan(EndpointDependent, eim(InboundBehaviour::KeepsPort), addr, now, spray),
+            Some(Birthday::Hard { target, not_before, .. }) if target == addr && not_before == now
         ));
         assert!(matches!(
-            plan(EndpointIndependent, EndpointDependent, addr, now),
+            plan(EndpointDependent, eim(InboundBehaviour::MovesPort), addr, now, spray),
+            Some(Birthday::Hard { not_before, .. }) if not_before == now + spray
+        ));
+        assert!(matches!(
+            plan(
+                EndpointIndependent,
+                report(EndpointDependent, InboundBehaviour::Unknown),
+                addr,
+                now,
+                spray
+            ),
             Some(Birthday::Easy {
                 remaining: BIRTHDAY_PROBES,
                 ..
@@ -232,7 +265,8 @@ mod tests {
             (Unknown, EndpointDependent),
             (EndpointIndependent, EndpointIndependent),
         ] {
-            assert_eq!(plan(own, peer, addr, now), None, "{own:?} {peer:?}");
+            let peer = report(peer, InboundBehaviour::Unknown);
+            assert_eq!(plan(own, peer, addr, now, spray), None, "{own:?} {peer:?}");
         }
     }
 

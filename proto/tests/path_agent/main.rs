@@ -201,6 +201,33 @@ fn dialler_behind_a_bare_linux_nat_punches_a_port_restricted_answerer() {
     }
 }
 
+/// The birthday method against a bare Linux NAT: the symmetric side waits until the other side
+/// has probed, so its checks find open ports instead of poisoning them.
+#[test]
+fn birthday_against_a_bare_linux_nat_waits_for_the_probes() {
+    let trials = 20;
+    let mut successes = 0;
+    for seed in 0..trials {
+        let mut pair = pair(NatConfig::symmetric(), NatConfig::bare_linux(), 300 + seed);
+        pair.set_reports([
+            NatReport {
+                mapping: NatBehaviour::EndpointDependent,
+                inbound: InboundBehaviour::Unknown,
+            },
+            NatReport {
+                mapping: NatBehaviour::EndpointIndependent,
+                inbound: InboundBehaviour::MovesPort,
+            },
+        ]);
+        pair.nodes[0].max_sockets = BIRTHDAY_SOCKETS;
+        pair.punch((seed % 2) as usize);
+        let deadline = pair.now + 5 * SECOND;
+        successes += u64::from(pair.run_until(deadline, |p| p.both_selected()));
+    }
+    eprintln!("birthday against a bare Linux NAT: {successes}/{trials}");
+    assert!(successes * 10 >= trials * 9, "{successes}/{trials}");
+}
+
 /// A port-restricted cone with a WAN firewall dials a bare Linux NAT: the dialler's first check
 /// would poison the answerer's NAT. Knowing from NAT detection which side moves its port after
 /// unsolicited inbound, the bare side checks first and the other waits.
