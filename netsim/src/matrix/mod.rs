@@ -56,8 +56,8 @@ pub struct MatrixArgs {
     /// rebound when a third has arrived.
     #[arg(long, default_value_t = 100 * 1024 * 1024)]
     pub rebind_bytes: usize,
-    /// Seconds the rebinding cell waits after the rebinding for the rest of the transfer
-    /// (longer than the node's 30 s idle timeout, so a dead connection is reported).
+    /// Seconds (at least 5) the rebinding cell waits after the rebinding for the rest of the
+    /// transfer (longer than the node's 30 s idle timeout, so a dead connection is reported).
     #[arg(long, default_value_t = 60)]
     pub rebind_wait: u64,
     /// Run every selected pair cell as this many trials (fresh lab and nodes, one message
@@ -242,7 +242,7 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         bulk_bytes: args.bulk_bytes.max(1024),
         bulk_timeout: Duration::from_secs(args.bulk_timeout),
         rebind_bytes: args.rebind_bytes.max(rebind::MIN_REBIND_BYTES),
-        rebind_wait: Duration::from_secs(args.rebind_wait),
+        rebind_wait: Duration::from_secs(args.rebind_wait.max(5)),
         node_args: args.node_arg.clone(),
         link: args.link,
     };
