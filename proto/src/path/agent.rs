@@ -23,7 +23,9 @@
 //! check went to, on the same socket (ICE's symmetric rule).
 //!
 //! # Selection
-//! The first pair that succeeds is selected (quinn can start at once). Later successes replace
+//! The first pair that succeeds is selected (quinn can start at once). Before any succeeds, the
+//! source of the peer's first authenticated check is selected provisionally, so that quinn can
+//! answer a handshake that arrives first; any success replaces it. Later successes replace
 //! it when they are of a better class (a LAN path beats an internet one), when the peer's
 //! heartbeats now come from them (the peer's NAT rebound or the peer moved), or when the
 //! selected path has been silent for [`AgentConfig::path_timeout`]. While a QUIC connection is
@@ -441,10 +443,15 @@ impl PathAgent {
                 pair.triggered = true;
             }
             let path = pair.path;
-            // QUIC from here may be decrypted now (quinn authenticates every packet itself);
-            // it is sent here only once a check succeeds.
+            // QUIC from here may be decrypted now (quinn authenticates every packet itself).
             for vaddr in vaddrs {
                 self.table.add_route(vaddr, path);
+            }
+            // The peer's handshake may arrive before our own check succeeds: without a path,
+            // quinn's answer would be lost and retried only after its 1 s timeout (seen in
+            // netsim as a 1 s first message in one run of three).
+            if selected.is_none() {
+                self.select(peer, path, None, true);
             }
         }
         Ok(())
@@ -495,7 +502,7 @@ impl PathAgent {
         let (path, follow) = (pair.path, pair.follow);
         let replace = match state.selected {
             None => true,
-            Some(current) if current == path => false,
+            Some(current) if current == path => state.provisional,
             Some(current) => {
                 let current_alive = state
                     .pairs
@@ -508,32 +515,39 @@ impl PathAgent {
             }
         };
         if replace {
-            self.select(outstanding.peer, path, Some(rtt));
+            self.select(outstanding.peer, path, Some(rtt), false);
         }
         Ok(())
     }
 
-    fn select(&mut self, peer: PeerId, path: Path, rtt: Option<Duration>) {
+    /// Makes `path` the peer's selected path. A *provisional* selection (the source of an
+    /// authenticated check, while the peer has no path at all) only gives QUIC somewhere to
+    /// answer a handshake that arrives before our own check succeeds; checks go on, and any
+    /// success replaces it.
+    fn select(&mut self, peer: PeerId, path: Path, rtt: Option<Duration>, provisional: bool) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
         let previous = state.selected.replace(path);
-        if let Some(pair) = state.pair_mut(path.local, path.remote) {
-            pair.follow = false;
-        }
-        // Higher-class pairs still being checked may replace this; lower ones stop here.
-        let new_class = class(&path.remote);
-        for pair in &mut state.pairs {
-            if pair.state != PairState::Succeeded && class(&pair.path.remote) <= new_class {
-                pair.next_check = None;
-            }
-        }
-        state.repunch_at = None;
+        state.provisional = provisional;
         for vaddr in &state.vaddrs {
             self.table.select(*vaddr, path);
         }
-        let keep = (path.local != LocalSocketId(0)).then_some(path.local);
-        self.end_birthday(&peer, keep);
+        if !provisional {
+            if let Some(pair) = state.pair_mut(path.local, path.remote) {
+                pair.follow = false;
+            }
+            // Higher-class pairs still being checked may replace this; lower ones stop here.
+            let new_class = class(&path.remote);
+            for pair in &mut state.pairs {
+                if pair.state != PairState::Succeeded && class(&pair.path.remote) <= new_class {
+                    pair.next_check = None;
+                }
+            }
+            state.repunch_at = None;
+            let keep = (path.local != LocalSocketId(0)).then_some(path.local);
+            self.end_birthday(&peer, keep);
+        }
         self.events.push_back(AgentEvent::PathSelected {
             peer,
             path,
@@ -631,7 +645,7 @@ impl PathAgent {
             state.next_heartbeat = Some(now + gap);
         }
         for (peer, path, rtt) in selections {
-            self.select(peer, path, rtt);
+            self.select(peer, path, rtt, false);
         }
         for peer in ended {
             self.end_birthday(&peer, None);

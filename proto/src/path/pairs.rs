@@ -89,6 +89,9 @@ pub struct PeerPaths {
     pub vaddrs: Vec<SocketAddr>,
     pub pairs: Vec<CandidatePair>,
     pub selected: Option<Path>,
+    /// The selected path is only the source of the peer's check: no check of ours succeeded
+    /// on it yet (see the agent's `select`).
+    pub provisional: bool,
     /// End of the current round of checks (from `start_checks`); `None` when no round runs.
     pub round_until: Option<Instant>,
     /// A QUIC connection is up: heartbeats run on the selected path.
@@ -110,6 +113,7 @@ impl PeerPaths {
             vaddrs: vec![vaddr],
             pairs: Vec::new(),
             selected: None,
+            provisional: false,
             round_until: None,
             connected: false,
             next_heartbeat: None,
