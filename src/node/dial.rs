@@ -146,7 +146,9 @@ impl Dialler {
         })
         .await;
         match selected {
-            Ok(true) => Ok(vaddr),
+            // The peer's own handshake may already hold the path under another address: dial
+            // there, so both connections share it.
+            Ok(true) => Ok(self.paths.dial_vaddr(&peer).unwrap_or(vaddr)),
             _ => Err(DialError::Unreachable(self.check_timeout)),
         }
     }

@@ -112,6 +112,11 @@ impl Paths {
         }
     }
 
+    /// The virtual address to dial `peer` at (see `PathAgent::dial_vaddr`).
+    pub fn dial_vaddr(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.agent.lock().expect("path agent lock").dial_vaddr(peer)
+    }
+
     /// The selected path of a virtual address.
     pub fn selected(&self, vaddr: SocketAddr) -> Option<Path> {
         self.agent

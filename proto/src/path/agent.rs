@@ -18,7 +18,8 @@
 //! a punch completes one round trip after the second side's first check arrives instead of on a
 //! retransmit timer. Checks leave paced for the whole node: up to [`AgentConfig::pace_burst`] at
 //! once (a round's first checks go out together), then one every [`AgentConfig::pace`]; each
-//! pair retransmits every [`AgentConfig::retransmit`] until it succeeds or its window
+//! pair retries once after the answer delay and [`EARLY_RETRY_MARGIN`], then every
+//! [`AgentConfig::retransmit`] until it succeeds or its window
 //! ([`AgentConfig::check_timeout`]) ends. A reply counts only when it comes from the address the
 //! check went to, on the same socket (ICE's symmetric rule).
 //!
@@ -66,6 +67,8 @@ pub const MAX_OUTSTANDING: usize = 8192;
 pub const STRANGER_KEYS_BURST: u32 = 64;
 /// Then one per this interval.
 pub const STRANGER_KEY_INTERVAL: Duration = Duration::from_millis(10);
+/// The first retry of a pair comes this long after the answer delay (see `next_check`).
+pub const EARLY_RETRY_MARGIN: Duration = Duration::from_millis(15);
 /// Idle `poll_output` answer when nothing is scheduled.
 const IDLE: Duration = Duration::from_secs(3600);
 
@@ -343,19 +346,66 @@ impl PathAgent {
         }
     }
 
-    /// Frees `vaddr` (its last connection closed). The peer's state goes with its last address.
+    /// Frees `vaddr` (its last connection closed). The peer's state goes with its last address;
+    /// otherwise its other addresses take over the routes.
     pub fn release(&mut self, vaddr: SocketAddr) {
         let vaddr = normalize(vaddr);
         let peer = self.table.peer(vaddr);
         self.table.release(vaddr);
-        if let Some(peer) = peer {
-            if let Some(state) = self.peers.get_mut(&peer) {
-                state.vaddrs.retain(|v| *v != vaddr);
-                if state.vaddrs.is_empty() {
-                    if let Some(state) = self.peers.remove(&peer) {
-                        self.close_sockets(state.sockets);
-                    }
-                }
+        let Some(peer) = peer else {
+            return;
+        };
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.vaddrs.retain(|v| *v != vaddr);
+        if state.vaddrs.is_empty() {
+            if let Some(state) = self.peers.remove(&peer) {
+                self.close_sockets(state.sockets);
+            }
+        } else if let Some(path) = state.selected {
+            self.route_to_peer(peer, path, true);
+        }
+    }
+
+    /// The address to dial `peer` at: the one its selected path's route leads to (an incoming
+    /// handshake from the peer may hold it: quinn then carries both connections there).
+    pub fn dial_vaddr(&self, peer: &PeerId) -> Option<SocketAddr> {
+        let state = self.peers.get(peer)?;
+        let routed = state
+            .selected
+            .and_then(|path| self.table.vaddr_for_route(path.local, path.remote))
+            .filter(|owner| state.vaddrs.contains(owner));
+        routed.or_else(|| state.vaddrs.first().copied())
+    }
+
+    /// Routes `path` to `peer`'s addresses, and selects it for them if `select`. A route held by
+    /// an anonymous address (a handshake from there, identity not yet proven) is adopted with
+    /// it: the address joins the peer's and keeps the route, because that handshake comes from
+    /// the peer (the check on this path authenticated it), and quinn must keep receiving it
+    /// under the address it started on.
+    fn route_to_peer(&mut self, peer: PeerId, path: Path, select: bool) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let owner = self.table.vaddr_for_route(path.local, path.remote);
+        if let Some(owner) = owner {
+            if !state.vaddrs.contains(&owner) && self.table.peer(owner).is_none() {
+                self.table.bind_peer(owner, peer);
+                state.vaddrs.push(owner);
+            }
+        }
+        // The current owner, if it is the peer's, goes last and so keeps the route.
+        let mut order = state.vaddrs.clone();
+        if let Some(index) = owner.and_then(|o| order.iter().position(|v| *v == o)) {
+            let owner = order.remove(index);
+            order.push(owner);
+        }
+        for vaddr in order {
+            if select {
+                self.table.select(vaddr, path);
+            } else {
+                self.table.add_route(vaddr, path);
             }
         }
     }
@@ -432,7 +482,6 @@ impl PathAgent {
         let config = self.config;
         let state = self.peer_state(now, peer)?;
         let selected = state.selected;
-        let vaddrs = state.vaddrs.clone();
         if let Some(pair) = state.pair_or_insert(local, from, config.max_pairs) {
             let is_selected = Some(pair.path) == selected;
             if heartbeat && !is_selected {
@@ -444,9 +493,7 @@ impl PathAgent {
             }
             let path = pair.path;
             // QUIC from here may be decrypted now (quinn authenticates every packet itself).
-            for vaddr in vaddrs {
-                self.table.add_route(vaddr, path);
-            }
+            self.route_to_peer(peer, path, false);
             // The peer's handshake may arrive before our own check succeeds: without a path,
             // quinn's answer would be lost and retried only after its 1 s timeout (seen in
             // netsim as a 1 s first message in one run of three).
@@ -530,9 +577,10 @@ impl PathAgent {
         };
         let previous = state.selected.replace(path);
         state.provisional = provisional;
-        for vaddr in &state.vaddrs {
-            self.table.select(*vaddr, path);
-        }
+        self.route_to_peer(peer, path, true);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
         if !provisional {
             if let Some(pair) = state.pair_mut(path.local, path.remote) {
                 pair.follow = false;
@@ -690,7 +738,16 @@ impl PathAgent {
         if pair.state == PairState::Waiting {
             pair.state = PairState::InProgress;
         }
-        let retry = now + pair.retransmit.unwrap_or(config.retransmit);
+        // The first retry comes early: by then the answering side's first checks have opened
+        // its NAT towards our address, which lets a check from a new port (a symmetric NAT on
+        // our side) through an address-restricted filter without waiting a full interval.
+        let gap = match (pair.retransmit, pair.checks_sent) {
+            (Some(gap), _) => gap,
+            (None, 0) => config.answer_delay + EARLY_RETRY_MARGIN,
+            (None, _) => config.retransmit,
+        };
+        pair.checks_sent = pair.checks_sent.saturating_add(1);
+        let retry = now + gap;
         pair.next_check = match (pair.state, pair.check_until) {
             (PairState::Succeeded, _) => None,
             (_, Some(until)) if retry < until => Some(retry),

@@ -34,6 +34,8 @@ pub struct CandidatePair {
     pub rtt: Option<Duration>,
     /// Gap between checks until it answers (birthday pairs use a longer one).
     pub retransmit: Option<Duration>,
+    /// Checks sent on this pair.
+    pub checks_sent: u32,
 }
 
 impl CandidatePair {
@@ -52,6 +54,7 @@ impl CandidatePair {
             last_reply: None,
             rtt: None,
             retransmit: None,
+            checks_sent: 0,
         }
     }
 

@@ -9,8 +9,8 @@
 //! recognised, so a switch loses nothing.
 //!
 //! A route belongs to one virtual address at a time; given to another, it moves (newest owner
-//! wins), and if it was the other's selected path, that address has none until the agent picks
-//! one. The table holds at most `capacity` virtual addresses; [`PathTable::release`] frees one.
+//! wins), and if it was the selected path of another *peer's* address, that address has none
+//! until the agent picks one (two addresses of the same peer may both send on a path). The table holds at most `capacity` virtual addresses; [`PathTable::release`] frees one.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -135,11 +135,15 @@ impl PathTable {
             return false;
         }
         let key = (path.local, path.remote);
+        let owner = self.peers.get(&vaddr).and_then(|e| e.peer);
         if let Some(previous) = self.by_route.insert(key, vaddr) {
             if previous != vaddr {
                 if let Some(other) = self.peers.get_mut(&previous) {
                     other.routes.retain(|p| (p.local, p.remote) != key);
-                    if other.selected.is_some_and(|p| (p.local, p.remote) == key) {
+                    // Another peer's address must stop sending there; an address of the same
+                    // peer may keep sending on it (only receiving needs one owner).
+                    let same_peer = owner.is_some() && other.peer == owner;
+                    if !same_peer && other.selected.is_some_and(|p| (p.local, p.remote) == key) {
                         other.selected = None;
                     }
                 }
@@ -303,6 +307,25 @@ mod tests {
         table.release(vaddr);
         assert!(table.is_empty());
         assert_eq!(table.vaddr_for_route(LocalSocketId(0), remote), None);
+    }
+
+    #[test]
+    fn addresses_of_one_peer_share_a_path_and_one_of_them_receives() {
+        let mut table = PathTable::new(8);
+        let peer = PeerId([1; 32]);
+        let dialled = table.vaddr_for_peer(peer).unwrap();
+        let incoming = table
+            .vaddr_for_incoming(LocalSocketId(0), "192.0.2.1:1".parse().unwrap())
+            .unwrap();
+        table.bind_peer(incoming, peer);
+        table.select(dialled, direct("192.0.2.1:1"));
+        table.select(incoming, direct("192.0.2.1:1"));
+        assert_eq!(table.selected(dialled), Some(direct("192.0.2.1:1")));
+        assert_eq!(table.selected(incoming), Some(direct("192.0.2.1:1")));
+        assert_eq!(
+            table.vaddr_for_route(LocalSocketId(0), "192.0.2.1:1".parse().unwrap()),
+            Some(incoming)
+        );
     }
 
     #[test]
