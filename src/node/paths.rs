@@ -29,13 +29,8 @@ use crate::socket::{NodeSocket, SideDatagram};
 pub struct PeerPathState {
     /// The path QUIC to the peer goes out on.
     pub selected: Option<Path>,
-    /// How many times the selected path changed (first selection included).
-    pub selections: u64,
     /// How many rounds of checks ended without any path.
     pub failed_rounds: u64,
-    /// How many times the agent asked for fresh candidates (a re-punch, done by the re-punch
-    /// task even while the peer's task is blocked on a full stream).
-    pub repunches: u64,
 }
 
 /// Shared handle on the node's path agent.
@@ -162,10 +157,7 @@ impl Paths {
                         tracing::info!(peer = %peer.short(), from = %old.remote, to = %path.remote, ?rtt, "path switched")
                     }
                 }
-                self.update(peer, |state| {
-                    state.selected = Some(path);
-                    state.selections += 1;
-                });
+                self.update(peer, |state| state.selected = Some(path));
             }
             AgentEvent::ChecksFailed { peer } => {
                 let counters = self.agent.lock().expect("path agent lock").counters;
@@ -177,7 +169,6 @@ impl Paths {
                 if self.repunch.try_send(peer).is_err() {
                     tracing::warn!(peer = %peer.short(), "re-punch queue full; request dropped");
                 }
-                self.update(peer, |state| state.repunches += 1);
             }
             AgentEvent::OpenSockets { .. } | AgentEvent::CloseSockets { .. } => {
                 tracing::error!("socket event reached the publisher; ignored")
