@@ -408,6 +408,40 @@ impl Lab {
         Ok(ports)
     }
 
+    /// Moves host `host` (behind a router) to address `new` on its LAN, as when its DHCP
+    /// lease changes or it moves to another network: `new` is added, the old primary address
+    /// deleted (with `promote_secondaries` on, so `new` keeps the subnet route) and the
+    /// default route put back. Sockets bound to 0.0.0.0 then send from `new`, and the
+    /// router's NAT gives those datagrams new mappings. The lab's plan still names the old
+    /// address. Returns the old address.
+    pub fn move_host_address(&self, host: &str, new: Ipv4Addr) -> Result<Ipv4Addr> {
+        let node = self.node(host)?;
+        let old = self.addr(host)?;
+        let up = node
+            .uplink
+            .as_ref()
+            .filter(|u| u.gateway.is_some())
+            .ok_or_else(|| NetsimError::Topology(format!("`{host}` is not behind a router")))?;
+        let gw = up.gateway.expect("filtered");
+        netns::set_sysctls(
+            &node.netns,
+            &[(
+                &*format!("net/ipv4/conf/{}/promote_secondaries", up.interface),
+                "1".to_string(),
+            )],
+        )?;
+        let (dev, len) = (&up.interface, up.prefix_len);
+        netns::ip_batch(
+            Some(&node.netns),
+            &[
+                format!("addr add {new}/{len} dev {dev}"),
+                format!("addr del {old}/{len} dev {dev}"),
+                format!("route replace default via {gw} dev {dev}"),
+            ],
+        )?;
+        Ok(old)
+    }
+
     /// The UDP mappings a router's conntrack holds now (`conntrack -L -p udp`).
     pub fn udp_mappings(&self, router: &str) -> Result<Vec<UdpMapping>> {
         let node = self.node(router)?;

@@ -9,7 +9,8 @@
 //!    dialling alice if there is none);
 //! 5. by [`Phase`]: a bulk transfer of `bulk_bytes` in 1 MiB messages over the direction
 //!    that worked (the receiver checks every byte), optionally an idle period and one more
-//!    message each way (keepalive), or the NAT rebinding phase ([`super::rebind`]);
+//!    message each way (keepalive), or the NAT rebinding or address-change phase
+//!    ([`super::rebind`]);
 //! 6. every message is accounted for: arrived intact, failed (with a `failed` event), lost,
 //!    corrupted or duplicated.
 //!
@@ -138,6 +139,9 @@ pub enum Phase {
     Idle(Duration),
     /// A bulk transfer from alice to bob during which this router's NAT is rebound.
     Rebind { router: String },
+    /// A bulk transfer from alice to bob during which `host` (alice, behind `router`) moves
+    /// to another address on its LAN.
+    AddressChange { router: String, host: String },
 }
 
 /// One cell to run: its name, its lab and its phase.
@@ -170,9 +174,13 @@ pub fn run_cell(cfg: &CellConfig, spec: CellSpec) -> Result<CellResult> {
                         after_idle(cfg, session, *idle, result);
                     }
                 }
-                Phase::Rebind { router } => {
+                Phase::Rebind { router } | Phase::AddressChange { router, .. } => {
+                    let host = match &phase {
+                        Phase::AddressChange { host, .. } => Some(host.as_str()),
+                        _ => None,
+                    };
                     if hello.first_arrival.is_some() {
-                        super::rebind::run(cfg, lab, router, session, result);
+                        super::rebind::run(cfg, lab, router, host, session, result);
                     } else {
                         result.rebind = Some(RebindResult::not_run(
                             router,

@@ -84,7 +84,8 @@ pub struct MatrixArgs {
 /// Every cell of the matrix, in order: each pair of [`PeerKind::ALL`] in both dial
 /// directions (cell `A+B`: alice behind A dials bob behind B; `B+A` follows right after),
 /// two peers behind one NAT without and with hairpinning, a keepalive cell (a short NAT
-/// mapping timeout and an idle period longer than it), and the NAT rebinding cell.
+/// mapping timeout and an idle period longer than it), the NAT rebinding cell and the
+/// address-change cell.
 pub fn all_cells() -> Vec<CellSpec> {
     let cell = |name: String, builder, phase| CellSpec {
         name,
@@ -131,6 +132,15 @@ pub fn all_cells() -> Vec<CellSpec> {
             router: "alice-nat".into(),
         },
     ));
+    cells.push(cell(
+        ADDRESS_CHANGE_CELL.into(),
+        scenario::pair(PeerKind::PortRestrictedCone, PeerKind::PortRestrictedCone)
+            .scenario(ADDRESS_CHANGE_CELL),
+        Phase::AddressChange {
+            router: "alice-nat".into(),
+            host: "alice".into(),
+        },
+    ));
     cells
 }
 
@@ -139,6 +149,8 @@ pub const KEEPALIVE_CELL: &str = "keepalive-10s-nat";
 pub const KEEPALIVE_NAT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The NAT rebinding cell's name.
 pub const REBIND_CELL: &str = "rebind";
+/// The address-change cell's name (alice's host moves to another LAN address).
+pub const ADDRESS_CHANGE_CELL: &str = "address-change";
 /// Default of --max-trials.
 pub const DEFAULT_MAX_TRIALS: usize = 3;
 
@@ -339,7 +351,7 @@ pub fn load_expectations(path: &Path, cells: &[CellSpec]) -> Result<Vec<expected
     };
     expected::check_kinds(
         &expectations,
-        &of(|p| matches!(p, Phase::Rebind { .. })),
+        &of(|p| matches!(p, Phase::Rebind { .. } | Phase::AddressChange { .. })),
         &of(|p| *p == Phase::Plain),
     )?;
     Ok(expectations)
@@ -360,8 +372,9 @@ mod tests {
     #[test]
     fn the_shipped_expectations_cover_every_cell() {
         let cells = all_cells();
-        // Every ordered pair of kinds (same kind once), two same-NAT cells, keepalive, rebind.
-        assert_eq!(cells.len(), 8 * 8 + 4);
+        // Every ordered pair of kinds (same kind once), two same-NAT cells, keepalive, rebind,
+        // address change.
+        assert_eq!(cells.len(), 8 * 8 + 5);
         let mut names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
         names.sort();
         names.dedup();

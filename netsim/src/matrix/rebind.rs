@@ -6,6 +6,10 @@
 //! alice's new address (bob's NAT must be opened towards it, so a port-restricted bob needs
 //! a new punch). Measured besides: the longest stall between two arrivals, and whether
 //! either node reported a `path` event (bob should see alice's new address).
+//!
+//! The address-change cell runs the same transfer, but instead of rebinding the NAT it moves
+//! alice's host to another address on her LAN ([`Lab::move_host_address`]): her next
+//! datagrams leave from the new address, and her router gives them a new mapping.
 
 use super::cell::{CellConfig, CellResult, MessageTally};
 use super::node::Output;
@@ -14,7 +18,7 @@ use crate::lab::Lab;
 use crate::nft::PortRange;
 use serde::Serialize;
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 /// Message id of the first bulk message (ids 1-4 are the small messages).
@@ -23,6 +27,10 @@ const FIRST_ID: u64 = 100;
 const VERIFY_AFTER: Duration = Duration::from_millis(500);
 /// Smallest transfer that leaves something to send after a third has arrived.
 pub const MIN_REBIND_BYTES: usize = 3 * BULK_CHUNK;
+/// Largest transfer of the address-change cell (it needs no more to show the outcome).
+pub const ADDRESS_CHANGE_BYTES: usize = 30 * BULK_CHUNK;
+/// The last octet of alice's LAN address grows by this when she moves (.10 -> .110).
+const MOVE_OFFSET: u8 = 100;
 
 /// What happened in the rebinding phase.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,6 +45,13 @@ pub struct RebindResult {
     pub new_ports: Option<PortRange>,
     /// alice's address as bob's node reported it when they connected.
     pub address_before: Option<String>,
+    /// Address-change cell: alice's LAN address before and after the move.
+    pub lan_before: Option<Ipv4Addr>,
+    pub lan_after: Option<Ipv4Addr>,
+    /// alice's public address (router's IP, mapped port) in its conntrack just before the
+    /// disruption and shortly after it.
+    pub public_before: Option<SocketAddrV4>,
+    pub public_after: Option<SocketAddrV4>,
     /// Bytes that had arrived at bob when the NAT was rebound, and when (from the first
     /// bulk message queued).
     pub rebound_after_bytes: Option<usize>,
@@ -57,7 +72,8 @@ pub struct RebindResult {
     pub throughput_mib_s: Option<f64>,
     /// `path` events each node reported for the other (`bob: path <alice> direct <addr>`).
     pub path_events: Vec<String>,
-    /// bob reported a `path` event for alice at the router's public IP and a new port.
+    /// bob reported a `path` event for alice at the router's public IP and a new port (of
+    /// the new range; after an address change, `public_after`'s).
     pub bob_saw_new_address: bool,
     /// Every byte arrived intact and in order, every message ended in `delivered`, none in
     /// `failed`.
@@ -77,16 +93,22 @@ impl RebindResult {
     }
 }
 
-/// Runs the transfer with the rebinding in the middle; problems of the lab itself (the
-/// rebinding failed, or conntrack does not show the new mapping) go to `result.lab_problem`.
+/// Runs the transfer with the rebinding of `router` in the middle, or with `move_host`
+/// (alice, behind `router`) moving to another LAN address instead; problems of the lab
+/// itself (the rebinding or move failed, or conntrack does not show the new mapping) go to
+/// `result.lab_problem`.
 pub fn run(
     cfg: &CellConfig,
     lab: &Lab,
     router: &str,
+    move_host: Option<&str>,
     session: &mut Session,
     result: &mut CellResult,
 ) {
-    let bytes = cfg.rebind_bytes.max(MIN_REBIND_BYTES);
+    let mut bytes = cfg.rebind_bytes.max(MIN_REBIND_BYTES);
+    if move_host.is_some() {
+        bytes = bytes.min(ADDRESS_CHANGE_BYTES);
+    }
     let chunks = bytes.div_ceil(BULK_CHUNK);
     let mut r = RebindResult {
         router: router.to_string(),
@@ -97,6 +119,13 @@ pub fn run(
         ..RebindResult::default()
     };
     let alice_ip = lab.addr("alice").ok();
+    // bob's address as alice's node connected to it: her mapping towards it is the one
+    // whose public address counts.
+    let bob_addr: Option<SocketAddrV4> = session.nodes[0]
+        .events("connected")
+        .into_iter()
+        .find(|(_, w)| w.get(1) == Some(&session.ids[1]))
+        .and_then(|(_, w)| w.get(3)?.parse().ok());
     let start = Instant::now();
     for k in 0..chunks as u64 {
         let len = BULK_CHUNK.min(bytes - k as usize * BULK_CHUNK) - 8;
@@ -159,27 +188,53 @@ pub fn run(
         }
         seen = bob.history.len();
         if rebound_at.is_none() && r.bytes_arrived >= bytes / 3 {
-            match lab.rebind_nat(router) {
-                Ok(ports) => {
+            r.public_before = alice_ip.and_then(|ip| {
+                let m = lab.udp_mappings(router).ok()?;
+                let mut alices = m.iter().filter(|m| *m.inside.ip() == ip);
+                let m = alices
+                    .clone()
+                    .find(|m| Some(m.remote) == bob_addr)
+                    .or_else(|| alices.next())?;
+                Some(SocketAddrV4::new(r.public_ip?, m.public_port))
+            });
+            let done = match (move_host, alice_ip) {
+                (None, _) => lab
+                    .rebind_nat(router)
+                    .map(|ports| r.new_ports = Some(ports)),
+                (Some(host), Some(ip)) => {
+                    let [a, b, c, d] = ip.octets();
+                    let new = Ipv4Addr::new(a, b, c, d.wrapping_add(MOVE_OFFSET));
+                    lab.move_host_address(host, new).map(|old| {
+                        r.lan_before = Some(old);
+                        r.lan_after = Some(new);
+                    })
+                }
+                (Some(host), None) => Err(crate::error::NetsimError::UnknownHost(host.into())),
+            };
+            match done {
+                Ok(()) => {
                     let at = Instant::now();
                     rebound_at = Some(at);
-                    r.new_ports = Some(ports);
                     r.rebound_after_bytes = Some(r.bytes_arrived);
                     r.rebound_at_ms = Some(ms(at - start));
                 }
                 Err(e) => {
-                    result.lab_problem = Some(format!("rebinding {router} failed: {e}"));
+                    result.lab_problem = Some(match move_host {
+                        None => format!("rebinding {router} failed: {e}"),
+                        Some(host) => format!("moving {host} to a new address failed: {e}"),
+                    });
                     break Instant::now();
                 }
             }
         }
-        if let (Some(at), Some(ports), Some(ip), false) =
-            (rebound_at, r.new_ports, alice_ip, verified)
-        {
+        let inside = r.lan_after.or(alice_ip);
+        if let (Some(at), Some(ip), false) = (rebound_at, inside, verified) {
             if Instant::now() >= at + VERIFY_AFTER {
-                match verify_mappings(lab, router, ip, ports, at) {
-                    Ok(Some(lines)) => {
+                let (ports, before) = (r.new_ports, r.public_before);
+                match verify_mappings(lab, router, ip, ports, before, bob_addr, at) {
+                    Ok(Some((lines, port))) => {
                         r.mappings_after = lines;
+                        r.public_after = r.public_ip.map(|ip| SocketAddrV4::new(ip, port));
                         verified = true;
                     }
                     Ok(None) => {}
@@ -233,15 +288,19 @@ pub fn run(
     result.rebind = Some(r);
 }
 
-/// alice's UDP mappings in the router's conntrack: `Ok(None)` while there is none yet (she
-/// has not sent since the rebinding), an error if one is outside the new port range.
+/// alice's UDP mappings (from `alice`, her address now) in the router's conntrack, and the
+/// public port of the first: `Ok(None)` while there is none yet (she has not sent since the
+/// rebinding; the port is that of her mapping towards `bob` if there is one), an error if one is outside the new port range `ports` or (after a move)
+/// still on the public port she had `before`.
 fn verify_mappings(
     lab: &Lab,
     router: &str,
     alice: Ipv4Addr,
-    ports: PortRange,
+    ports: Option<PortRange>,
+    before: Option<SocketAddrV4>,
+    bob: Option<SocketAddrV4>,
     rebound_at: Instant,
-) -> std::result::Result<Option<Vec<String>>, String> {
+) -> std::result::Result<Option<(Vec<String>, u16)>, String> {
     let mappings = lab
         .udp_mappings(router)
         .map_err(|e| format!("reading {router}'s conntrack after the rebinding: {e}"))?;
@@ -262,13 +321,22 @@ fn verify_mappings(
         .iter()
         .map(|m| format!("{} -> :{} -> {}", m.inside, m.public_port, m.remote))
         .collect();
-    if let Some(old) = alices.iter().find(|m| !ports.contains(m.public_port)) {
+    if let Some(ports) = ports {
+        if let Some(old) = alices.iter().find(|m| !ports.contains(m.public_port)) {
+            return Err(format!(
+                "after the rebinding {router} still maps {} to port {} (outside {}-{})",
+                old.inside, old.public_port, ports.first, ports.last
+            ));
+        }
+    }
+    if let Some(old) = before.and_then(|b| alices.iter().find(|m| m.public_port == b.port())) {
         return Err(format!(
-            "after the rebinding {router} still maps {} to port {} (outside {}-{})",
-            old.inside, old.public_port, ports.first, ports.last
+            "{router} maps alice's new address {} to her old public port {}",
+            old.inside, old.public_port
         ));
     }
-    Ok(Some(lines))
+    let towards_bob = alices.iter().find(|m| Some(m.remote) == bob);
+    Ok(Some((lines, towards_bob.unwrap_or(&alices[0]).public_port)))
 }
 
 /// After the cell's messages are accounted for: the `path` events, whether bob saw alice's
@@ -290,7 +358,10 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
             if i == 1 {
                 let new = addr.parse::<SocketAddr>().ok().is_some_and(|a| {
                     r.public_ip.is_some_and(|ip| a.ip() == ip)
-                        && r.new_ports.is_some_and(|p| p.contains(a.port()))
+                        && match r.new_ports {
+                            Some(p) => p.contains(a.port()),
+                            None => r.public_after.is_some_and(|p| p.port() == a.port()),
+                        }
                 });
                 r.bob_saw_new_address |= new;
             }
@@ -301,8 +372,9 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
         .into_iter()
         .find(|(_, w)| w.get(1) == Some(&session.ids[0]))
         .and_then(|(_, w)| w.get(3).cloned());
-    if r.new_ports.is_none() && r.problems.is_empty() {
-        r.problems.push("the NAT was never rebound".into());
+    if r.rebound_at_ms.is_none() && r.problems.is_empty() {
+        r.problems
+            .push("the NAT was never rebound (or alice never moved)".into());
     }
     if r.messages_arrived < r.messages {
         let missing = format!(
@@ -345,5 +417,5 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
             r.problems.push(format!("{n} message(s) {what}"));
         }
     }
-    r.survived = r.new_ports.is_some() && r.problems.is_empty();
+    r.survived = r.rebound_at_ms.is_some() && r.problems.is_empty();
 }

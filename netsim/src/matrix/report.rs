@@ -215,7 +215,12 @@ impl Report {
 
 /// The NAT rebinding cell in detail.
 fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
-    let _ = writeln!(md, "\n## NAT rebinding (`{cell}`)\n");
+    let title = match r.lan_before {
+        Some(_) => "Address change",
+        None => "NAT rebinding",
+    };
+    let _ = writeln!(md, "\n## {title} (`{cell}`)\n");
+    let addr = |a: Option<std::net::SocketAddrV4>| a.map_or("-".into(), |a| a.to_string());
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let yes = |b: bool| if b { "yes" } else { "no" };
     let lines = [
@@ -228,8 +233,24 @@ fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
             ),
         ),
         (
+            "moved",
+            match (
+                r.lan_before,
+                r.lan_after,
+                r.rebound_after_bytes,
+                r.rebound_at_ms,
+            ) {
+                (Some(old), Some(new), Some(b), Some(t)) => format!(
+                    "alice from {old} to {new} after {:.1} MiB had arrived ({t:.0} ms in)",
+                    mib(b)
+                ),
+                _ => String::new(),
+            },
+        ),
+        (
             "rebound",
             match (r.rebound_after_bytes, r.rebound_at_ms, r.new_ports) {
+                _ if r.lan_before.is_some() => String::new(),
                 (Some(b), Some(t), Some(p)) => format!(
                     "`{}` after {:.1} MiB had arrived ({t:.0} ms in); UDP now mapped to {}:{}-{}",
                     r.router,
@@ -241,6 +262,14 @@ fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
                 _ => "no".into(),
             },
         ),
+        (
+            "alice's public address (conntrack)",
+            format!(
+                "{} before, {} after",
+                addr(r.public_before),
+                addr(r.public_after)
+            ),
+        ),
         ("alice's mappings after", r.mappings_after.join(", ")),
         (
             "bob saw alice at",
@@ -249,7 +278,7 @@ fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
         (
             "arrived",
             format!(
-                "{} of {} messages, {:.1} MiB, in order: {}, resumed after the rebinding: {}",
+                "{} of {} messages, {:.1} MiB, in order: {}, resumed afterwards: {}",
                 r.messages_arrived,
                 r.messages,
                 mib(r.bytes_arrived),
