@@ -132,7 +132,7 @@ pub struct PathAgent {
     pub(super) config: AgentConfig,
     seed: [u8; 32],
     next_transaction: u64,
-    table: PathTable,
+    pub(super) table: PathTable,
     pub(super) peers: BTreeMap<PeerId, PeerPaths>,
     stranger_keys: TokenBuckets<()>,
     outstanding: HashMap<Transaction, Outstanding>,
@@ -219,7 +219,11 @@ impl PathAgent {
     }
 
     /// The state of `peer`, created (with its key and virtual address) if needed.
-    fn peer_state(&mut self, now: Instant, peer: PeerId) -> Result<&mut PeerPaths, PathError> {
+    pub(super) fn peer_state(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+    ) -> Result<&mut PeerPaths, PathError> {
         if !self.peers.contains_key(&peer) {
             if self.peers.len() >= self.config.max_peers {
                 self.evict_idle_peer()?;
@@ -308,105 +312,6 @@ impl PathAgent {
             state.connected = connected;
             state.last_activity = now;
             state.next_heartbeat = connected.then_some(now + self.config.heartbeat);
-        }
-    }
-
-    /// An incoming handshake on `vaddr` proved it is `peer`: the address joins the peer's,
-    /// and follows its selected path from now on.
-    pub fn bind_incoming(&mut self, now: Instant, vaddr: SocketAddr, peer: PeerId) {
-        let vaddr = normalize(vaddr);
-        self.table.bind_peer(vaddr, peer);
-        let own_path = self.table.selected(vaddr);
-        let Ok(state) = self.peer_state(now, peer) else {
-            return;
-        };
-        if !state.vaddrs.contains(&vaddr) {
-            state.vaddrs.push(vaddr);
-        }
-        let selected = state.selected;
-        match (selected, own_path) {
-            (Some(path), _) => {
-                self.table.select(vaddr, path);
-            }
-            (None, Some(path)) => {
-                // The handshake's own path works (it carried the handshake): adopt it.
-                let state = self.peers.get_mut(&peer).expect("created above");
-                state.selected = Some(path);
-                if let Some(pair) =
-                    state.pair_or_insert(path.local, path.remote, self.config.max_pairs)
-                {
-                    pair.state = PairState::Succeeded;
-                    pair.last_reply = Some(now);
-                }
-                for other in state.vaddrs.clone() {
-                    self.table.select(other, path);
-                }
-            }
-            (None, None) => {}
-        }
-    }
-
-    /// Frees `vaddr` (its last connection closed). The peer's state goes with its last address;
-    /// otherwise its other addresses take over the routes.
-    pub fn release(&mut self, vaddr: SocketAddr) {
-        let vaddr = normalize(vaddr);
-        let peer = self.table.peer(vaddr);
-        self.table.release(vaddr);
-        let Some(peer) = peer else {
-            return;
-        };
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        state.vaddrs.retain(|v| *v != vaddr);
-        if state.vaddrs.is_empty() {
-            if let Some(state) = self.peers.remove(&peer) {
-                self.close_sockets(state.sockets);
-            }
-        } else if let Some(path) = state.selected {
-            self.route_to_peer(peer, path, true);
-        }
-    }
-
-    /// The address to dial `peer` at: the one its selected path's route leads to (an incoming
-    /// handshake from the peer may hold it: quinn then carries both connections there).
-    pub fn dial_vaddr(&self, peer: &PeerId) -> Option<SocketAddr> {
-        let state = self.peers.get(peer)?;
-        let routed = state
-            .selected
-            .and_then(|path| self.table.vaddr_for_route(path.local, path.remote))
-            .filter(|owner| state.vaddrs.contains(owner));
-        routed.or_else(|| state.vaddrs.first().copied())
-    }
-
-    /// Routes `path` to `peer`'s addresses, and selects it for them if `select`. A route held by
-    /// an anonymous address (a handshake from there, identity not yet proven) is adopted with
-    /// it: the address joins the peer's and keeps the route, because that handshake comes from
-    /// the peer (the check on this path authenticated it), and quinn must keep receiving it
-    /// under the address it started on.
-    fn route_to_peer(&mut self, peer: PeerId, path: Path, select: bool) {
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let owner = self.table.vaddr_for_route(path.local, path.remote);
-        if let Some(owner) = owner {
-            if !state.vaddrs.contains(&owner) && self.table.peer(owner).is_none() {
-                self.table.bind_peer(owner, peer);
-                state.vaddrs.push(owner);
-            }
-        }
-        // The current owner, if it is the peer's, goes last and so keeps the route.
-        let mut order = state.vaddrs.clone();
-        if let Some(index) = owner.and_then(|o| order.iter().position(|v| *v == o)) {
-            let owner = order.remove(index);
-            order.push(owner);
-        }
-        for vaddr in order {
-            if select {
-                self.table.select(vaddr, path);
-            } else {
-                self.table.add_route(vaddr, path);
-            }
         }
     }
 

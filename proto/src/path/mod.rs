@@ -7,7 +7,8 @@
 //! - [`table`]: virtual peer addresses, each with a selected path and the routes it accepts;
 //! - [`agent`]: the [`PathAgent`]: candidates, paced and triggered checks, selection,
 //!   heartbeats and path switches, driven by one `poll_output()`;
-//! - `pairs` (private): one peer's candidate pairs and their states.
+//! - `pairs` (private): one peer's candidate pairs and their states;
+//! - `routes` (private): the agent's side of the table (joining, releasing, routing addresses).
 //!
 //! A [`Path`] is a local socket and a remote transport address. Today every path is
 //! [`PathKind::Direct`] (UDP to the peer's address); a relayed path will be one more kind whose
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod birthday;
 pub mod events;
 mod pairs;
+mod routes;
 pub mod table;
 pub mod wire;
 
