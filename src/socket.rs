@@ -11,14 +11,14 @@
 //! `try_send` sends on the socket of the path. Datagrams keep the [`LocalSocketId`] they arrived
 //! on all the way to the path agent.
 //!
-//! In [`AddressMode::Virtual`] (nodes), quinn never sees a peer's real address: datagrams on a
+//! With a path agent (nodes), quinn never sees a peer's real address: datagrams on a
 //! route of a peer are shown as coming from the peer's virtual address, and datagrams quinn sends
 //! to a virtual address go out on the path the path agent selected (`p2pnat_proto::path`). Real
 //! addresses registered with [`NodeSocket::add_passthrough`] (the rendezvous) are used as they
 //! are. An unknown source gets a virtual address only when it sends a QUIC Initial packet, so
 //! stray packets cannot fill the table; any other QUIC packet from an unknown source is dropped
 //! and counted (quinn would otherwise see a real address: a NAT rebinding is the path agent's to
-//! handle, not quinn's). In [`AddressMode::Real`] (the rendezvous) no translation happens.
+//! handle, not quinn's). Without one (the rendezvous) no translation happens.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -51,13 +51,6 @@ pub struct SideDatagram {
 /// Most extra local sockets open at once.
 pub const MAX_EXTRA_SOCKETS: usize = 256;
 
-/// Whether quinn sees virtual peer addresses (nodes) or real ones (the rendezvous).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressMode {
-    Virtual,
-    Real,
-}
-
 /// Counters of dropped input, for logs and tests.
 #[derive(Debug, Default)]
 pub struct SocketCounters {
@@ -79,7 +72,8 @@ pub struct NodeSocket {
     /// newly opened extra socket has never been polled, so nothing would wake the driver for
     /// its first datagram; opening one wakes this.
     recv_waker: Mutex<Option<std::task::Waker>>,
-    mode: AddressMode,
+    /// With an agent, quinn sees virtual peer addresses (nodes); without, real ones (the
+    /// rendezvous).
     paths: Option<Arc<Mutex<PathAgent>>>,
     passthrough: Mutex<HashSet<SocketAddr>>,
     side: mpsc::Sender<SideDatagram>,
@@ -89,7 +83,7 @@ pub struct NodeSocket {
 impl fmt::Debug for NodeSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeSocket")
-            .field("mode", &self.mode)
+            .field("virtual_addresses", &self.paths.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -101,16 +95,11 @@ fn is_quic_initial(first_byte: u8) -> bool {
 
 impl NodeSocket {
     /// Wraps a bound std socket. Returns the socket and the receiver of STUN/project datagrams.
-    /// With a path agent the socket translates virtual addresses ([`AddressMode::Virtual`]);
-    /// without one it does not ([`AddressMode::Real`]).
+    /// With a path agent the socket translates virtual addresses; without one it does not.
     pub fn new(
         socket: std::net::UdpSocket,
         paths: Option<Arc<Mutex<PathAgent>>>,
     ) -> io::Result<(Arc<Self>, mpsc::Receiver<SideDatagram>)> {
-        let mode = match paths {
-            Some(_) => AddressMode::Virtual,
-            None => AddressMode::Real,
-        };
         let inner = quinn::default_runtime()
             .ok_or_else(|| io::Error::other("no async runtime"))?
             .wrap_udp_socket(socket)?;
@@ -121,7 +110,6 @@ impl NodeSocket {
             has_extras: AtomicBool::new(false),
             next_extra: AtomicU16::new(1),
             recv_waker: Mutex::new(None),
-            mode,
             paths,
             passthrough: Mutex::new(HashSet::new()),
             side,
@@ -423,12 +411,13 @@ impl AsyncUdpSocket for NodeSocket {
                 Poll::Pending => {}
             }
             if self.has_extras.load(Ordering::Acquire) {
-                let extras = self.extras.read().expect("extra sockets lock").clone();
-                for (id, socket) in extras {
+                // Read under the lock, without copying the list: nothing below takes it again.
+                let extras = self.extras.read().expect("extra sockets lock");
+                for (id, socket) in extras.iter() {
                     match socket.poll_recv(cx, bufs, meta) {
                         Poll::Ready(Ok(count)) => {
                             progressed = true;
-                            if self.filter_batch(id, bufs, meta, count) {
+                            if self.filter_batch(*id, bufs, meta, count) {
                                 return Poll::Ready(Ok(count));
                             }
                         }

@@ -172,10 +172,6 @@ impl PathAgent {
         self.secret.id()
     }
 
-    pub fn config(&self) -> &AgentConfig {
-        &self.config
-    }
-
     /// The virtual-address table (read by the socket layer).
     pub fn table(&self) -> &PathTable {
         &self.table
