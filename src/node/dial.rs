@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 
 use super::paths::Paths;
 use super::rendezvous_client::{RendezvousClient, RendezvousError};
-use crate::socket::NodeSocket;
 
 /// Most STUN transactions in progress at once (bounds the STUN routing table).
 pub const MAX_PROBES: usize = 1024;
@@ -93,7 +92,6 @@ impl<K: std::hash::Hash + Eq + Copy, T> Routes<K, T> {
 pub struct Dialler {
     pub own: PeerId,
     pub endpoint: quinn::Endpoint,
-    pub socket: Arc<NodeSocket>,
     pub paths: Arc<Paths>,
     pub client_config: quinn::ClientConfig,
     pub rendezvous: RendezvousClient,

@@ -192,7 +192,6 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let dialler = dial::Dialler {
         own,
         endpoint: endpoint.clone(),
-        socket: socket.clone(),
         paths: paths.clone(),
         client_config: peer_client,
         rendezvous: rendezvous.clone(),
