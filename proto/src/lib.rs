@@ -15,6 +15,8 @@
 //! - [`path`]: the path agent (authenticated checks, path selection, heartbeats) and the
 //!   virtual-address table beneath quinn;
 //! - [`sim`]: a deterministic virtual-time network simulator with NAT models, for tests;
+//! - [`turn`]: TURN (RFC 8656) relay client and server machines, ChannelData framing and
+//!   REST-API credentials;
 //! - [`app`]: the stdin/stdout application interface codec (frames, command lines, events).
 
 pub mod app;
@@ -27,5 +29,6 @@ pub mod rate_limit;
 pub mod registry;
 pub mod sim;
 pub mod stun;
+pub mod turn;
 
 pub use peer_id::{PeerId, PeerIdError};
