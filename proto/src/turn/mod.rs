@@ -3,7 +3,8 @@
 //! - [`channel_data`]: the 4-byte ChannelData framing (stun-rs encodes the STUN methods and
 //!   attributes, not this);
 //! - [`credentials`]: the REST-API username/password scheme coturn calls `use-auth-secret`;
-//! - [`client`]: the sans-IO TURN client (allocation, refreshes, permissions, channels).
+//! - [`client`]: the sans-IO TURN client (allocation, refreshes, permissions, channels);
+//! - [`server`]: the sans-IO TURN server behind the rendezvous's built-in relay.
 //!
 //! The client and server state machines live beside these and are sans-IO like the rest of the
 //! crate: time and randomness are passed in, datagrams and deadlines come out.
@@ -11,3 +12,4 @@
 pub mod channel_data;
 pub mod client;
 pub mod credentials;
+pub mod server;
