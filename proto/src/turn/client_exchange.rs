@@ -261,6 +261,8 @@ impl TurnClient {
         if code == Some(486) {
             wait = wait.max(self.config.quota_backoff);
         }
+        self.transactions.clear();
+        self.transmits.clear();
         if code == Some(437) {
             // Our 5-tuple still holds an allocation the server knows and we do not: delete it
             // (best effort) so that the next Allocate can succeed.
@@ -272,7 +274,6 @@ impl TurnClient {
             }
         }
         self.backoff = (self.backoff * 2).min(self.config.backoff_max);
-        self.transactions.clear();
         self.phase = Phase::Backoff { until: now + wait };
         self.events.push_back(ClientEvent::AllocationFailed {
             reason,
@@ -282,7 +283,9 @@ impl TurnClient {
 
     /// The allocation is gone (437, expiry): report it and allocate again at once.
     pub(super) fn allocation_lost(&mut self, now: Instant, reason: AllocationFailure) {
+        // Requests queued for the lost allocation would only draw 437s.
         self.transactions.clear();
+        self.transmits.clear();
         for permission in self.permissions.values_mut() {
             permission.in_flight = false;
             if permission.state == State::Installed {
