@@ -6,5 +6,6 @@
 pub mod identity;
 pub mod node;
 pub mod process;
+pub mod relay;
 pub mod socket;
 pub mod tls;

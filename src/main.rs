@@ -51,6 +51,13 @@ struct Args {
     /// lossy links, see docs/PERFORMANCE.md).
     #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Cubic)]
     congestion: p2pnat::socket::CongestionControl,
+    /// Never use the relay the rendezvous offers (peers that cannot be reached directly are
+    /// then unreachable).
+    #[arg(long)]
+    no_relay: bool,
+    /// Use only relayed paths (for measuring and testing the relay; both peers should say so).
+    #[arg(long, conflicts_with = "no_relay")]
+    relay_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,12 +96,14 @@ fn main() -> ExitCode {
         max_message: args.max_message,
         paths: AgentConfig {
             check_timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
+            relay_only: args.relay_only,
             ..AgentConfig::default()
         },
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         keepalive: (args.keepalive_secs > 0).then(|| Duration::from_secs(args.keepalive_secs)),
         congestion: args.congestion,
+        relay: !args.no_relay,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -19,6 +19,10 @@
 //! stray packets cannot fill the table; any other QUIC packet from an unknown source is dropped
 //! and counted (quinn would otherwise see a real address: a NAT rebinding is the path agent's to
 //! handle, not quinn's). Without one (the rendezvous) no translation happens.
+//!
+//! Datagrams from the node's TURN server go to the relay link first ([`crate::relay`]); the
+//! QUIC it unwraps reaches quinn from a queue, on local socket [`LocalSocketId::RELAY`], and
+//! datagrams for that local socket leave wrapped for the relay.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -34,6 +38,8 @@ use p2pnat_proto::path::{normalize, LocalSocketId, PathAgent};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
+
+use crate::relay::RelayLink;
 
 /// Capacity of the side channel carrying STUN and project datagrams to their handler.
 pub const SIDE_CHANNEL_CAPACITY: usize = 1024;
@@ -77,6 +83,7 @@ pub struct NodeSocket {
     paths: Option<Arc<Mutex<PathAgent>>>,
     passthrough: Mutex<HashSet<SocketAddr>>,
     side: mpsc::Sender<SideDatagram>,
+    relay: Arc<RelayLink>,
     pub counters: SocketCounters,
 }
 
@@ -113,9 +120,15 @@ impl NodeSocket {
             paths,
             passthrough: Mutex::new(HashSet::new()),
             side,
+            relay: Arc::new(RelayLink::default()),
             counters: SocketCounters::default(),
         };
         Ok((Arc::new(socket), side_rx))
+    }
+
+    /// The relay link (the node's TURN allocation, once it has one).
+    pub fn relay(&self) -> &Arc<RelayLink> {
+        &self.relay
     }
 
     /// Lets quinn talk to `addr` by its real address (used for the rendezvous).
@@ -155,8 +168,11 @@ impl NodeSocket {
     }
 
     fn send_on(&self, local: LocalSocketId, transmit: &Transmit) -> io::Result<()> {
-        if local == LocalSocketId(0) {
+        if local == LocalSocketId::MAIN {
             return self.inner.try_send(transmit);
+        }
+        if local == LocalSocketId::RELAY {
+            return self.send_relayed(transmit);
         }
         let socket = self
             .extras
@@ -177,6 +193,34 @@ impl NodeSocket {
                 Ok(())
             }
         }
+    }
+
+    /// Sends each datagram of `transmit` through the relay (wrapped for the TURN server, on
+    /// the main socket). Datagrams the relay cannot take are dropped, as on a dead link.
+    fn send_relayed(&self, transmit: &Transmit) -> io::Result<()> {
+        let peer = normalize(transmit.destination);
+        let size = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        let mut wrapped = Vec::with_capacity(size + 64);
+        for segment in transmit.contents.chunks(size) {
+            let Some(server) = self.relay.wrap(peer, segment, &mut wrapped) else {
+                continue;
+            };
+            let outer = Transmit {
+                destination: self.outgoing_address(server),
+                ecn: transmit.ecn,
+                contents: &wrapped,
+                segment_size: None,
+                src_ip: None,
+            };
+            match self.inner.try_send(&outer) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     /// Opens up to `count` extra sockets on the main socket's IP (ports chosen by the OS), at
@@ -202,10 +246,10 @@ impl NodeSocket {
                     break;
                 }
             };
-            // Ids wrap around but skip 0 (the main socket) and ids still open.
+            // Ids wrap around but skip the main socket's, the relay's and ids still open.
             let id = loop {
                 let id = LocalSocketId(self.next_extra.fetch_add(1, Ordering::Relaxed));
-                if id.0 != 0 && !extras.iter().any(|(open, _)| *open == id) {
+                if id != LocalSocketId::MAIN && id != LocalSocketId::RELAY && !extras.iter().any(|(open, _)| *open == id) {
                     break id;
                 }
             };
@@ -262,6 +306,17 @@ impl NodeSocket {
         while offset < meta.len {
             let end = (offset + stride).min(meta.len);
             let segment_len = end - offset;
+            if self.relay.is_server(source) {
+                if let Some(datagram) = self.relay.receive(&buf[offset..end]) {
+                    if self.side.try_send(datagram).is_err() {
+                        self.counters
+                            .side_channel_full
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                offset = end;
+                continue;
+            }
             match classify(&buf[offset..end]) {
                 DatagramKind::Quic => {
                     buf.copy_within(offset..end, kept);
@@ -355,6 +410,35 @@ impl NodeSocket {
     }
 }
 
+impl NodeSocket {
+    /// Fills `bufs` with relayed QUIC packets waiting in the relay link, each shown as coming
+    /// from its peer's virtual address (packets of no known route are dropped). Returns how
+    /// many entries were filled.
+    fn relayed_batch(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut filled = 0;
+        while filled < bufs.len().min(meta.len()) {
+            let Some(packet) = self.relay.next_quic() else {
+                break;
+            };
+            let buf = &mut bufs[filled];
+            if packet.bytes.len() > buf.len() || packet.bytes.is_empty() {
+                continue;
+            }
+            buf[..packet.bytes.len()].copy_from_slice(&packet.bytes);
+            let entry = &mut meta[filled];
+            entry.addr = packet.from;
+            entry.len = packet.bytes.len();
+            entry.stride = packet.bytes.len();
+            entry.ecn = None;
+            entry.dst_ip = None;
+            if self.translate_source(LocalSocketId::RELAY, entry, packet.from, packet.bytes[0]) {
+                filled += 1;
+            }
+        }
+        filled
+    }
+}
+
 impl AsyncUdpSocket for NodeSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         self.inner.clone().create_io_poller()
@@ -399,6 +483,11 @@ impl AsyncUdpSocket for NodeSocket {
     ) -> Poll<io::Result<usize>> {
         loop {
             let mut progressed = false;
+            // Relayed QUIC unwrapped by an earlier read first.
+            let relayed = self.relayed_batch(bufs, meta);
+            if relayed > 0 {
+                return Poll::Ready(Ok(relayed));
+            }
             // The main socket first; then the extra ones (only while any are open).
             match self.inner.poll_recv(cx, bufs, meta) {
                 Poll::Ready(Ok(count)) => {

@@ -15,7 +15,7 @@ use crate::nat::NatReport;
 use crate::PeerId;
 
 /// Version of the control protocol; a different version is refused.
-pub const CONTROL_VERSION: u16 = 2;
+pub const CONTROL_VERSION: u16 = 3;
 /// Largest encoded control message, version included.
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 /// Most local addresses a node may report.
@@ -38,9 +38,13 @@ pub enum Request {
     /// Register (or refresh) the caller: the rendezvous records the address it observes the
     /// connection coming from, the addresses the node reports for itself and what it detected
     /// of its NAT ([`NatReport::UNKNOWN`] until it has).
+    ///
+    /// `relayed`: the node's relayed address on the TURN server it was offered
+    /// ([`Response::Registered`]'s `turn`), once it has an allocation.
     Register {
         local_addrs: Vec<SocketAddr>,
         nat: NatReport,
+        relayed: Option<SocketAddr>,
     },
     /// Look up a registered peer.
     Lookup { peer: PeerId },
@@ -67,6 +71,30 @@ pub struct PeerRecord {
     pub local_addrs: Vec<SocketAddr>,
     /// The peer's NAT, as the peer reported it.
     pub nat: NatReport,
+    /// The peer's relayed address (its TURN allocation), as the peer reported it.
+    pub relayed: Option<SocketAddr>,
+}
+
+/// Where the TURN server a node is offered listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum TurnServerAddr {
+    /// On the rendezvous's own host (the IP the node reaches the rendezvous at), this UDP port:
+    /// the built-in server.
+    SameHost { port: u16 },
+    /// Elsewhere (an external TURN server such as coturn).
+    Addr(SocketAddr),
+}
+
+/// A TURN server and REST-API credentials for it (`crate::turn::credentials`), handed to a
+/// node with every registration. The password is derived from the username and a secret the
+/// rendezvous shares with the TURN server; it works until `expires_unix`, and each refresh of
+/// the registration brings a fresh one.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct TurnOffer {
+    pub server: TurnServerAddr,
+    pub username: String,
+    pub password: String,
+    pub expires_unix: u64,
 }
 
 /// Why the rendezvous refused a request.
@@ -87,11 +115,14 @@ pub enum Response {
     ///
     /// `inbound_probe`: an address the rendezvous sent one unsolicited datagram from to
     /// `observed` just before this answer, and where it answers STUN (`crate::nat`).
+    ///
+    /// `turn`: the relay this node may allocate on, with credentials (`None`: no relay).
     Registered {
         observed: SocketAddr,
         ttl_secs: u32,
         stun_alternates: Vec<SocketAddr>,
         inbound_probe: Option<SocketAddr>,
+        turn: Option<TurnOffer>,
     },
     Found {
         peer: PeerId,
@@ -164,6 +195,7 @@ mod tests {
                 mapping: NatBehaviour::EndpointDependent,
                 inbound: crate::nat::InboundBehaviour::Unknown,
             },
+            relayed: Some("203.0.113.7:50000".parse().unwrap()),
         };
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
         let push = Push::PunchRequest {
@@ -175,6 +207,7 @@ mod tests {
                     mapping: NatBehaviour::EndpointIndependent,
                     inbound: crate::nat::InboundBehaviour::MovesPort,
                 },
+                relayed: None,
             },
         };
         assert_eq!(decode::<Push>(&encode(&push)).unwrap(), push);
@@ -188,6 +221,7 @@ mod tests {
                 observed: "203.0.113.4:1000".parse().unwrap(),
                 local_addrs: vec![],
                 nat: NatReport::UNKNOWN,
+                relayed: Some("203.0.113.9:49152".parse().unwrap()),
             },
         };
         assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);
@@ -237,6 +271,12 @@ mod tests {
             ttl_secs: 60,
             stun_alternates: vec!["203.0.113.11:3478".parse().unwrap()],
             inbound_probe: Some("203.0.113.11:40000".parse().unwrap()),
+            turn: Some(TurnOffer {
+                server: TurnServerAddr::SameHost { port: 3479 },
+                username: "1700000000:peer".into(),
+                password: "cGFzc3dvcmQ=".into(),
+                expires_unix: 1_700_000_000,
+            }),
         });
         for len in 0..bytes.len() {
             assert!(decode::<Response>(&bytes[..len]).is_err(), "length {len}");

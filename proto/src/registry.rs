@@ -110,6 +110,7 @@ impl Registry {
         observed: SocketAddr,
         local_addrs: Vec<SocketAddr>,
         nat: NatReport,
+        relayed: Option<SocketAddr>,
     ) -> Result<Duration, RegisterError> {
         if local_addrs.len() > MAX_LOCAL_ADDRS {
             return Err(RegisterError::TooManyAddresses(local_addrs.len()));
@@ -130,6 +131,7 @@ impl Registry {
                     observed,
                     local_addrs,
                     nat,
+                    relayed,
                 },
                 expires,
             },
@@ -216,10 +218,10 @@ mod tests {
             ..RegistryLimits::default()
         });
         registry
-            .register(start, peer(1), addr(1), vec![], NatReport::UNKNOWN)
+            .register(start, peer(1), addr(1), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         registry
-            .register(start, peer(2), addr(2), vec![], NatReport::UNKNOWN)
+            .register(start, peer(2), addr(2), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         assert_eq!(
             registry.poll_timeout(),
@@ -227,7 +229,7 @@ mod tests {
         );
         let later = start + Duration::from_secs(6);
         registry
-            .register(later, peer(2), addr(3), vec![], NatReport::UNKNOWN)
+            .register(later, peer(2), addr(3), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         let expired_time = start + Duration::from_secs(10);
         assert!(registry.lookup(expired_time, &peer(1)).is_none());
@@ -251,27 +253,27 @@ mod tests {
             ..RegistryLimits::default()
         });
         registry
-            .register(now, peer(1), addr(1), vec![], NatReport::UNKNOWN)
+            .register(now, peer(1), addr(1), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         registry
-            .register(now, peer(2), addr(2), vec![], NatReport::UNKNOWN)
+            .register(now, peer(2), addr(2), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         assert_eq!(
-            registry.register(now, peer(3), addr(3), vec![], NatReport::UNKNOWN),
+            registry.register(now, peer(3), addr(3), vec![], NatReport::UNKNOWN, None),
             Err(RegisterError::Full(2))
         );
         // Refreshing an existing entry is allowed when full.
         assert!(registry
-            .register(now, peer(1), addr(1), vec![], NatReport::UNKNOWN)
+            .register(now, peer(1), addr(1), vec![], NatReport::UNKNOWN, None)
             .is_ok());
         let too_many = vec![addr(9); MAX_LOCAL_ADDRS + 1];
         assert_eq!(
-            registry.register(now, peer(1), addr(1), too_many, NatReport::UNKNOWN),
+            registry.register(now, peer(1), addr(1), too_many, NatReport::UNKNOWN, None),
             Err(RegisterError::TooManyAddresses(MAX_LOCAL_ADDRS + 1))
         );
         assert!(registry.unregister(&peer(2)));
         assert!(registry
-            .register(now, peer(3), addr(3), vec![], NatReport::UNKNOWN)
+            .register(now, peer(3), addr(3), vec![], NatReport::UNKNOWN, None)
             .is_ok());
     }
 
@@ -285,27 +287,27 @@ mod tests {
         });
         for n in 0..3 {
             registry
-                .register(now, peer(n), addr(1), vec![], NatReport::UNKNOWN)
+                .register(now, peer(n), addr(1), vec![], NatReport::UNKNOWN, None)
                 .unwrap();
         }
         assert!(matches!(
-            registry.register(now, peer(9), addr(1), vec![], NatReport::UNKNOWN),
+            registry.register(now, peer(9), addr(1), vec![], NatReport::UNKNOWN, None),
             Err(RegisterError::RateLimited(_))
         ));
         // Another source IP has its own bucket; refreshes are not limited.
         let other = SocketAddr::from(([198, 51, 100, 1], 1));
         assert!(registry
-            .register(now, peer(10), other, vec![], NatReport::UNKNOWN)
+            .register(now, peer(10), other, vec![], NatReport::UNKNOWN, None)
             .is_ok());
         assert!(registry
-            .register(now, peer(0), addr(1), vec![], NatReport::UNKNOWN)
+            .register(now, peer(0), addr(1), vec![], NatReport::UNKNOWN, None)
             .is_ok());
         let later = now + Duration::from_millis(1500);
         assert!(registry
-            .register(later, peer(9), addr(1), vec![], NatReport::UNKNOWN)
+            .register(later, peer(9), addr(1), vec![], NatReport::UNKNOWN, None)
             .is_ok());
         assert!(registry
-            .register(later, peer(11), addr(1), vec![], NatReport::UNKNOWN)
+            .register(later, peer(11), addr(1), vec![], NatReport::UNKNOWN, None)
             .is_err());
     }
 
@@ -320,19 +322,19 @@ mod tests {
         });
         let ip = |n: u8| SocketAddr::from(([203, 0, 113, n], 1));
         registry
-            .register(now, peer(1), ip(1), vec![], NatReport::UNKNOWN)
+            .register(now, peer(1), ip(1), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         registry
-            .register(now, peer(2), ip(2), vec![], NatReport::UNKNOWN)
+            .register(now, peer(2), ip(2), vec![], NatReport::UNKNOWN, None)
             .unwrap();
         assert!(matches!(
-            registry.register(now, peer(3), ip(3), vec![], NatReport::UNKNOWN),
+            registry.register(now, peer(3), ip(3), vec![], NatReport::UNKNOWN, None),
             Err(RegisterError::RateLimited(_))
         ));
         // Once the old buckets refilled they are forgotten and room is made.
         let later = now + Duration::from_secs(61);
         assert!(registry
-            .register(later, peer(3), ip(3), vec![], NatReport::UNKNOWN)
+            .register(later, peer(3), ip(3), vec![], NatReport::UNKNOWN, None)
             .is_ok());
     }
 }

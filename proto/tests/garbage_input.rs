@@ -62,6 +62,7 @@ fn valid_samples() -> Vec<Vec<u8>> {
                 "[2001:db8::1]:2".parse().unwrap(),
             ],
             nat: p2pnat_proto::nat::NatReport::UNKNOWN,
+            relayed: Some("203.0.113.5:49000".parse().unwrap()),
         }),
         control::encode(&Request::Lookup { peer }),
         control::encode(&Response::Registered {
@@ -69,6 +70,7 @@ fn valid_samples() -> Vec<Vec<u8>> {
             ttl_secs: 120,
             stun_alternates: vec!["203.0.113.11:3478".parse().unwrap()],
             inbound_probe: None,
+            turn: None,
         }),
         stun::binding_request([7; 12]),
         stun::answer_binding_request(
@@ -80,7 +82,10 @@ fn valid_samples() -> Vec<Vec<u8>> {
             transaction: [1; 12],
             sender: bob().id(),
             receiver: alice().id(),
-            body: CheckBody::Check { heartbeat: false },
+            body: CheckBody::Check {
+            heartbeat: false,
+            relayed: false,
+        },
         }
         .encode(&key),
         CheckDatagram {

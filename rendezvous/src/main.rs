@@ -83,6 +83,7 @@ fn main() -> std::process::ExitCode {
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         punch_burst: args.punch_burst,
         punch_interval: Duration::from_millis(args.punch_interval_ms),
+        relay_offer: None,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

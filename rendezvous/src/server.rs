@@ -12,8 +12,10 @@ use p2pnat::identity::{Identity, IdentityError};
 use p2pnat::socket::{NodeSocket, SideDatagram};
 use p2pnat::tls;
 use p2pnat_proto::control::{
-    self, PeerRecord, Push, RefusalCode, Request, Response, MAX_CONTROL_MESSAGE,
+    self, PeerRecord, Push, RefusalCode, Request, Response, TurnOffer, TurnServerAddr,
+    MAX_CONTROL_MESSAGE,
 };
+use p2pnat_proto::turn::credentials::SharedSecret;
 use p2pnat_proto::demux::{classify, DatagramKind};
 use p2pnat_proto::rate_limit::TokenBuckets;
 use p2pnat_proto::registry::{Registry, RegistryLimits};
@@ -33,6 +35,36 @@ pub struct ServerConfig {
     /// Punch requests one node may cause in a burst, and the time to earn one more.
     pub punch_burst: u32,
     pub punch_interval: Duration,
+    /// The relay offered to registering nodes, with credentials (`None`: no relay).
+    pub relay_offer: Option<RelayOffering>,
+}
+
+/// Which TURN server the rendezvous offers nodes, and how it makes their credentials (the
+/// REST-API scheme, `p2pnat_proto::turn::credentials`).
+#[derive(Debug, Clone)]
+pub struct RelayOffering {
+    pub server: TurnServerAddr,
+    pub secret: SharedSecret,
+    /// How long issued credentials work (each registration refresh brings fresh ones).
+    pub credential_lifetime: Duration,
+}
+
+impl RelayOffering {
+    /// An offer for `peer`, valid from now.
+    fn offer(&self, peer: &PeerId) -> TurnOffer {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let issued = self
+            .secret
+            .issue(&peer.to_text(), now_unix, self.credential_lifetime.as_secs());
+        TurnOffer {
+            server: self.server,
+            username: issued.username,
+            password: issued.password,
+            expires_unix: issued.expires_unix,
+        }
+    }
 }
 
 /// Why the server could not run.
@@ -64,6 +96,7 @@ struct State {
     punch_limits: Mutex<TokenBuckets<PeerId>>,
     /// The inbound probe's address (see [`Poker`]), told to registering nodes.
     inbound_probe: Option<SocketAddr>,
+    relay_offer: Option<RelayOffering>,
 }
 
 /// What the inbound probe sends: a STUN Binding indication (20 bytes, no attributes). A node
@@ -150,6 +183,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             config.limits.max_registrations,
         )),
         inbound_probe,
+        relay_offer: config.relay_offer.clone(),
     });
 
     tokio::spawn(expire_registrations(state.clone()));
@@ -387,7 +421,11 @@ async fn serve_request(
                 message: e.to_string(),
             }
         }
-        Ok(Request::Register { local_addrs, nat }) => {
+        Ok(Request::Register {
+            local_addrs,
+            nat,
+            relayed,
+        }) => {
             let observed = p2pnat_proto::path::normalize(connection.remote_address());
             let now = Instant::now().into_std();
             let result = state.registry.lock().expect("registry lock").register(
@@ -396,6 +434,7 @@ async fn serve_request(
                 observed,
                 local_addrs,
                 nat,
+                relayed,
             );
             match result {
                 Ok(ttl) => {
@@ -411,6 +450,7 @@ async fn serve_request(
                         ttl_secs: ttl.as_secs().try_into().unwrap_or(u32::MAX),
                         stun_alternates: state.stun_alternates.clone(),
                         inbound_probe: state.inbound_probe,
+                        turn: state.relay_offer.as_ref().map(|offering| offering.offer(&peer)),
                     }
                 }
                 Err(e) => {
@@ -456,6 +496,7 @@ async fn serve_request(
                         observed: p2pnat_proto::path::normalize(connection.remote_address()),
                         local_addrs: Vec::new(),
                         nat: p2pnat_proto::nat::NatReport::UNKNOWN,
+                        relayed: None,
                     });
                     let target = state
                         .owners

@@ -166,6 +166,7 @@ fn start(
         addrs: &addrs,
         observed: Some(record.observed),
         nat: record.nat,
+        relayed: record.relayed,
     };
     Ok(paths.start_checks(peer, &candidates, role)?)
 }

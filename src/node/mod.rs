@@ -52,6 +52,8 @@ pub struct NodeConfig {
     /// QUIC keep-alive interval; `None` disables keep-alives (NAT mappings may then expire).
     pub keepalive: Option<Duration>,
     pub congestion: socket::CongestionControl,
+    /// Allocate on the relay the rendezvous offers (`--no-relay` turns it off).
+    pub relay: bool,
 }
 
 /// Why the node could not start.
@@ -137,7 +139,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         seed,
     )));
     let (paths, repunch_requests) = paths::Paths::new(agent.clone());
-    let (socket, side_rx) = NodeSocket::new(std_socket, Some(agent))?;
+    let (socket, side_rx) = NodeSocket::new(std_socket, Some(agent.clone()))?;
     let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
     let transport =
         socket::transport_config(config.idle_timeout, config.keepalive, config.congestion);
@@ -170,6 +172,19 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let (push_tx, push_rx) = mpsc::channel(16);
     let (nat_tx, nat_rx) = tokio::sync::watch::channel(NatReport::UNKNOWN);
     let (nat_registered_tx, mut nat_registered) = tokio::sync::watch::channel(NatReport::UNKNOWN);
+    let (relayed_tx, relayed_rx) = tokio::sync::watch::channel(None);
+    let (offer_tx, offer_rx) = tokio::sync::watch::channel(None);
+    if config.relay {
+        tokio::spawn(crate::relay::drive(crate::relay::RelayDriver {
+            link: socket.relay().clone(),
+            socket: socket.clone(),
+            agent,
+            offers: offer_rx,
+            relayed: relayed_tx,
+            shutdown: shutdown_rx.clone(),
+            config: Default::default(),
+        }));
+    }
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
         target: config.rendezvous.clone(),
         endpoint: endpoint.clone(),
@@ -181,6 +196,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         outputs: outputs.clone(),
         shutdown: shutdown_rx,
         pushes: push_tx,
+        relayed: relayed_rx,
+        turn: offer_tx,
     });
     let stun_answers = Arc::new(dial::StunRoutes::default());
     tokio::spawn(paths::drive(

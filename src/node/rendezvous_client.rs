@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2pnat_proto::app::Event;
-use p2pnat_proto::control::{self, PeerRecord, Push, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::control::{
+    self, PeerRecord, Push, Request, Response, TurnOffer, TurnServerAddr, MAX_CONTROL_MESSAGE,
+};
 use p2pnat_proto::nat::NatReport;
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -155,6 +157,33 @@ pub struct Keeper {
     pub shutdown: watch::Receiver<bool>,
     /// Where messages the rendezvous pushes go (bounded; a full queue drops and logs them).
     pub pushes: mpsc::Sender<Push>,
+    /// This node's relayed address, once it has an allocation: a change is registered at once.
+    pub relayed: watch::Receiver<Option<SocketAddr>>,
+    /// The relay offered with the last registration (fresh credentials with each refresh).
+    pub turn: watch::Sender<Option<RelayOffer>>,
+}
+
+/// A TURN server to allocate on and the credentials for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOffer {
+    pub server: SocketAddr,
+    pub username: String,
+    pub password: String,
+}
+
+impl RelayOffer {
+    /// Resolves where the offered server is: the built-in one is on the rendezvous's host.
+    fn from_offer(offer: TurnOffer, rendezvous: SocketAddr) -> Self {
+        let server = match offer.server {
+            TurnServerAddr::SameHost { port } => SocketAddr::new(rendezvous.ip(), port),
+            TurnServerAddr::Addr(addr) => p2pnat_proto::path::normalize(addr),
+        };
+        RelayOffer {
+            server,
+            username: offer.username,
+            password: offer.password,
+        }
+    }
 }
 
 /// A successful registration.
@@ -170,6 +199,8 @@ pub struct Registration {
     pub ttl: Duration,
     /// Where the rendezvous sent an unsolicited datagram from (`p2pnat_proto::nat`).
     pub inbound_probe: Option<SocketAddr>,
+    /// The relay offered, if any.
+    pub relay: Option<RelayOffer>,
 }
 
 /// Starts the keeper. `first` receives the outcome of the first registration attempt.
@@ -218,8 +249,10 @@ async fn connect_and_register(
         .map_err(|_| format!("rendezvous {addr} did not answer"))?
         .map_err(|e| format!("rendezvous {addr}: {e}"))?;
     let nat = *keeper.nat.borrow();
-    let registration = register(&connection, &keeper.local_addrs, nat).await?;
+    let relayed = *keeper.relayed.borrow();
+    let registration = register(&connection, &keeper.local_addrs, nat, relayed).await?;
     keeper.nat_registered.send_replace(nat);
+    keeper.turn.send_replace(registration.relay.clone());
     Ok((connection, registration))
 }
 
@@ -227,10 +260,12 @@ async fn register(
     connection: &quinn::Connection,
     local_addrs: &[SocketAddr],
     nat: NatReport,
+    relayed: Option<SocketAddr>,
 ) -> Result<Registration, String> {
     let request_message = Request::Register {
         local_addrs: local_addrs.to_vec(),
         nat,
+        relayed,
     };
     match request(connection, &request_message).await {
         Ok(Response::Registered {
@@ -238,14 +273,17 @@ async fn register(
             ttl_secs,
             mut stun_alternates,
             inbound_probe,
+            turn,
         }) => {
             stun_alternates.truncate(p2pnat_proto::control::MAX_STUN_ALTERNATES);
+            let server = crate::socket::peer_address(connection);
             Ok(Registration {
-                server: crate::socket::peer_address(connection),
+                server,
                 observed,
                 stun_alternates,
                 ttl: Duration::from_secs(u64::from(ttl_secs.max(3))),
                 inbound_probe,
+                relay: turn.map(|offer| RelayOffer::from_offer(offer, server)),
             })
         }
         Ok(Response::Refused { code, message }) => {
@@ -287,17 +325,19 @@ async fn keep(
                             return;
                         }
                         _ = tokio::time::sleep(ttl / 3) => {
-                            let nat = *keeper.nat.borrow_and_update();
-                            if let Err(e) = register(&connection, &keeper.local_addrs, nat).await {
+                            if let Err(e) = refresh(&mut keeper, &connection).await {
                                 break e;
                             }
                         }
                         Ok(()) = keeper.nat.changed() => {
-                            let nat = *keeper.nat.borrow_and_update();
-                            if let Err(e) = register(&connection, &keeper.local_addrs, nat).await {
+                            if let Err(e) = refresh(&mut keeper, &connection).await {
                                 break e;
                             }
-                            keeper.nat_registered.send_replace(nat);
+                        }
+                        Ok(()) = keeper.relayed.changed() => {
+                            if let Err(e) = refresh(&mut keeper, &connection).await {
+                                break e;
+                            }
                         }
                         e = connection.closed() => break e.to_string(),
                     }
@@ -335,6 +375,17 @@ async fn keep(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Registers again with what the node knows now (NAT report, relayed address) and takes the
+/// fresh relay credentials.
+async fn refresh(keeper: &mut Keeper, connection: &quinn::Connection) -> Result<(), String> {
+    let nat = *keeper.nat.borrow_and_update();
+    let relayed = *keeper.relayed.borrow_and_update();
+    let registration = register(connection, &keeper.local_addrs, nat, relayed).await?;
+    keeper.nat_registered.send_replace(nat);
+    keeper.turn.send_replace(registration.relay);
+    Ok(())
 }
 
 /// Completes once `shutdown` holds true (never, if its sender is gone without saying so).

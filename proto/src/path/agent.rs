@@ -56,7 +56,7 @@ pub use super::events::{
 use super::pairs::{class, Pacer, PairState, PeerPaths};
 use super::table::{PathTable, PathTableFull};
 use super::wire::{CheckBody, CheckDatagram, Transaction};
-use super::{normalize, LocalSocketId, Path};
+use super::{normalize, LocalSocketId, Path, PathKind};
 use crate::nat::{InboundBehaviour, NatReport};
 use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
@@ -99,6 +99,10 @@ pub struct AgentConfig {
     pub max_pairs: usize,
     /// Most virtual addresses (default 4096).
     pub max_vaddrs: usize,
+    /// Check and select relayed paths only (default false): for measuring and testing the
+    /// relay where a direct path would work. Checks from the peer on direct paths are still
+    /// answered (the peer decides for itself).
+    pub relay_only: bool,
 }
 
 impl Default for AgentConfig {
@@ -114,6 +118,7 @@ impl Default for AgentConfig {
             max_peers: 1024,
             max_pairs: 32,
             max_vaddrs: 4096,
+            relay_only: false,
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct PathAgent {
     pub(super) own_nat: NatReport,
     /// Extra sockets open or asked for, node-wide (at most [`BIRTHDAY_SOCKETS`]).
     pub(super) extra_sockets: usize,
+    /// Our relay allocation is up: pairs through it are checked (`super::relay`).
+    pub(super) relay_ready: bool,
     pub counters: AgentCounters,
 }
 
@@ -164,6 +171,7 @@ impl PathAgent {
             pacer: Pacer::new(config.pace_burst, config.pace),
             own_nat: NatReport::UNKNOWN,
             extra_sockets: 0,
+            relay_ready: false,
             counters: AgentCounters::default(),
         }
     }
@@ -278,7 +286,12 @@ impl PathAgent {
         let until = first + config.check_timeout;
         let state = self.peer_state(now, peer)?;
         state.round_until = Some(state.round_until.map_or(until, |t| t.max(until)));
-        for candidate in candidates.addrs {
+        let direct = if config.relay_only {
+            &[][..]
+        } else {
+            candidates.addrs
+        };
+        for candidate in direct {
             let remote = normalize(*candidate);
             if let Some(pair) = state.pair_or_insert(LocalSocketId(0), remote, config.max_pairs) {
                 if pair.state != PairState::Succeeded {
@@ -287,7 +300,8 @@ impl PathAgent {
             }
         }
         let vaddr = state.vaddrs[0];
-        if let Some(observed) = candidates.observed {
+        self.schedule_relay_pairs(peer, candidates.observed, candidates.relayed, first, until);
+        if let (Some(observed), false) = (candidates.observed, config.relay_only) {
             self.start_birthday(first, peer, observed, candidates.nat);
         }
         Ok(vaddr)
@@ -339,9 +353,7 @@ impl PathAgent {
             return Err(PathError::NotForUs);
         }
         match datagram.body {
-            CheckBody::Check { heartbeat } => {
-                self.check_arrived(now, local, from, bytes, &datagram, heartbeat)
-            }
+            CheckBody::Check { .. } => self.check_arrived(now, local, from, bytes, &datagram),
             CheckBody::Reply { .. } => self.reply_arrived(now, local, from, bytes, &datagram),
         }
     }
@@ -353,8 +365,10 @@ impl PathAgent {
         from: SocketAddr,
         bytes: &[u8],
         datagram: &CheckDatagram,
-        heartbeat: bool,
     ) -> Result<(), PathError> {
+        let CheckBody::Check { heartbeat, relayed } = datagram.body else {
+            return Ok(());
+        };
         let peer = datagram.sender;
         let key = match self.peers.get(&peer) {
             Some(state) => state.key.clone(),
@@ -383,7 +397,14 @@ impl PathAgent {
         let config = self.config;
         let state = self.peer_state(now, peer)?;
         let selected = state.selected;
+        let direct = !relayed && local != LocalSocketId::RELAY && state.peer_relayed != Some(from);
+        if config.relay_only && direct {
+            return Ok(());
+        }
         if let Some(pair) = state.pair_or_insert(local, from, config.max_pairs) {
+            if relayed {
+                super::relay::mark_relayed(pair, selected);
+            }
             let is_selected = Some(pair.path) == selected;
             if heartbeat && !is_selected {
                 pair.follow = true;
@@ -399,7 +420,7 @@ impl PathAgent {
             // quinn's answer would be lost and retried only after its 1 s timeout (seen in
             // netsim as a 1 s first message in one run of three).
             if selected.is_none() {
-                self.select(peer, path, None, true);
+                self.select(now, peer, path, None, true);
             }
         }
         Ok(())
@@ -458,12 +479,12 @@ impl PathAgent {
                     .find(|p| p.path == current)
                     .and_then(|p| p.last_reply)
                     .is_some_and(|t| now.saturating_duration_since(t) < self.config.path_timeout);
-                let (new_class, old_class) = (class(&path.remote), class(&current.remote));
+                let (new_class, old_class) = (class(&path), class(&current));
                 new_class > old_class || (follow && new_class == old_class) || !current_alive
             }
         };
         if replace {
-            self.select(outstanding.peer, path, Some(rtt), false);
+            self.select(now, outstanding.peer, path, Some(rtt), false);
         }
         Ok(())
     }
@@ -472,7 +493,14 @@ impl PathAgent {
     /// authenticated check, while the peer has no path at all) only gives QUIC somewhere to
     /// answer a handshake that arrives before our own check succeeds; checks go on, and any
     /// success replaces it.
-    fn select(&mut self, peer: PeerId, path: Path, rtt: Option<Duration>, provisional: bool) {
+    fn select(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        path: Path,
+        rtt: Option<Duration>,
+        provisional: bool,
+    ) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -487,15 +515,20 @@ impl PathAgent {
                 pair.follow = false;
             }
             // Higher-class pairs still being checked may replace this; lower ones stop here.
-            let new_class = class(&path.remote);
+            // Relayed pairs go on until they succeed: they are the fallback (`super::relay`).
+            let new_class = class(&path);
             for pair in &mut state.pairs {
-                if pair.state != PairState::Succeeded && class(&pair.path.remote) <= new_class {
+                if pair.state != PairState::Succeeded
+                    && class(&pair.path) <= new_class
+                    && pair.path.kind != PathKind::Relayed
+                {
                     pair.next_check = None;
                 }
             }
             state.repunch_at = None;
-            let keep = (path.local != LocalSocketId(0)).then_some(path.local);
+            let keep = (path.local != LocalSocketId::MAIN).then_some(path.local);
             self.end_birthday(&peer, keep);
+            self.relay_selected(&peer, path, now);
         }
         self.events.push_back(AgentEvent::PathSelected {
             peer,
@@ -565,7 +598,7 @@ impl PathAgent {
                         p.last_reply
                             .is_some_and(|t| now.saturating_duration_since(t) < config.path_timeout)
                     })
-                    .max_by_key(|p| (class(&p.path.remote), p.last_reply))
+                    .max_by_key(|p| (class(&p.path), p.last_reply))
                     .map(|p| (p.path, p.rtt));
                 if let Some((path, rtt)) = alternative {
                     selections.push((*peer, path, rtt));
@@ -586,6 +619,7 @@ impl PathAgent {
             if let Some(pair) = state.pair_mut(selected.local, selected.remote) {
                 pair.next_check = Some(now);
             }
+            Self::keep_relay_warm(state, selected, now);
             let gap = if overdue {
                 config.retransmit
             } else {
@@ -594,8 +628,9 @@ impl PathAgent {
             state.next_heartbeat = Some(now + gap);
         }
         for (peer, path, rtt) in selections {
-            self.select(peer, path, rtt, false);
+            self.select(now, peer, path, rtt, false);
         }
+        self.try_upgrades(now);
         for peer in ended {
             self.end_birthday(&peer, None);
         }
@@ -670,7 +705,10 @@ impl PathAgent {
             transaction,
             sender: self.own(),
             receiver: peer,
-            body: CheckBody::Check { heartbeat },
+            body: CheckBody::Check {
+                heartbeat,
+                relayed: path.local == LocalSocketId::RELAY,
+            },
         };
         let contents = check.encode(&self.peers[&peer].key);
         self.outstanding.insert(
@@ -728,6 +766,9 @@ impl PathAgent {
         }
         if let Some((sent, _)) = self.outstanding_order.front() {
             next = next.min(*sent + self.config.check_timeout);
+        }
+        if let Some(upgrade) = self.next_upgrade() {
+            next = next.min(upgrade);
         }
         next
     }

@@ -20,6 +20,9 @@ pub struct PeerCandidates<'a> {
     pub observed: Option<SocketAddr>,
     /// What the peer detected of its NAT.
     pub nat: NatReport,
+    /// The peer's relayed address (its TURN allocation), if it has one: checked through the
+    /// peer's relay from our main socket, and it marks paths to it as relayed.
+    pub relayed: Option<SocketAddr>,
 }
 
 /// Which side of a coordinated punch this node is.

@@ -10,16 +10,17 @@
 //! - `pairs` (private): one peer's candidate pairs and their states;
 //! - `routes` (private): the agent's side of the table (joining, releasing, routing addresses).
 //!
-//! A [`Path`] is a local socket and a remote transport address. Today every path is
-//! [`PathKind::Direct`] (UDP to the peer's address); a relayed path will be one more kind whose
-//! `remote` is the peer's relayed address and whose kind names the relay server, so the table,
-//! the agent and the socket layer keep their shape.
+//! A [`Path`] is a local socket and a remote transport address, and its [`PathKind`]:
+//! [`PathKind::Direct`] (UDP to the peer's own address) or [`PathKind::Relayed`] (through a TURN
+//! relay, ours or the peer's; see [`relay`]). The table, the agent and the socket layer treat
+//! both alike; only selection prefers direct paths.
 
 pub mod agent;
 pub mod auth;
 pub mod birthday;
 pub mod events;
 mod pairs;
+pub mod relay;
 mod routes;
 pub mod table;
 pub mod wire;
@@ -29,21 +30,35 @@ use std::net::{IpAddr, SocketAddr};
 pub use agent::{AgentConfig, AgentEvent, CheckRole, Output, PathAgent, PeerCandidates, Transmit};
 pub use table::{is_virtual, PathTable, PathTableFull};
 
-/// Identifies one of the node's local UDP sockets. `0` is the main socket.
+/// Identifies one of the node's local UDP sockets. `0` is the main socket; [`LocalSocketId::RELAY`]
+/// is the node's TURN allocation (datagrams through it leave the main socket wrapped for the
+/// relay server, and arrive unwrapped with the peer's address as the relay saw it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LocalSocketId(pub u16);
+
+impl LocalSocketId {
+    /// The main socket.
+    pub const MAIN: LocalSocketId = LocalSocketId(0);
+    /// The node's relay allocation (never an extra socket's id: those count up from 1 and are
+    /// at most [`birthday::BIRTHDAY_SOCKETS`]).
+    pub const RELAY: LocalSocketId = LocalSocketId(u16::MAX);
+}
 
 /// How a path reaches the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathKind {
     /// UDP straight to the peer's address (host, server-reflexive or peer-reflexive).
     Direct,
+    /// Through a TURN relay: from our allocation ([`LocalSocketId::RELAY`]) to the peer, or from
+    /// one of our sockets to the peer's relayed address.
+    Relayed,
 }
 
 impl PathKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             PathKind::Direct => "direct",
+            PathKind::Relayed => "relayed",
         }
     }
 }

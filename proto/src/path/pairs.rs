@@ -39,12 +39,12 @@ pub struct CandidatePair {
 }
 
 impl CandidatePair {
-    pub fn new(local: LocalSocketId, remote: SocketAddr) -> Self {
+    pub fn new(local: LocalSocketId, remote: SocketAddr, kind: PathKind) -> Self {
         CandidatePair {
             path: Path {
                 local,
                 remote,
-                kind: PathKind::Direct,
+                kind,
             },
             state: PairState::Waiting,
             next_check: None,
@@ -72,15 +72,18 @@ impl CandidatePair {
     }
 }
 
-/// Path class: a path inside a LAN (private, loopback or link-local address) beats one across
-/// the internet; within a class the agent keeps what works (see the agent's selection rules).
-pub fn class(remote: &SocketAddr) -> u8 {
-    match remote.ip() {
-        IpAddr::V4(ip) => u8::from(ip.is_private() || ip.is_loopback() || ip.is_link_local()),
-        IpAddr::V6(ip) => {
-            u8::from(ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local())
-        }
+/// Path class: a path inside a LAN (private, loopback or link-local address, 2) beats one
+/// across the internet (1), which beats a relayed one (0); within a class the agent keeps what
+/// works (see the agent's selection rules).
+pub fn class(path: &Path) -> u8 {
+    if path.kind == PathKind::Relayed {
+        return 0;
     }
+    let lan = match path.remote.ip() {
+        IpAddr::V4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+        IpAddr::V6(ip) => ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local(),
+    };
+    1 + u8::from(lan)
 }
 
 /// Everything the agent keeps about one peer.
@@ -107,6 +110,12 @@ pub struct PeerPaths {
     pub birthday: Option<super::birthday::Birthday>,
     /// Extra local sockets this peer holds (a birthday's, or the one its path won on).
     pub sockets: Vec<LocalSocketId>,
+    /// The peer's relayed address (from the rendezvous): paths to it are relayed.
+    pub peer_relayed: Option<SocketAddr>,
+    /// While the selected path is relayed: when to try for a direct one again, and the gap
+    /// after that (see `super::relay`).
+    pub upgrade_at: Option<Instant>,
+    pub upgrade_gap: Duration,
 }
 
 impl PeerPaths {
@@ -124,6 +133,9 @@ impl PeerPaths {
             last_activity: now,
             birthday: None,
             sockets: Vec::new(),
+            peer_relayed: None,
+            upgrade_at: None,
+            upgrade_gap: Duration::ZERO,
         }
     }
 
@@ -161,7 +173,12 @@ impl PeerPaths {
                 .or_else(|| self.pairs.iter().position(|p| Some(p.path) != selected))?;
             self.pairs.remove(victim);
         }
-        self.pairs.push(CandidatePair::new(local, remote));
+        let kind = if local == LocalSocketId::RELAY || Some(remote) == self.peer_relayed {
+            PathKind::Relayed
+        } else {
+            PathKind::Direct
+        };
+        self.pairs.push(CandidatePair::new(local, remote, kind));
         self.pairs.last_mut()
     }
 
@@ -181,7 +198,7 @@ impl PeerPaths {
                 (
                     !p.triggered,
                     p.next_check,
-                    std::cmp::Reverse(class(&p.path.remote)),
+                    std::cmp::Reverse(class(&p.path)),
                 )
             })
             .map(|(index, _)| index)

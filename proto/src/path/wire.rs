@@ -5,7 +5,8 @@
 //! 0      1    0x81: bits 10 mark a project datagram, low 6 bits = format version 1
 //! 1      4    "p2pN"
 //! 5      1    kind: 1 = Check, 2 = Reply
-//! 6      1    flags: bit 0 = heartbeat (the sender's selected path); other bits sent as 0
+//! 6      1    flags: bit 0 = heartbeat (the sender's selected path); bit 1 = relayed (sent
+//!             through the sender's own TURN allocation); other bits sent as 0
 //! 7      12   transaction ID
 //! 19     32   sender's peer ID
 //! 51     32   receiver's peer ID
@@ -27,6 +28,7 @@ pub const FIRST_BYTE: u8 = 0x81;
 const KIND_CHECK: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const FLAG_HEARTBEAT: u8 = 0x01;
+const FLAG_RELAYED: u8 = 0x02;
 const HEADER: usize = 83;
 /// Length of a Check on the wire.
 pub const CHECK_LEN: usize = HEADER + TAG_LEN;
@@ -37,7 +39,9 @@ pub type Transaction = [u8; 12];
 /// What a datagram says, before its tag is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckBody {
-    Check { heartbeat: bool },
+    /// `relayed`: the sender sent it through its own relay allocation, so the path it arrives
+    /// on is a relayed one whatever its source address looks like.
+    Check { heartbeat: bool, relayed: bool },
     Reply { observed: SocketAddr },
 }
 
@@ -71,9 +75,16 @@ impl CheckDatagram {
         out.push(FIRST_BYTE);
         out.extend_from_slice(&PROJECT_MAGIC);
         match self.body {
-            CheckBody::Check { heartbeat } => {
+            CheckBody::Check { heartbeat, relayed } => {
                 out.push(KIND_CHECK);
-                out.push(if heartbeat { FLAG_HEARTBEAT } else { 0 });
+                let mut flags = 0;
+                if heartbeat {
+                    flags |= FLAG_HEARTBEAT;
+                }
+                if relayed {
+                    flags |= FLAG_RELAYED;
+                }
+                out.push(flags);
             }
             CheckBody::Reply { .. } => {
                 out.push(KIND_REPLY);
@@ -128,6 +139,7 @@ impl CheckDatagram {
         let body = match kind {
             KIND_CHECK if rest.is_empty() => CheckBody::Check {
                 heartbeat: flags & FLAG_HEARTBEAT != 0,
+                relayed: flags & FLAG_RELAYED != 0,
             },
             KIND_CHECK => return Err(bad_length),
             _ => {
@@ -184,7 +196,10 @@ mod tests {
                 transaction: [7; 12],
                 sender: alice.id(),
                 receiver: bob.id(),
-                body: CheckBody::Check { heartbeat: true },
+                body: CheckBody::Check {
+                    heartbeat: true,
+                    relayed: true,
+                },
             },
             CheckDatagram {
                 transaction: [8; 12],

@@ -1,0 +1,303 @@
+//! The node's relay: one TURN allocation ([`p2pnat_proto::turn::client::TurnClient`]) reached
+//! through the node's one UDP socket, seen by the path agent as the local socket
+//! [`LocalSocketId::RELAY`].
+//!
+//! - **Receiving.** Every datagram from the TURN server's address goes to the client first
+//!   (RFC 9443: ChannelData and QUIC short headers share first bytes 0x40-0x4F, so traffic is
+//!   split by source before content). Data it unwraps (ChannelData or a Data indication) is
+//!   classified like any datagram: QUIC waits in a bounded queue ([`RELAYED_QUIC_QUEUE`]) that
+//!   the socket hands to quinn on its next receive; checks and STUN go to the side channel with
+//!   local socket `RELAY` and the peer's address as the relay saw it. Responses to the client's
+//!   own requests wake the driver task.
+//! - **Sending.** A datagram for local socket `RELAY` is wrapped by the client (ChannelData once
+//!   a channel is bound, a Send indication before) and sent to the server from the main socket.
+//!   The first datagram towards a peer IP asks for its permission and channel (the server sees
+//!   the CreatePermission/ChannelBind before the data that follows it on the same path).
+//! - **The driver task** ([`drive`]) owns the client's timers and requests: it allocates with
+//!   the credentials the rendezvous offers with each registration, refreshes, and tells the
+//!   path agent and the rendezvous keeper when the allocation comes and goes.
+//!
+//! Relayed QUIC packets fit: quinn's largest datagram (1,452 bytes) plus ChannelData's 4-byte
+//! header stays under the 1,472 bytes of UDP payload an Ethernet MTU carries. A Send
+//! indication adds 36 bytes, so a packet over 1,436 bytes sent before its channel is bound is
+//! dropped here (counted) rather than fragmented; QUIC retransmits it, by then on the channel.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use p2pnat_proto::demux::{classify, DatagramKind};
+use p2pnat_proto::path::{LocalSocketId, PathAgent};
+use p2pnat_proto::turn::client::{
+    ClientEvent, ClientOutput, Received, TurnClient, TurnClientConfig,
+};
+use tokio::sync::{watch, Notify};
+
+use crate::node::rendezvous_client::RelayOffer;
+use crate::socket::{NodeSocket, SideDatagram};
+
+/// Relayed QUIC packets waiting for quinn's next receive; more are dropped (QUIC retransmits).
+pub const RELAYED_QUIC_QUEUE: usize = 1024;
+/// IP MTU assumed on the way to the relay server (Ethernet).
+pub const RELAY_PATH_MTU: usize = 1500;
+
+/// A relayed QUIC packet unwrapped, waiting for quinn.
+#[derive(Debug)]
+pub struct RelayedQuic {
+    pub from: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Counters of relayed traffic, for logs and tests.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    /// Datagrams from the server the client rejected.
+    pub rejected: AtomicU64,
+    /// Sends refused (no allocation, no permission, too large).
+    pub unsent: AtomicU64,
+    /// Relayed QUIC dropped because quinn's queue was full.
+    pub queue_full: AtomicU64,
+}
+
+/// What the socket shares with the driver task. See the module documentation.
+#[derive(Debug, Default)]
+pub struct RelayLink {
+    client: Mutex<Option<TurnClient>>,
+    /// The server's address, read on every received datagram without the client's lock.
+    server: Mutex<Option<SocketAddr>>,
+    quic: Mutex<VecDeque<RelayedQuic>>,
+    wake: Notify,
+    pub counters: RelayCounters,
+}
+
+impl RelayLink {
+    /// Whether `source` is the TURN server in use.
+    pub fn is_server(&self, source: SocketAddr) -> bool {
+        *self.server.lock().expect("relay server lock") == Some(source)
+    }
+
+    /// Hands a datagram from the TURN server to the client. Returns the unwrapped non-QUIC
+    /// datagram for the side channel, if it was one; relayed QUIC is queued for quinn.
+    pub fn receive(&self, datagram: &[u8]) -> Option<SideDatagram> {
+        let mut guard = self.client.lock().expect("relay client lock");
+        let client = guard.as_mut()?;
+        match client.handle_datagram(Instant::now(), datagram) {
+            Ok(Received::Data { peer, payload }) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                match classify(payload) {
+                    DatagramKind::Quic => {
+                        let mut queue = self.quic.lock().expect("relayed QUIC lock");
+                        if queue.len() >= RELAYED_QUIC_QUEUE {
+                            self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            queue.push_back(RelayedQuic {
+                                from: peer,
+                                bytes: payload.to_vec(),
+                            });
+                        }
+                        None
+                    }
+                    kind @ (DatagramKind::Stun | DatagramKind::Project) => Some(SideDatagram {
+                        kind,
+                        local: LocalSocketId::RELAY,
+                        from: peer,
+                        bytes: payload.to_vec(),
+                    }),
+                    DatagramKind::Garbage => {
+                        tracing::debug!(%peer, "dropped an unrecognised relayed datagram");
+                        None
+                    }
+                }
+            }
+            Ok(Received::Control) => {
+                self.wake.notify_one();
+                None
+            }
+            Err(e) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("datagram from the relay server dropped: {e}");
+                None
+            }
+        }
+    }
+
+    /// The next relayed QUIC packet waiting for quinn.
+    pub fn next_quic(&self) -> Option<RelayedQuic> {
+        self.quic.lock().expect("relayed QUIC lock").pop_front()
+    }
+
+    /// Whether relayed QUIC packets are waiting.
+    pub fn has_quic(&self) -> bool {
+        !self.quic.lock().expect("relayed QUIC lock").is_empty()
+    }
+
+    /// Wraps `payload` for `peer` into `out`; returns the server to send it to, or `None` (the
+    /// datagram is dropped, as on a dead link).
+    pub fn wrap(&self, peer: SocketAddr, payload: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
+        let mut guard = self.client.lock().expect("relay client lock");
+        let client = guard.as_mut()?;
+        let now = Instant::now();
+        if client.bound_channel(peer).is_none() && !client.has_permission(peer.ip()) {
+            if let Err(e) = client.permit(now, peer.ip()) {
+                tracing::debug!(%peer, "relay permission not requested: {e}");
+            }
+            if let Err(e) = client.bind_channel(now, peer) {
+                tracing::debug!(%peer, "relay channel not requested: {e}");
+            }
+            self.wake.notify_one();
+        }
+        let would_fragment = payload.len() > client.max_payload(RELAY_PATH_MTU, peer);
+        if would_fragment {
+            self.counters.unsent.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match client.send_to(now, peer, payload, out) {
+            Ok(()) => {
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                Some(client.server())
+            }
+            Err(e) => {
+                self.counters.unsent.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%peer, "relayed datagram not sent: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Everything the relay driver needs.
+pub struct RelayDriver {
+    pub link: Arc<RelayLink>,
+    pub socket: Arc<NodeSocket>,
+    pub agent: Arc<Mutex<PathAgent>>,
+    /// The relay offered with each registration.
+    pub offers: watch::Receiver<Option<RelayOffer>>,
+    /// Our relayed address, for the rendezvous keeper (it registers every change).
+    pub relayed: watch::Sender<Option<SocketAddr>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub config: TurnClientConfig,
+}
+
+/// Runs the TURN client: allocates on the offered server, keeps the allocation, and reports
+/// it. Ends at shutdown (after asking the server to delete the allocation).
+pub async fn drive(mut driver: RelayDriver) {
+    let mut next_timeout: Option<Instant> = None;
+    loop {
+        let sleep = async {
+            match next_timeout {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = driver.offers.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let offer = driver.offers.borrow_and_update().clone();
+                take_offer(&driver, offer);
+            }
+            _ = driver.link.wake.notified() => {}
+            _ = sleep => {
+                if let Some(client) = driver.link.client.lock().expect("relay client lock").as_mut() {
+                    client.handle_timeout(Instant::now());
+                }
+            }
+            _ = driver.shutdown.changed() => {
+                if *driver.shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+        next_timeout = flush(&driver);
+    }
+    if let Some(client) = driver.link.client.lock().expect("relay client lock").as_mut() {
+        client.close(Instant::now());
+    }
+    flush(&driver);
+}
+
+/// Starts a client for a new server, or gives the current one fresh credentials.
+fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
+    let mut guard = driver.link.client.lock().expect("relay client lock");
+    let now = Instant::now();
+    match (offer, guard.as_mut()) {
+        (Some(offer), Some(client)) if client.server() == offer.server => {
+            client.set_credentials(offer.username, offer.password);
+        }
+        (offer, _) => {
+            if let Some(old) = guard.as_mut() {
+                old.close(now);
+            }
+            let mut seed = [0u8; 8];
+            let _ = getrandom::getrandom(&mut seed);
+            *guard = offer.as_ref().map(|offer| {
+                tracing::info!(server = %offer.server, "allocating on the relay");
+                TurnClient::new(
+                    driver.config.clone(),
+                    offer.server,
+                    offer.username.clone(),
+                    offer.password.clone(),
+                    now,
+                    u64::from_le_bytes(seed),
+                )
+            });
+            *driver.link.server.lock().expect("relay server lock") =
+                offer.map(|offer| offer.server);
+            driver.agent.lock().expect("path agent lock").set_relay(false);
+            driver.relayed.send_replace(None);
+        }
+    }
+}
+
+/// Sends what the client has to send and handles its events. Returns its next deadline.
+fn flush(driver: &RelayDriver) -> Option<Instant> {
+    loop {
+        let (output, server) = {
+            let mut guard = driver.link.client.lock().expect("relay client lock");
+            let client = guard.as_mut()?;
+            (client.poll_output(Instant::now()), client.server())
+        };
+        match output {
+            ClientOutput::Transmit(bytes) => {
+                if let Err(e) = driver.socket.send_raw(server, &bytes) {
+                    tracing::debug!(%server, "relay request not sent: {e}");
+                }
+            }
+            ClientOutput::Event(event) => report(driver, event),
+            ClientOutput::Timeout(at) => return Some(at),
+            ClientOutput::Closed => {
+                *driver.link.client.lock().expect("relay client lock") = None;
+                return None;
+            }
+        }
+    }
+}
+
+fn report(driver: &RelayDriver, event: ClientEvent) {
+    match event {
+        ClientEvent::Allocated {
+            relayed, lifetime, ..
+        } => {
+            tracing::info!(%relayed, ?lifetime, "relay allocated");
+            driver.agent.lock().expect("path agent lock").set_relay(true);
+            driver.relayed.send_replace(Some(relayed));
+        }
+        ClientEvent::AllocationFailed { reason, retry_in } => {
+            tracing::warn!(?retry_in, "relay allocation failed: {reason}; retrying");
+            driver.agent.lock().expect("path agent lock").set_relay(false);
+            driver.relayed.send_replace(None);
+        }
+        ClientEvent::PermissionFailed { ip, code } => {
+            tracing::info!(%ip, ?code, "relay refused a permission");
+        }
+        ClientEvent::ChannelFailed { peer, code } => {
+            tracing::debug!(%peer, ?code, "relay channel not bound");
+        }
+        ClientEvent::Refreshed { .. } | ClientEvent::ChannelBound { .. } => {}
+    }
+}
