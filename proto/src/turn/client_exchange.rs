@@ -234,6 +234,14 @@ impl TurnClient {
                     allocation.refresh_at = now + retry;
                 }
             }
+            TxKind::CreatePermission { ips } if ips.len() > 1 && code.is_some() => {
+                // CreatePermission is all or nothing: one refused peer (403 from a server that
+                // relays only to registered peers) must not fail the others, so ask again for
+                // each alone to learn which.
+                for ip in ips {
+                    self.start(now, TxKind::CreatePermission { ips: vec![ip] }, 0);
+                }
+            }
             TxKind::CreatePermission { ips } => {
                 for ip in ips {
                     if let Some(permission) = self.permissions.get_mut(&ip) {

@@ -1,5 +1,6 @@
 //! The TURN client against a scripted fake server, in virtual time (nothing sleeps).
 
+mod coturn;
 mod fake_server;
 
 use std::net::{IpAddr, SocketAddr};
@@ -705,4 +706,32 @@ fn mtu_helpers() {
     h.client.bind_channel(h.now, peer(1)).unwrap();
     h.pump();
     assert_eq!(h.client.max_payload(1280, peer(1)), 1280 - 20 - 8 - 4);
+}
+
+#[test]
+fn a_refused_peer_does_not_fail_its_batch() {
+    let mut h = Harness::new(TurnClientConfig::default());
+    h.server.denied.insert(peer(2).ip());
+    for n in 1..=3 {
+        h.client.permit(h.now, peer(n).ip()).unwrap();
+    }
+    h.allocated();
+    let creates = h.server.requests(CREATE_PERMMISSION);
+    assert_eq!(creates.len(), 4, "one batch, then one request per IP");
+    assert_eq!(creates[0].peers().len(), 3);
+    assert!(h.client.has_permission(peer(1).ip()));
+    assert!(!h.client.has_permission(peer(2).ip()));
+    assert!(h.client.has_permission(peer(3).ip()));
+    let failed: Vec<_> = h
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::PermissionFailed { .. }))
+        .collect();
+    assert_eq!(
+        failed,
+        [ClientEvent::PermissionFailed {
+            ip: peer(2).ip(),
+            code: Some(403)
+        }]
+    );
 }
