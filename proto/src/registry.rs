@@ -81,6 +81,9 @@ pub struct Registry {
     /// Expiry index: exactly one `(expires, peer)` per entry.
     expiries: BTreeSet<(Instant, PeerId)>,
     buckets: TokenBuckets<IpAddr>,
+    /// How many entries have each observed IP: the TURN server's "is this a registered peer's
+    /// IP" query, O(1). At most one key per entry.
+    observed_ips: HashMap<IpAddr, usize>,
 }
 
 impl Registry {
@@ -95,6 +98,7 @@ impl Registry {
             entries: HashMap::new(),
             expiries: BTreeSet::new(),
             buckets,
+            observed_ips: HashMap::new(),
         }
     }
 
@@ -137,8 +141,10 @@ impl Registry {
             },
         ) {
             self.expiries.remove(&(old.expires, peer));
+            self.forget_ip(old.record.observed.ip());
         }
         self.expiries.insert((expires, peer));
+        *self.observed_ips.entry(observed.ip()).or_insert(0) += 1;
         Ok(self.limits.ttl)
     }
 
@@ -155,6 +161,7 @@ impl Registry {
         match self.entries.remove(peer) {
             Some(entry) => {
                 self.expiries.remove(&(entry.expires, *peer));
+                self.forget_ip(entry.record.observed.ip());
                 true
             }
             None => false,
@@ -183,10 +190,27 @@ impl Registry {
                 break;
             }
             self.expiries.pop_first();
-            self.entries.remove(&peer);
+            if let Some(entry) = self.entries.remove(&peer) {
+                self.forget_ip(entry.record.observed.ip());
+            }
             removed.push(peer);
         }
         removed
+    }
+
+    /// Whether some registered peer was observed at `ip` (entries expired but not yet removed by
+    /// [`Self::handle_timeout`] still count).
+    pub fn has_observed_ip(&self, ip: IpAddr) -> bool {
+        self.observed_ips.contains_key(&ip)
+    }
+
+    fn forget_ip(&mut self, ip: IpAddr) {
+        if let Some(count) = self.observed_ips.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.observed_ips.remove(&ip);
+            }
+        }
     }
 
     fn take_token(&mut self, now: Instant, ip: IpAddr) -> Result<(), RegisterError> {
@@ -309,6 +333,36 @@ mod tests {
         assert!(registry
             .register(later, peer(11), addr(1), vec![], NatReport::UNKNOWN, None)
             .is_err());
+    }
+
+    #[test]
+    fn observed_ip_index_follows_entries() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits {
+            ttl: Duration::from_secs(10),
+            ..RegistryLimits::default()
+        });
+        let at = |ip: [u8; 4], port| SocketAddr::from((ip, port));
+        let ip = |a: [u8; 4]| IpAddr::from(a);
+        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        registry
+            .register(now, peer(1), at(a, 1), vec![], NatReport::UNKNOWN, None)
+            .unwrap();
+        registry
+            .register(now, peer(2), at(a, 2), vec![], NatReport::UNKNOWN, None)
+            .unwrap();
+        assert!(registry.has_observed_ip(ip(a)));
+        assert!(!registry.has_observed_ip(ip(b)));
+        // peer 1 moves to b: a is still peer 2's.
+        registry
+            .register(now, peer(1), at(b, 1), vec![], NatReport::UNKNOWN, None)
+            .unwrap();
+        assert!(registry.has_observed_ip(ip(a)) && registry.has_observed_ip(ip(b)));
+        assert!(registry.unregister(&peer(2)));
+        assert!(!registry.has_observed_ip(ip(a)));
+        registry.handle_timeout(now + Duration::from_secs(10));
+        assert!(!registry.has_observed_ip(ip(b)));
+        assert!(registry.observed_ips.is_empty());
     }
 
     #[test]

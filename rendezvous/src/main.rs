@@ -3,17 +3,22 @@
 //! On one UDP port it answers STUN Binding requests and accepts QUIC connections from nodes, which
 //! register (authenticated by the TLS handshake) and look each other up. Extra `--stun-listen`
 //! addresses answer STUN only (a second address lets clients detect their NAT's mapping
-//! behaviour). Prints `listening <addr> <rendezvous_peer_id>` on stdout once ready; logs go to
+//! behaviour). A built-in TURN server (RFC 8656 over UDP, REST-API credentials from a shared
+//! secret) listens on `--turn-listen` and relays only toward registered peers (`--no-turn` turns
+//! it off). Prints `listening <addr> <rendezvous_peer_id>` on stdout once ready; logs go to
 //! stderr (`RUST_LOG` sets the level). SIGINT/SIGTERM shut it down cleanly.
 
 mod server;
+mod turn;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use p2pnat_proto::registry::RegistryLimits;
+use p2pnat_proto::turn::credentials::SharedSecret;
+use p2pnat_proto::turn::server::TurnServerConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,11 +61,85 @@ struct Args {
     /// Milliseconds for one node to earn one more punch request.
     #[arg(long, default_value_t = 250)]
     punch_interval_ms: u64,
+    /// Turns the built-in TURN server off.
+    #[arg(long)]
+    no_turn: bool,
+    /// UDP address of the built-in TURN server (not the QUIC port: ChannelData and QUIC short
+    /// headers overlap). Failing to bind it stops the rendezvous when given; when not given and
+    /// 0.0.0.0:3479 is busy, TURN is off (logged).
+    /// [default: 0.0.0.0:3479]
+    #[arg(long)]
+    turn_listen: Option<SocketAddr>,
+    /// IP relay sockets bind to and report. [default: the TURN listen IP if specific, else the
+    /// first non-loopback IPv4 interface address, else 127.0.0.1]
+    #[arg(long)]
+    turn_relay_ip: Option<IpAddr>,
+    /// File holding the TURN REST-API shared secret (coturn's `static-auth-secret`), so that a
+    /// coturn can share it. [default: a random secret, in memory only]
+    #[arg(long)]
+    turn_secret_file: Option<PathBuf>,
+    /// TURN REALM.
+    #[arg(long, default_value = "p2pnat")]
+    turn_realm: String,
+    /// Most TURN allocations at once (over it: 508 Insufficient Capacity).
+    #[arg(long, default_value_t = 1024)]
+    turn_max_allocations: usize,
+    /// Most TURN allocations per user, i.e. per peer (over it: 486 Allocation Quota Reached).
+    #[arg(long, default_value_t = 8)]
+    turn_max_allocations_per_user: usize,
+    /// Relayed bytes a second per allocation, both directions together (0: no limit).
+    #[arg(long, default_value_t = 4_000_000)]
+    turn_max_bps: u64,
+    /// Longest TURN allocation lifetime granted, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    turn_max_lifetime: u64,
+}
+
+/// The TURN settings from the flags (`None` with `--no-turn`).
+fn turn_settings(args: &Args) -> Result<Option<turn::TurnSettings>, String> {
+    if args.no_turn {
+        return Ok(None);
+    }
+    let listen = args
+        .turn_listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3479)));
+    let secret = match &args.turn_secret_file {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            SharedSecret::new(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => turn::random_secret().map_err(|e| e.to_string())?,
+    };
+    let defaults = TurnServerConfig::default();
+    Ok(Some(turn::TurnSettings {
+        listen,
+        listen_required: args.turn_listen.is_some(),
+        relay_ip: args
+            .turn_relay_ip
+            .unwrap_or_else(|| turn::default_relay_ip(listen.ip())),
+        secret,
+        config: TurnServerConfig {
+            realm: args.turn_realm.clone(),
+            max_allocations: args.turn_max_allocations,
+            max_allocations_per_user: args.turn_max_allocations_per_user,
+            max_bytes_per_sec: args.turn_max_bps,
+            max_lifetime: Duration::from_secs(args.turn_max_lifetime.max(1)),
+            ..defaults
+        },
+    }))
 }
 
 fn main() -> std::process::ExitCode {
     p2pnat::process::init_logging("info");
     let args = Args::parse();
+    let turn = match turn_settings(&args) {
+        Ok(turn) => turn,
+        Err(e) => {
+            eprintln!("p2p-rendezvous: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let identity_path = match p2pnat::identity::path_or_default(args.identity, "rendezvous.key") {
         Ok(path) => path,
         Err(e) => {
@@ -84,6 +163,7 @@ fn main() -> std::process::ExitCode {
         punch_burst: args.punch_burst,
         punch_interval: Duration::from_millis(args.punch_interval_ms),
         relay_offer: None,
+        turn,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

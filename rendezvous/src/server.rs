@@ -15,10 +15,10 @@ use p2pnat_proto::control::{
     self, PeerRecord, Push, RefusalCode, Request, Response, TurnOffer, TurnServerAddr,
     MAX_CONTROL_MESSAGE,
 };
-use p2pnat_proto::turn::credentials::SharedSecret;
 use p2pnat_proto::demux::{classify, DatagramKind};
 use p2pnat_proto::rate_limit::TokenBuckets;
 use p2pnat_proto::registry::{Registry, RegistryLimits};
+use p2pnat_proto::turn::credentials::SharedSecret;
 use p2pnat_proto::{stun, PeerId};
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub punch_interval: Duration,
     /// The relay offered to registering nodes, with credentials (`None`: no relay).
     pub relay_offer: Option<RelayOffering>,
+    /// The built-in TURN server (`None`: `--no-turn`).
+    pub turn: Option<crate::turn::TurnSettings>,
 }
 
 /// Which TURN server the rendezvous offers nodes, and how it makes their credentials (the
@@ -55,9 +57,11 @@ impl RelayOffering {
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let issued = self
-            .secret
-            .issue(&peer.to_text(), now_unix, self.credential_lifetime.as_secs());
+        let issued = self.secret.issue(
+            &peer.to_text(),
+            now_unix,
+            self.credential_lifetime.as_secs(),
+        );
         TurnOffer {
             server: self.server,
             username: issued.username,
@@ -81,6 +85,8 @@ pub enum ServerError {
     },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Turn(#[from] crate::turn::TurnError),
 }
 
 /// Shared state: the registry and which connection holds each registration.
@@ -187,6 +193,19 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     });
 
     tokio::spawn(expire_registrations(state.clone()));
+
+    if let Some(settings) = config.turn.clone() {
+        // The TURN server relays only toward registered peers' observed IPs.
+        let registry = state.clone();
+        let policy: crate::turn::PeerIpPolicy = Arc::new(move |ip| {
+            registry
+                .registry
+                .lock()
+                .expect("registry lock")
+                .has_observed_ip(ip)
+        });
+        crate::turn::spawn(settings, policy)?;
+    }
 
     tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
     {
@@ -450,7 +469,10 @@ async fn serve_request(
                         ttl_secs: ttl.as_secs().try_into().unwrap_or(u32::MAX),
                         stun_alternates: state.stun_alternates.clone(),
                         inbound_probe: state.inbound_probe,
-                        turn: state.relay_offer.as_ref().map(|offering| offering.offer(&peer)),
+                        turn: state
+                            .relay_offer
+                            .as_ref()
+                            .map(|offering| offering.offer(&peer)),
                     }
                 }
                 Err(e) => {

@@ -136,6 +136,34 @@ fn peer_data_as_data_indication_then_channel_data_and_back() {
         h.simple(
             &mut client,
             CHANNEL_BIND,
+            vec![ChannelNumber::new(0x8000).into(), peer_attr(peer)]
+        ),
+        Some(400)
+    );
+    // RFC 5766's wider range (coturn 4.6's uclient) works on the server's TURN-only port.
+    let other_peer = addr("203.0.113.5:5001");
+    let wide = vec![ChannelNumber::new(0x7990).into(), peer_attr(other_peer)];
+    assert_eq!(h.simple(&mut client, CHANNEL_BIND, wide), None);
+    let outputs = h.client(client.addr, &[0x79, 0x90, 0, 2, b'h', b'i']);
+    assert_eq!(
+        outputs,
+        vec![Output::Transmit(Transmit {
+            from: Via::Relay(relayed),
+            to: other_peer,
+            contents: b"hi".to_vec()
+        })]
+    );
+    h.server
+        .handle_relay_datagram(h.now, relayed, other_peer, b"yo")
+        .unwrap();
+    let Some(Output::Transmit(t)) = h.server.poll_output() else {
+        panic!()
+    };
+    assert_eq!(t.contents, [0x79, 0x90, 0, 2, b'y', b'o']);
+    assert_eq!(
+        h.simple(
+            &mut client,
+            CHANNEL_BIND,
             vec![
                 ChannelNumber::new(0x4004).into(),
                 peer_attr(addr("198.18.0.1:1"))
@@ -169,7 +197,7 @@ fn peer_data_as_data_indication_then_channel_data_and_back() {
         Err(DropReason::NoPermission)
     );
     let stats = h.server.stats();
-    assert_eq!((stats.relayed_to_peers, stats.relayed_to_clients), (2, 3));
+    assert_eq!((stats.relayed_to_peers, stats.relayed_to_clients), (3, 4));
 }
 
 #[test]

@@ -17,7 +17,7 @@ use super::{
     never_relayed, wire, AllocationId, DropReason, Family, Output, PeerPolicy, TurnServer, Via,
 };
 use crate::path::normalize;
-use crate::turn::channel_data::{self, CHANNEL_MAX, CHANNEL_MIN};
+use crate::turn::channel_data::CHANNEL_MIN;
 
 /// Why an authenticated request was refused; each is answered with its STUN error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -419,7 +419,7 @@ impl TurnServer {
             .get::<ChannelNumber>()
             .and_then(|a| a.as_channel_number().ok())
             .map(|c| c.number())
-            .filter(|n| (CHANNEL_MIN..=CHANNEL_MAX).contains(n))
+            .filter(|n| (CHANNEL_MIN..=wire::LEGACY_CHANNEL_MAX).contains(n))
             .ok_or(RequestError::BadRequest)?;
         let peer = match peer_addresses(message)[..] {
             [peer] if peer.port() != 0 => peer,
@@ -483,12 +483,12 @@ impl TurnServer {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        let message = channel_data::decode(datagram).map_err(|_| DropReason::Malformed)?;
+        let (channel, data) = wire::decode_channel_data(datagram).ok_or(DropReason::Malformed)?;
         let (id, relayed) = self.active_of_client(from)?;
         let peer = self.allocations[&id]
-            .channel_peer(now, message.channel)
+            .channel_peer(now, channel)
             .ok_or(DropReason::NoChannel)?;
-        self.relay_to_peer(now, id, relayed, peer, message.data)
+        self.relay_to_peer(now, id, relayed, peer, data)
     }
 
     fn relay_to_peer(
@@ -536,7 +536,7 @@ impl TurnServer {
         }
         let client = allocation.client;
         let contents = match allocation.peer_channel(now, from_peer) {
-            Some(channel) => channel_data::encode(channel, data),
+            Some(channel) => wire::encode_channel_data(channel, data),
             None => {
                 let transaction = self.next_indication_id();
                 wire::data_indication(transaction, from_peer, data).ok_or(DropReason::Malformed)?

@@ -44,6 +44,8 @@
 //! - EVEN-PORT with R=1 and RESERVATION-TOKEN get 508 (no port reservations); EVEN-PORT with R=0
 //!   is honoured by the driver.
 //! - An expired channel number may be rebound to another peer at once (RFC: after 5 minutes).
+//! - Channel numbers 0x4000-0x7FFF are accepted (RFC 5766's range; RFC 8656 says 0x4FFF), as
+//!   coturn 4.6's `turnutils_uclient` binds numbers above 0x4FFF (`wire::LEGACY_CHANNEL_MAX`).
 
 mod allocation;
 mod auth;
@@ -342,7 +344,8 @@ impl TurnServer {
         policy: &dyn PeerPolicy,
     ) -> Result<(), DropReason> {
         let result = match datagram.first() {
-            Some(byte) if crate::turn::channel_data::may_be_channel_data(*byte) => {
+            // ChannelData: channels 0x4000-0x7FFF (see `wire::LEGACY_CHANNEL_MAX`).
+            Some(byte) if (0x40..=0x7F).contains(byte) => {
                 self.client_channel_data(now, from, datagram)
             }
             Some(byte) if byte & 0xC0 == 0 => {

@@ -211,3 +211,32 @@ pub fn data_indication(transaction: [u8; 12], peer: SocketAddr, data: &[u8]) -> 
     out[2..4].copy_from_slice(&length.to_be_bytes());
     Some(out)
 }
+
+/// Highest channel number the server binds: RFC 5766's range (0x4000-0x7FFF), which older
+/// clients still use (coturn 4.6's `turnutils_uclient` draws from it). RFC 8656 narrowed it to
+/// 0x4FFF so that ChannelData cannot be mistaken for QUIC on a shared port (RFC 9443); the
+/// server's listener carries TURN only, so the wider range is unambiguous here. Clients that
+/// share a port with QUIC (ours) bind 0x4000-0x4FFF.
+pub const LEGACY_CHANNEL_MAX: u16 = 0x7FFF;
+
+/// Decodes ChannelData with a channel in 0x4000-0x7FFF (UDP: padding after the length is
+/// ignored).
+pub fn decode_channel_data(datagram: &[u8]) -> Option<(u16, &[u8])> {
+    let header = datagram.get(..4)?;
+    let channel = u16::from_be_bytes([header[0], header[1]]);
+    if !(0x4000..=LEGACY_CHANNEL_MAX).contains(&channel) {
+        return None;
+    }
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    Some((channel, datagram.get(4..4 + length)?))
+}
+
+/// Encodes ChannelData (UDP form, no padding). `data` is at most 65,535 bytes (checked by the
+/// caller).
+pub fn encode_channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + data.len());
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}

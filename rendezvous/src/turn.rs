@@ -1,0 +1,349 @@
+//! The built-in TURN server's tokio driver: sockets and time around
+//! [`p2pnat_proto::turn::server::TurnServer`].
+//!
+//! One task owns the machine. The listener (`--turn-listen`, default `0.0.0.0:3479`) is read by
+//! that task; each allocation's relay socket (bound to `relay_ip:0`) has a small receive task
+//! forwarding datagrams into one bounded channel ([`RELAY_QUEUE`]); when it is full datagrams
+//! are dropped and counted, never buffered without bound. Sends are non-blocking (`try_send_to`):
+//! a full socket buffer drops the datagram (UDP semantics), it never stalls the machine.
+//!
+//! Why not port 3478: the rendezvous's QUIC and STUN own it, and TURN ChannelData (first byte
+//! 0x40-0x4F) cannot be told from QUIC short-header packets (0x40-0x7F) on one port: a node
+//! talks both to the same server address, so the two services need two ports (RFC 9443).
+//!
+//! Who may be relayed to: the observed IP of a registered peer (the policy given to [`spawn`],
+//! asked for every CreatePermission and ChannelBind), or another allocation on this server
+//! (relay to relay). For the latter the permission is for `relay_ip`, and this driver only sends
+//! to `relay_ip` ports that are live relay sockets, unless `relay_ip` is itself a registered
+//! peer's: other services of this host are never reachable through the relay.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p2pnat_proto::path::normalize;
+use p2pnat_proto::turn::credentials::SharedSecret;
+use p2pnat_proto::turn::server::{
+    AllocationId, Family, Output, RelayBindError, TurnServer, TurnServerConfig, Via,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Relayed datagrams waiting for the machine, all relay sockets together.
+pub const RELAY_QUEUE: usize = 4096;
+/// Bytes read at once from the listener (a UDP datagram is at most 65,507 bytes over IPv4).
+const RECV_BUFFER: usize = 65_536;
+/// Largest datagram a peer may send to a relayed address is one byte less (a datagram filling
+/// the buffer may have been cut, and is dropped). Small so that 1,024 relay sockets cost 4 MiB;
+/// relayed traffic is QUIC packets of at most about 1,500 bytes.
+const RELAY_RECV_BUFFER: usize = 4097;
+/// Tries to find an even port when a client asks for EVEN-PORT.
+const EVEN_PORT_TRIES: usize = 16;
+
+/// The resolved settings of the built-in TURN server.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub listen: SocketAddr,
+    /// Whether failing to bind `listen` stops the rendezvous (the address was given) or only
+    /// disables TURN with an error in the log (the default address was busy).
+    pub listen_required: bool,
+    /// The IP relay sockets are bound to, and reported to clients.
+    pub relay_ip: IpAddr,
+    pub secret: SharedSecret,
+    pub config: TurnServerConfig,
+}
+
+/// The relay IP when none is given: the listen IP if specific, else the first non-loopback IPv4
+/// address of this host's interfaces, else IPv4 loopback.
+pub fn default_relay_ip(listen: IpAddr) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// A fresh random secret (64 hex digits), for when no `--turn-secret-file` is given.
+pub fn random_secret() -> Result<SharedSecret, TurnError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| TurnError::Random(e.to_string()))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    SharedSecret::new(hex.as_bytes()).map_err(|e| TurnError::Random(e.to_string()))
+}
+
+/// Whether `ip` is a registered peer's (the rendezvous's registry answers).
+pub type PeerIpPolicy = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Why the TURN server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error("cannot bind the TURN listener {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no randomness for the TURN secret: {0}")]
+    Random(String),
+}
+
+/// Binds the listener and spawns the server task; returns the listener's address, or `None`
+/// when the default address was busy and TURN is off (logged).
+pub fn spawn(
+    settings: TurnSettings,
+    policy: PeerIpPolicy,
+) -> Result<Option<SocketAddr>, TurnError> {
+    let bound = std::net::UdpSocket::bind(settings.listen)
+        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+        .and_then(UdpSocket::from_std);
+    let listener = match bound {
+        Ok(listener) => listener,
+        Err(source) if !settings.listen_required => {
+            tracing::error!(addr = %settings.listen, "built-in TURN server off: cannot bind: {source}");
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(TurnError::Bind {
+                addr: settings.listen,
+                source,
+            })
+        }
+    };
+    let local = listener.local_addr().map_err(|source| TurnError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed).map_err(|e| TurnError::Random(e.to_string()))?;
+    let machine = TurnServer::new(
+        settings.config.clone(),
+        settings.secret.clone(),
+        u64::from_le_bytes(seed),
+    );
+    let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
+    tracing::info!(addr = %local, relay_ip = %settings.relay_ip, "turn listening {local}");
+    let driver = Driver {
+        machine,
+        listener: Arc::new(listener),
+        relay_ip: settings.relay_ip,
+        relays: HashMap::new(),
+        relay_tx,
+        policy,
+        queue_drops: Arc::new(AtomicU64::new(0)),
+        send_drops: 0,
+    };
+    tokio::spawn(driver.run(relay_rx));
+    Ok(Some(local))
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    task: JoinHandle<()>,
+}
+
+/// A datagram a peer sent to a relayed address: (relayed, peer, payload).
+type RelayDatagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+struct Driver {
+    machine: TurnServer,
+    listener: Arc<UdpSocket>,
+    relay_ip: IpAddr,
+    relays: HashMap<SocketAddr, Relay>,
+    relay_tx: mpsc::Sender<RelayDatagram>,
+    policy: PeerIpPolicy,
+    /// Relayed datagrams dropped because the queue to the machine was full.
+    queue_drops: Arc<AtomicU64>,
+    /// Datagrams not sent (socket buffer full, or a forbidden destination).
+    send_drops: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Driver {
+    async fn run(mut self, mut relay_rx: mpsc::Receiver<RelayDatagram>) {
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut stats_due = Instant::now() + Duration::from_secs(60);
+        loop {
+            let wake = self
+                .machine
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                .min(stats_due);
+            tokio::select! {
+                received = self.listener.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.from_client(normalize(from), &buf[..len]),
+                    Err(e) => tracing::debug!("TURN listener receive error: {e}"),
+                },
+                Some((relayed, peer, datagram)) = relay_rx.recv() => {
+                    let now = Instant::now().into_std();
+                    if let Err(reason) = self.machine.handle_relay_datagram(now, relayed, peer, &datagram) {
+                        tracing::trace!(%relayed, %peer, "relayed datagram dropped: {reason}");
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.machine.handle_timeout(Instant::now().into_std());
+                    if Instant::now() >= stats_due {
+                        stats_due = Instant::now() + Duration::from_secs(60);
+                        tracing::debug!(
+                            stats = ?self.machine.stats(),
+                            queue_drops = self.queue_drops.load(Ordering::Relaxed),
+                            send_drops = self.send_drops,
+                            allocations = self.machine.allocation_count(),
+                            "TURN counters"
+                        );
+                    }
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn from_client(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let policy = self.policy.clone();
+        let relay_ip = self.relay_ip;
+        let allowed = move |ip: IpAddr| ip == relay_ip || policy(ip);
+        let now = Instant::now().into_std();
+        if let Err(reason) =
+            self.machine
+                .handle_client_datagram(now, unix_now(), from, datagram, &allowed)
+        {
+            tracing::trace!(%from, "TURN datagram dropped: {reason}");
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.machine.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    let socket = match transmit.from {
+                        Via::Listener => &self.listener,
+                        Via::Relay(relayed) => {
+                            if !self.may_send_to(transmit.to) {
+                                self.send_drops += 1;
+                                tracing::debug!(to = %transmit.to, "relay to this host refused");
+                                continue;
+                            }
+                            match self.relays.get(&relayed) {
+                                Some(relay) => &relay.socket,
+                                None => continue,
+                            }
+                        }
+                    };
+                    if let Err(e) = socket.try_send_to(&transmit.contents, transmit.to) {
+                        self.send_drops += 1;
+                        tracing::trace!(to = %transmit.to, "TURN datagram not sent: {e}");
+                    }
+                }
+                Output::BindRelay {
+                    id,
+                    family,
+                    even_port,
+                } => {
+                    let result = self.bind_relay(id, family, even_port);
+                    self.machine
+                        .relay_bound(Instant::now().into_std(), id, result);
+                }
+                Output::ReleaseRelay { id, relayed } => {
+                    if let Some(relay) = self.relays.remove(&relayed) {
+                        relay.task.abort();
+                        tracing::debug!(%id, %relayed, "relay released");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relay sockets send to the relay IP only at live relay sockets (relay to relay), unless
+    /// a registered peer has that IP.
+    fn may_send_to(&self, to: SocketAddr) -> bool {
+        to.ip() != self.relay_ip || self.relays.contains_key(&to) || (self.policy)(to.ip())
+    }
+
+    fn bind_relay(
+        &mut self,
+        id: AllocationId,
+        family: Family,
+        even_port: bool,
+    ) -> Result<SocketAddr, RelayBindError> {
+        let matches = match family {
+            Family::V4 => self.relay_ip.is_ipv4(),
+            Family::V6 => self.relay_ip.is_ipv6(),
+        };
+        if !matches {
+            return Err(RelayBindError::FamilyUnsupported);
+        }
+        let tries = if even_port { EVEN_PORT_TRIES } else { 1 };
+        // Sockets with odd ports are kept until the end so the OS does not hand them back.
+        let mut odd = Vec::new();
+        let mut chosen = None;
+        for _ in 0..tries {
+            let socket = match std::net::UdpSocket::bind(SocketAddr::new(self.relay_ip, 0)) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::warn!(relay_ip = %self.relay_ip, "cannot bind a relay socket: {e}");
+                    return Err(RelayBindError::NoPort);
+                }
+            };
+            let port = socket.local_addr().map_or(1, |a| a.port());
+            if !even_port || port % 2 == 0 {
+                chosen = Some(socket);
+                break;
+            }
+            odd.push(socket);
+        }
+        drop(odd);
+        let socket = chosen
+            .and_then(|s| s.set_nonblocking(true).map(|()| s).ok())
+            .and_then(|s| UdpSocket::from_std(s).ok())
+            .ok_or(RelayBindError::NoPort)?;
+        let relayed = socket.local_addr().map_err(|_| RelayBindError::NoPort)?;
+        let socket = Arc::new(socket);
+        let task = tokio::spawn(read_relay(
+            socket.clone(),
+            relayed,
+            self.relay_tx.clone(),
+            self.queue_drops.clone(),
+        ));
+        self.relays.insert(relayed, Relay { socket, task });
+        tracing::debug!(%id, %relayed, "relay bound");
+        Ok(relayed)
+    }
+}
+
+/// Forwards what peers send to `relayed` into the machine's queue; drops when it is full.
+async fn read_relay(
+    socket: Arc<UdpSocket>,
+    relayed: SocketAddr,
+    tx: mpsc::Sender<RelayDatagram>,
+    drops: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; RELAY_RECV_BUFFER];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((len, _)) if len == buf.len() => {
+                drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((len, peer)) => match tx.try_send((relayed, normalize(peer), buf[..len].to_vec())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    drops.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
+            // ICMP errors (port unreachable) surface here on Linux: not fatal.
+            Err(e) => tracing::trace!(%relayed, "relay receive error: {e}"),
+        }
+    }
+}
