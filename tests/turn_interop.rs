@@ -1,0 +1,221 @@
+//! Interop: coturn's `turnutils_uclient` against the rendezvous's built-in TURN server, with
+//! REST-API credentials, relaying to coturn's `turnutils_peer` (an echo server).
+//!
+//! Skipped (with a note on stderr) when coturn's tools are missing and the test cannot install
+//! them; under `CI=true` as root it must run (`scripts/install-deps.sh` installs coturn).
+//!
+//! `turnutils_uclient` runs with `-c` (one allocation, no RTCP pair): without it, it asks for
+//! EVEN-PORT with a port reservation, which the built-in server refuses with 508 (no
+//! reservations).
+
+mod common;
+
+use std::io::Read;
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Node, Rendezvous};
+use p2pnat_proto::turn::credentials::SharedSecret;
+
+const SECRET: &str = "interop-secret-7f3a";
+const MESSAGES: usize = 20;
+
+/// A child killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `turnutils_uclient` with `args` for at most 60 s; returns (success, stdout+stderr).
+fn uclient(args: &[&str]) -> (bool, String) {
+    let mut child = Guard(
+        Command::new("turnutils_uclient")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut stderr = child.0.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(child);
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.success(), text),
+        None => (false, format!("{text}\n[timed out after 60 s]")),
+    }
+}
+
+/// Parses `tot_send_msgs=N, tot_recv_msgs=M` and `Total lost packets L` from uclient's report.
+fn report(text: &str) -> Option<(usize, usize, usize)> {
+    let number_after = |key: &str| -> Option<usize> {
+        let at = text.rfind(key)? + key.len();
+        let digits: String = text[at..]
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    };
+    Some((
+        number_after("tot_send_msgs=")?,
+        number_after("tot_recv_msgs=")?,
+        number_after("Total lost packets")?,
+    ))
+}
+
+#[test]
+fn coturn_uclient_through_the_built_in_turn_server() {
+    if !have("turnutils_uclient") || !have("turnutils_peer") {
+        let must = std::env::var("CI").is_ok_and(|v| v == "true") && is_root();
+        assert!(
+            !must,
+            "coturn's turnutils_uclient/turnutils_peer are missing under CI as root: run scripts/install-deps.sh"
+        );
+        eprintln!("turn_interop skipped: coturn's turnutils_uclient is not installed (scripts/install-deps.sh as root installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("turn-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let turn_port = free_udp_port();
+    let peer_port = free_udp_port();
+    let turn_listen = format!("127.0.0.1:{turn_port}");
+    // Relay sockets on 127.0.0.2: another IP than the peers' (127.0.0.1), so that relay-to-relay
+    // permissions (for the relay's own IP) do not open 127.0.0.1 by themselves.
+    let rendezvous = Rendezvous::start(&[
+        "--turn-listen",
+        &turn_listen,
+        "--turn-relay-ip",
+        "127.0.0.2",
+        "--turn-secret-file",
+        secret_file.to_str().unwrap(),
+    ]);
+    let _peer = Guard(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let port = turn_port.to_string();
+    let peer = peer_port.to_string();
+    let count = MESSAGES.to_string();
+    let common_args = |user: &'static str| -> Vec<String> {
+        [
+            "-c",
+            "-n",
+            &count,
+            "-l",
+            "120",
+            "-p",
+            &port,
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer,
+            "-W",
+            SECRET,
+            "-u",
+            user,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |args: Vec<String>| {
+        let mut args = args;
+        args.push("127.0.0.1".to_string());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        uclient(&refs)
+    };
+
+    // No peer registered yet: 127.0.0.1 is nobody's, the relay refuses the permission.
+    let (ok, text) = run(common_args("early"));
+    assert!(!ok, "uclient succeeded with no registered peer:\n{text}");
+    assert!(text.contains("403"), "expected 403 Forbidden:\n{text}");
+    assert!(
+        report(&text).is_none_or(|(_, received, _)| received == 0),
+        "{text}"
+    );
+
+    // A node registers from 127.0.0.1: relaying toward that IP is now allowed.
+    let _node = Node::start(&rendezvous, &[]);
+
+    // Channels (ChannelBind, ChannelData both ways), with the REST secret (-W).
+    let (ok, text) = run(common_args("alice"));
+    assert!(ok, "uclient with channels failed:\n{text}");
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+
+    // Send and Data indications (-s), with credentials computed here (-u/-w), checking our
+    // REST-API scheme against coturn's client.
+    let issued = SharedSecret::new(SECRET.as_bytes())
+        .unwrap()
+        .issue("bob", unix_now(), 3600);
+    let mut args: Vec<String> = common_args("unused")
+        .into_iter()
+        .take(11) // up to and including the peer port; -W and -u replaced below
+        .collect();
+    args.extend(["-s", "-u", &issued.username, "-w", &issued.password].map(String::from));
+    let (ok, text) = run(args);
+    assert!(ok, "uclient with Send/Data failed:\n{text}");
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
