@@ -227,6 +227,8 @@ pub enum Event {
         observed: Option<std::net::SocketAddr>,
         nat: crate::nat::NatBehaviour,
         inbound: crate::nat::InboundBehaviour,
+        /// The node's relayed address (its TURN allocation), once it has one.
+        relay: Option<std::net::SocketAddr>,
     },
     Registered {
         observed: std::net::SocketAddr,
@@ -283,12 +285,14 @@ impl Event {
                 observed,
                 nat,
                 inbound,
+                relay,
             } => {
                 let local: Vec<String> = local.iter().map(|a| a.to_string()).collect();
                 let observed = observed.map_or("-".to_string(), |a| a.to_string());
+                let relay = relay.map_or("-".to_string(), |a| a.to_string());
                 write!(
                     line,
-                    "ready {id} local={} observed={observed} nat={nat} inbound={inbound}",
+                    "ready {id} local={} observed={observed} nat={nat} inbound={inbound} relay={relay}",
                     local.join(",")
                 )
             }
@@ -422,11 +426,12 @@ mod tests {
             observed: None,
             nat: crate::nat::NatBehaviour::Unknown,
             inbound: crate::nat::InboundBehaviour::MovesPort,
+            relay: None,
         };
         assert_eq!(
             ready.to_line(),
             format!(
-                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown inbound=moves-port",
+                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown inbound=moves-port relay=-",
                 id()
             )
         );

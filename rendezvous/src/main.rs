@@ -61,9 +61,18 @@ struct Args {
     /// Milliseconds for one node to earn one more punch request.
     #[arg(long, default_value_t = 250)]
     punch_interval_ms: u64,
-    /// Turns the built-in TURN server off.
+    /// Turns the built-in TURN server off (nodes are offered no relay unless `--turn-url`).
     #[arg(long)]
     no_turn: bool,
+    /// Offer nodes this external TURN server (e.g. coturn with `use-auth-secret`) instead of
+    /// the built-in one: `turn:HOST[:PORT]` (port 3478 if absent). Needs `--turn-secret-file`
+    /// holding the server's `static-auth-secret`.
+    #[arg(long, requires = "turn_secret_file")]
+    turn_url: Option<String>,
+    /// Seconds the TURN credentials handed to nodes work (each registration refresh brings
+    /// fresh ones).
+    #[arg(long, default_value_t = 3600)]
+    turn_credential_ttl: u64,
     /// UDP address of the built-in TURN server (not the QUIC port: ChannelData and QUIC short
     /// headers overlap). Failing to bind it stops the rendezvous when given; when not given and
     /// 0.0.0.0:3479 is busy, TURN is off (logged).
@@ -97,7 +106,7 @@ struct Args {
 
 /// The TURN settings from the flags (`None` with `--no-turn`).
 fn turn_settings(args: &Args) -> Result<Option<turn::TurnSettings>, String> {
-    if args.no_turn {
+    if args.no_turn || args.turn_url.is_some() {
         return Ok(None);
     }
     let listen = args
@@ -130,16 +139,51 @@ fn turn_settings(args: &Args) -> Result<Option<turn::TurnSettings>, String> {
     }))
 }
 
+/// The external TURN server from `--turn-url`, if given.
+fn external_turn(args: &Args) -> Result<Option<server::RelayOffering>, String> {
+    let Some(url) = &args.turn_url else {
+        return Ok(None);
+    };
+    let hostport = url
+        .strip_prefix("turn:")
+        .ok_or_else(|| format!("--turn-url {url:?}: only turn: (UDP) URLs are supported"))?;
+    let hostport = hostport.split('?').next().unwrap_or(hostport);
+    let with_port = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:3478")
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+        .map_err(|e| format!("--turn-url {url:?}: {e}"))?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| format!("--turn-url {url:?}: no IPv4 address"))?;
+    let path = args
+        .turn_secret_file
+        .as_ref()
+        .ok_or("--turn-url needs --turn-secret-file")?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let secret = SharedSecret::new(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(server::RelayOffering {
+        server: p2pnat_proto::control::TurnServerAddr::Addr(addr),
+        secret,
+        credential_lifetime: Duration::from_secs(args.turn_credential_ttl.max(60)),
+    }))
+}
+
 fn main() -> std::process::ExitCode {
     p2pnat::process::init_logging("info");
     let args = Args::parse();
-    let turn = match turn_settings(&args) {
-        Ok(turn) => turn,
-        Err(e) => {
-            eprintln!("p2p-rendezvous: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let (turn, relay_offer) =
+        match turn_settings(&args).and_then(|t| Ok((t, external_turn(&args)?))) {
+            Ok(both) => both,
+            Err(e) => {
+                eprintln!("p2p-rendezvous: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
     let identity_path = match p2pnat::identity::path_or_default(args.identity, "rendezvous.key") {
         Ok(path) => path,
         Err(e) => {
@@ -162,7 +206,8 @@ fn main() -> std::process::ExitCode {
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         punch_burst: args.punch_burst,
         punch_interval: Duration::from_millis(args.punch_interval_ms),
-        relay_offer: None,
+        relay_offer,
+        turn_credential_lifetime: Duration::from_secs(args.turn_credential_ttl.max(60)),
         turn,
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -35,8 +35,10 @@ pub struct ServerConfig {
     /// Punch requests one node may cause in a burst, and the time to earn one more.
     pub punch_burst: u32,
     pub punch_interval: Duration,
-    /// The relay offered to registering nodes, with credentials (`None`: no relay).
+    /// An external TURN server offered to registering nodes instead of the built-in one.
     pub relay_offer: Option<RelayOffering>,
+    /// How long the built-in server's credentials work.
+    pub turn_credential_lifetime: Duration,
     /// The built-in TURN server (`None`: `--no-turn`).
     pub turn: Option<crate::turn::TurnSettings>,
 }
@@ -102,7 +104,9 @@ struct State {
     punch_limits: Mutex<TokenBuckets<PeerId>>,
     /// The inbound probe's address (see [`Poker`]), told to registering nodes.
     inbound_probe: Option<SocketAddr>,
-    relay_offer: Option<RelayOffering>,
+    /// The relay offered to nodes: the external one configured, or the built-in one once its
+    /// listener is bound.
+    relay_offer: std::sync::OnceLock<RelayOffering>,
 }
 
 /// What the inbound probe sends: a STUN Binding indication (20 bytes, no attributes). A node
@@ -189,8 +193,12 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             config.limits.max_registrations,
         )),
         inbound_probe,
-        relay_offer: config.relay_offer.clone(),
+        relay_offer: std::sync::OnceLock::new(),
     });
+    if let Some(external) = config.relay_offer.clone() {
+        tracing::info!(server = ?external.server, "offering an external TURN server");
+        let _ = state.relay_offer.set(external);
+    }
 
     tokio::spawn(expire_registrations(state.clone()));
 
@@ -204,7 +212,14 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
                 .expect("registry lock")
                 .has_observed_ip(ip)
         });
-        crate::turn::spawn(settings, policy)?;
+        let secret = settings.secret.clone();
+        if let Some(bound) = crate::turn::spawn(settings, policy)? {
+            let _ = state.relay_offer.set(RelayOffering {
+                server: TurnServerAddr::SameHost { port: bound.port() },
+                secret,
+                credential_lifetime: config.turn_credential_lifetime,
+            });
+        }
     }
 
     tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
@@ -471,7 +486,7 @@ async fn serve_request(
                         inbound_probe: state.inbound_probe,
                         turn: state
                             .relay_offer
-                            .as_ref()
+                            .get()
                             .map(|offering| offering.offer(&peer)),
                     }
                 }

@@ -174,6 +174,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let (nat_registered_tx, mut nat_registered) = tokio::sync::watch::channel(NatReport::UNKNOWN);
     let (relayed_tx, relayed_rx) = tokio::sync::watch::channel(None);
     let (offer_tx, offer_rx) = tokio::sync::watch::channel(None);
+    let (relayed_registered_tx, mut relayed_registered) = tokio::sync::watch::channel(None);
     if config.relay {
         tokio::spawn(crate::relay::drive(crate::relay::RelayDriver {
             link: socket.relay().clone(),
@@ -198,6 +199,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         pushes: push_tx,
         relayed: relayed_rx,
         turn: offer_tx,
+        relayed_registered: relayed_registered_tx,
     });
     let stun_answers = Arc::new(dial::StunRoutes::default());
     tokio::spawn(paths::drive(
@@ -267,6 +269,18 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             tracing::debug!("NAT behaviour not yet registered; it follows with the next refresh");
         }
     }
+    let offered_relay = registration.as_ref().is_some_and(|r| r.relay.is_some());
+    if config.relay && offered_relay {
+        // Peers behind NATs no punch opens reach this node through its relay from the start.
+        let recorded = relayed_registered.wait_for(|recorded| recorded.is_some());
+        if tokio::time::timeout(Duration::from_secs(2), recorded)
+            .await
+            .is_err()
+        {
+            tracing::info!("no relay allocation yet; it is registered once it exists");
+        }
+    }
+    let relay = *relayed_registered.borrow();
     let observed = registration.map(|r| r.observed);
     outputs
         .event(Event::Ready {
@@ -275,6 +289,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             observed,
             nat: nat.mapping,
             inbound: nat.inbound,
+            relay,
         })
         .await;
     if let Some(problem) = problem {

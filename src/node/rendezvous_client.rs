@@ -161,6 +161,8 @@ pub struct Keeper {
     pub relayed: watch::Receiver<Option<SocketAddr>>,
     /// The relay offered with the last registration (fresh credentials with each refresh).
     pub turn: watch::Sender<Option<RelayOffer>>,
+    /// The relayed address the rendezvous has on record for this node.
+    pub relayed_registered: watch::Sender<Option<SocketAddr>>,
 }
 
 /// A TURN server to allocate on and the credentials for it.
@@ -252,6 +254,7 @@ async fn connect_and_register(
     let relayed = *keeper.relayed.borrow();
     let registration = register(&connection, &keeper.local_addrs, nat, relayed).await?;
     keeper.nat_registered.send_replace(nat);
+    keeper.relayed_registered.send_replace(relayed);
     keeper.turn.send_replace(registration.relay.clone());
     Ok((connection, registration))
 }
@@ -384,7 +387,10 @@ async fn refresh(keeper: &mut Keeper, connection: &quinn::Connection) -> Result<
     let relayed = *keeper.relayed.borrow_and_update();
     let registration = register(connection, &keeper.local_addrs, nat, relayed).await?;
     keeper.nat_registered.send_replace(nat);
-    keeper.turn.send_replace(registration.relay);
+    keeper.relayed_registered.send_replace(relayed);
+    if *keeper.turn.borrow() != registration.relay {
+        keeper.turn.send_replace(registration.relay);
+    }
     Ok(())
 }
 

@@ -40,11 +40,25 @@ impl Rendezvous {
         Self::start_on("127.0.0.1:0", extra)
     }
 
+    /// Starts a rendezvous on `listen`. Its built-in TURN server gets a port of its own on the
+    /// same IP (tests run in parallel: the default 3479 would be taken) unless `extra` says
+    /// otherwise.
     pub fn start_on(listen: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let turn_given = extra
+            .iter()
+            .any(|arg| arg.starts_with("--turn-listen") || *arg == "--no-turn");
+        let ip = listen.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+        let turn_listen = format!("{ip}:0");
+        let default_turn: &[&str] = if turn_given {
+            &[]
+        } else {
+            &["--turn-listen", &turn_listen]
+        };
         let mut child = Command::new(rendezvous_binary())
             .args(["--listen", listen, "--identity"])
             .arg(dir.path().join("rv.key"))
+            .args(default_turn)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
