@@ -151,10 +151,10 @@ impl Paths {
             } => {
                 match previous {
                     None => {
-                        tracing::debug!(peer = %peer.short(), remote = %path.remote, ?rtt, "path selected")
+                        tracing::debug!(peer = %peer.short(), %path, ?rtt, "path selected")
                     }
                     Some(old) => {
-                        tracing::info!(peer = %peer.short(), from = %old.remote, to = %path.remote, ?rtt, "path switched")
+                        tracing::info!(peer = %peer.short(), from = %old, to = %path, ?rtt, "path switched")
                     }
                 }
                 self.update(peer, |state| state.selected = Some(path));
@@ -165,7 +165,7 @@ impl Paths {
                 self.update(peer, |state| state.failed_rounds += 1);
             }
             AgentEvent::NeedCandidates { peer } => {
-                tracing::info!(peer = %peer.short(), "selected path silent; re-punching");
+                tracing::info!(peer = %peer.short(), "looking the peer up again to punch (its path went silent, or a try for a direct one)");
                 if self.repunch.try_send(peer).is_err() {
                     tracing::warn!(peer = %peer.short(), "re-punch queue full; request dropped");
                 }

@@ -300,7 +300,9 @@ impl PathAgent {
             }
         }
         let vaddr = state.vaddrs[0];
-        self.schedule_relay_pairs(peer, candidates.observed, candidates.relayed, first, until);
+        // Relayed pairs start at once whoever dials: no NAT is poisoned by them (they go to and
+        // come from a relay's address), and the peer's relay needs our permission early.
+        self.schedule_relay_pairs(peer, candidates.observed, candidates.relayed, now, until);
         if let (Some(observed), false) = (candidates.observed, config.relay_only) {
             self.start_birthday(first, peer, observed, candidates.nat);
         }

@@ -71,6 +71,19 @@ pub struct Path {
     pub kind: PathKind,
 }
 
+impl std::fmt::Display for Path {
+    /// `direct 192.0.2.2:5000`, `relayed 203.0.113.10:49152` (through the peer's relay),
+    /// `relayed 192.0.2.2:5000 via our relay`, with ` on socket N` for an extra socket.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.remote)?;
+        match self.local {
+            LocalSocketId::MAIN => Ok(()),
+            LocalSocketId::RELAY => f.write_str(" via our relay"),
+            LocalSocketId(n) => write!(f, " on socket {n}"),
+        }
+    }
+}
+
 /// Converts an IPv4-mapped IPv6 address (as a dual-stack socket reports it) to IPv4.
 pub fn normalize(addr: SocketAddr) -> SocketAddr {
     match addr {

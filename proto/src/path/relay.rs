@@ -10,7 +10,8 @@
 //!   the check, covered by its tag), so the pair it arrives on is known to be relayed even when
 //!   its address was never advertised.
 //!
-//! Relayed pairs are checked beside the direct ones from the first instant of a round, so the
+//! Relayed pairs are checked beside the direct ones from the first instant of a round (on the
+//! answering side too: the answer delay only protects NATs from early direct checks), so the
 //! first message goes through the relay when nothing direct answers at once. They rank below
 //! every direct path ([`super::pairs::class`]): a direct success replaces a relayed selection
 //! under the same virtual address, and quinn never sees the change. While a direct path is
@@ -80,7 +81,14 @@ impl PathAgent {
             schedule(state, LocalSocketId::MAIN, relayed, max_pairs, first, until);
         }
         if let (true, Some(observed)) = (relay_ready, observed) {
-            schedule(state, LocalSocketId::RELAY, observed, max_pairs, first, until);
+            schedule(
+                state,
+                LocalSocketId::RELAY,
+                observed,
+                max_pairs,
+                first,
+                until,
+            );
         }
     }
 
