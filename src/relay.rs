@@ -180,6 +180,9 @@ pub struct RelayDriver {
     pub relayed: watch::Sender<Option<SocketAddr>>,
     pub shutdown: watch::Receiver<bool>,
     pub config: TurnClientConfig,
+    /// The rendezvous session the current allocation was made in (see
+    /// `RelayOffer::session`).
+    pub session: std::cell::Cell<u64>,
 }
 
 /// Runs the TURN client: allocates on the offered server, keeps the allocation, and reports
@@ -215,7 +218,13 @@ pub async fn drive(mut driver: RelayDriver) {
         }
         next_timeout = flush(&driver);
     }
-    if let Some(client) = driver.link.client.lock().expect("relay client lock").as_mut() {
+    if let Some(client) = driver
+        .link
+        .client
+        .lock()
+        .expect("relay client lock")
+        .as_mut()
+    {
         client.close(Instant::now());
     }
     flush(&driver);
@@ -226,7 +235,9 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
     let mut guard = driver.link.client.lock().expect("relay client lock");
     let now = Instant::now();
     match (offer, guard.as_mut()) {
-        (Some(offer), Some(client)) if client.server() == offer.server => {
+        (Some(offer), Some(client))
+            if client.server() == offer.server && driver.session.get() == offer.session =>
+        {
             client.set_credentials(offer.username, offer.password);
         }
         (offer, _) => {
@@ -246,9 +257,16 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
                     u64::from_le_bytes(seed),
                 )
             });
+            driver
+                .session
+                .set(offer.as_ref().map_or(0, |offer| offer.session));
             *driver.link.server.lock().expect("relay server lock") =
                 offer.map(|offer| offer.server);
-            driver.agent.lock().expect("path agent lock").set_relay(false);
+            driver
+                .agent
+                .lock()
+                .expect("path agent lock")
+                .set_relay(false);
             driver.relayed.send_replace(None);
         }
     }
@@ -284,12 +302,20 @@ fn report(driver: &RelayDriver, event: ClientEvent) {
             relayed, lifetime, ..
         } => {
             tracing::info!(%relayed, ?lifetime, "relay allocated");
-            driver.agent.lock().expect("path agent lock").set_relay(true);
+            driver
+                .agent
+                .lock()
+                .expect("path agent lock")
+                .set_relay(true);
             driver.relayed.send_replace(Some(relayed));
         }
         ClientEvent::AllocationFailed { reason, retry_in } => {
             tracing::warn!(?retry_in, "relay allocation failed: {reason}; retrying");
-            driver.agent.lock().expect("path agent lock").set_relay(false);
+            driver
+                .agent
+                .lock()
+                .expect("path agent lock")
+                .set_relay(false);
             driver.relayed.send_replace(None);
         }
         ClientEvent::PermissionFailed { ip, code } => {

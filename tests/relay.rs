@@ -86,3 +86,53 @@ fn no_relay_flag_leaves_the_node_without_one() {
     let a = Node::start(&rendezvous, &["--no-relay"]);
     assert_eq!(relay_of(&a.ready), None, "{}", a.ready);
 }
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn relayed_pair_survives_a_rendezvous_and_relay_restart() {
+    let (port, turn_port) = (free_udp_port(), free_udp_port());
+    let listen = format!("127.0.0.1:{port}");
+    let turn_listen = format!("127.0.0.1:{turn_port}");
+    let rendezvous = Rendezvous::start_on(&listen, &["--turn-listen", &turn_listen]);
+    let mut a = Node::start(&rendezvous, &["--relay-only"]);
+    let mut b = Node::start(&rendezvous, &["--relay-only"]);
+    let b_id = b.id.clone();
+    a.send(1, &b_id, b"before");
+    assert_eq!(b.wait_recvs(1)[0].1, b"before");
+    a.wait_event(|e| e == format!("delivered 1 {b_id}"));
+
+    // The relay (built into the rendezvous) restarts: every allocation is forgotten.
+    drop(rendezvous);
+    let _restarted = Rendezvous::start_on(&listen, &["--turn-listen", &turn_listen]);
+    // Both nodes reconnect, allocate anew and register their new relayed addresses.
+    a.wait_event(|e| e.starts_with("registered "));
+    b.wait_event(|e| e.starts_with("registered "));
+
+    // A message sent now ends in exactly one verdict; a later one is delivered.
+    a.send(2, &b_id, b"during");
+    let verdict = a.wait_event(|e| e.ends_with(&format!("2 {b_id}")) || e.starts_with("failed 2 "));
+    let mut id = 3;
+    loop {
+        a.send(id, &b_id, format!("after {id}").as_bytes());
+        let verdict = a.wait_event(|e| {
+            e == format!("delivered {id} {b_id}") || e.starts_with(&format!("failed {id} "))
+        });
+        if verdict.starts_with("delivered ") {
+            break;
+        }
+        assert!(id < 6, "still failing after the restart: {verdict}");
+        id += 1;
+    }
+    let received: Vec<Vec<u8>> = b.wait_recvs(1).into_iter().map(|(_, p)| p).collect();
+    assert!(
+        received[0] == b"during" || received[0] == format!("after {id}").as_bytes(),
+        "{verdict}"
+    );
+}

@@ -184,6 +184,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             relayed: relayed_tx,
             shutdown: shutdown_rx.clone(),
             config: Default::default(),
+            session: Default::default(),
         }));
     }
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
@@ -200,6 +201,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         relayed: relayed_rx,
         turn: offer_tx,
         relayed_registered: relayed_registered_tx,
+        sessions: 0,
     });
     let stun_answers = Arc::new(dial::StunRoutes::default());
     tokio::spawn(paths::drive(

@@ -81,6 +81,10 @@ pub enum RendezvousError {
 #[derive(Debug, Clone)]
 pub struct RendezvousClient {
     connection: watch::Receiver<Option<quinn::Connection>>,
+    /// Woken when a request times out: the keeper then drops the connection and reconnects
+    /// (a restarted rendezvous forgets connections silently; waiting for QUIC's idle timeout
+    /// would leave this node unregistered and its relay allocation lost for 30 s).
+    unanswered: Arc<tokio::sync::Notify>,
 }
 
 async fn request(
@@ -122,7 +126,11 @@ impl RendezvousClient {
             .map_err(|_| RendezvousError::NotConnected)?
             .clone()
             .ok_or(RendezvousError::NotConnected)?;
-        match request(&connection, &Request::Connect { peer }).await? {
+        let answer = request(&connection, &Request::Connect { peer }).await;
+        if let Err(RendezvousError::Timeout) = answer {
+            self.unanswered.notify_one();
+        }
+        match answer? {
             Response::Found {
                 peer: found,
                 record,
@@ -163,6 +171,8 @@ pub struct Keeper {
     pub turn: watch::Sender<Option<RelayOffer>>,
     /// The relayed address the rendezvous has on record for this node.
     pub relayed_registered: watch::Sender<Option<SocketAddr>>,
+    /// Connections to the rendezvous so far (see [`RelayOffer::session`]).
+    pub sessions: u64,
 }
 
 /// A TURN server to allocate on and the credentials for it.
@@ -171,11 +181,16 @@ pub struct RelayOffer {
     pub server: SocketAddr,
     pub username: String,
     pub password: String,
+    /// Counts connections to the rendezvous. A new one means the rendezvous restarted or this
+    /// node's network changed: either way the old allocation is likely gone (a restarted
+    /// built-in server forgot it; a new address is a new 5-tuple), so the relay driver
+    /// allocates afresh instead of only taking the new credentials.
+    pub session: u64,
 }
 
 impl RelayOffer {
     /// Resolves where the offered server is: the built-in one is on the rendezvous's host.
-    fn from_offer(offer: TurnOffer, rendezvous: SocketAddr) -> Self {
+    fn from_offer(offer: TurnOffer, rendezvous: SocketAddr, session: u64) -> Self {
         let server = match offer.server {
             TurnServerAddr::SameHost { port } => SocketAddr::new(rendezvous.ip(), port),
             TurnServerAddr::Addr(addr) => p2pnat_proto::path::normalize(addr),
@@ -184,6 +199,7 @@ impl RelayOffer {
             server,
             username: offer.username,
             password: offer.password,
+            session,
         }
     }
 }
@@ -214,10 +230,12 @@ pub fn spawn(
 ) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let (first_tx, first_rx) = oneshot::channel();
-    tokio::spawn(keep(keeper, conn_tx, first_tx));
+    let unanswered = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(keep(keeper, conn_tx, first_tx, unanswered.clone()));
     (
         RendezvousClient {
             connection: conn_rx,
+            unanswered,
         },
         first_rx,
     )
@@ -232,7 +250,7 @@ async fn resolve(address: &str) -> Result<SocketAddr, String> {
 }
 
 async fn connect_and_register(
-    keeper: &Keeper,
+    keeper: &mut Keeper,
 ) -> Result<(quinn::Connection, Registration), String> {
     let addr = resolve(&keeper.target.address).await?;
     keeper.socket.add_passthrough(addr);
@@ -252,7 +270,15 @@ async fn connect_and_register(
         .map_err(|e| format!("rendezvous {addr}: {e}"))?;
     let nat = *keeper.nat.borrow();
     let relayed = *keeper.relayed.borrow();
-    let registration = register(&connection, &keeper.local_addrs, nat, relayed).await?;
+    keeper.sessions += 1;
+    let registration = register(
+        &connection,
+        &keeper.local_addrs,
+        nat,
+        relayed,
+        keeper.sessions,
+    )
+    .await?;
     keeper.nat_registered.send_replace(nat);
     keeper.relayed_registered.send_replace(relayed);
     keeper.turn.send_replace(registration.relay.clone());
@@ -264,6 +290,7 @@ async fn register(
     local_addrs: &[SocketAddr],
     nat: NatReport,
     relayed: Option<SocketAddr>,
+    session: u64,
 ) -> Result<Registration, String> {
     let request_message = Request::Register {
         local_addrs: local_addrs.to_vec(),
@@ -286,7 +313,7 @@ async fn register(
                 stun_alternates,
                 ttl: Duration::from_secs(u64::from(ttl_secs.max(3))),
                 inbound_probe,
-                relay: turn.map(|offer| RelayOffer::from_offer(offer, server)),
+                relay: turn.map(|offer| RelayOffer::from_offer(offer, server, session)),
             })
         }
         Ok(Response::Refused { code, message }) => {
@@ -301,11 +328,12 @@ async fn keep(
     mut keeper: Keeper,
     conn_tx: watch::Sender<Option<quinn::Connection>>,
     first_tx: oneshot::Sender<Result<Registration, String>>,
+    unanswered: Arc<tokio::sync::Notify>,
 ) {
     let mut first = Some(first_tx);
     let mut backoff = Duration::from_secs(1);
     loop {
-        match connect_and_register(&keeper).await {
+        match connect_and_register(&mut keeper).await {
             Ok((connection, registration)) => {
                 let (observed, ttl) = (registration.observed, registration.ttl);
                 tracing::info!(%observed, "registered with the rendezvous");
@@ -343,6 +371,9 @@ async fn keep(
                             }
                         }
                         e = connection.closed() => break e.to_string(),
+                        _ = unanswered.notified() => {
+                            break "a request went unanswered".to_string();
+                        }
                     }
                 };
                 let _ = conn_tx.send(None);
@@ -385,7 +416,14 @@ async fn keep(
 async fn refresh(keeper: &mut Keeper, connection: &quinn::Connection) -> Result<(), String> {
     let nat = *keeper.nat.borrow_and_update();
     let relayed = *keeper.relayed.borrow_and_update();
-    let registration = register(connection, &keeper.local_addrs, nat, relayed).await?;
+    let registration = register(
+        connection,
+        &keeper.local_addrs,
+        nat,
+        relayed,
+        keeper.sessions,
+    )
+    .await?;
     keeper.nat_registered.send_replace(nat);
     keeper.relayed_registered.send_replace(relayed);
     if *keeper.turn.borrow() != registration.relay {
