@@ -182,7 +182,11 @@ pub struct RelayDriver {
     pub config: TurnClientConfig,
     /// The rendezvous session the current allocation was made in (see
     /// `RelayOffer::session`).
-    pub session: std::cell::Cell<u64>,
+    pub session: AtomicU64,
+    /// Where `error relay ...` events go when allocating fails (once per failure streak).
+    pub outputs: crate::node::app_io::Outputs,
+    /// The last allocation attempt failed (an event was written for it).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the TURN client: allocates on the offered server, keeps the allocation, and reports
@@ -216,7 +220,7 @@ pub async fn drive(mut driver: RelayDriver) {
                 }
             }
         }
-        next_timeout = flush(&driver);
+        next_timeout = flush(&driver).await;
     }
     if let Some(client) = driver
         .link
@@ -227,7 +231,7 @@ pub async fn drive(mut driver: RelayDriver) {
     {
         client.close(Instant::now());
     }
-    flush(&driver);
+    flush(&driver).await;
 }
 
 /// Starts a client for a new server, or gives the current one fresh credentials.
@@ -236,7 +240,8 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
     let now = Instant::now();
     match (offer, guard.as_mut()) {
         (Some(offer), Some(client))
-            if client.server() == offer.server && driver.session.get() == offer.session =>
+            if client.server() == offer.server
+                && driver.session.load(Ordering::Relaxed) == offer.session =>
         {
             client.set_credentials(offer.username, offer.password);
         }
@@ -257,9 +262,10 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
                     u64::from_le_bytes(seed),
                 )
             });
-            driver
-                .session
-                .set(offer.as_ref().map_or(0, |offer| offer.session));
+            driver.session.store(
+                offer.as_ref().map_or(0, |offer| offer.session),
+                Ordering::Relaxed,
+            );
             *driver.link.server.lock().expect("relay server lock") =
                 offer.map(|offer| offer.server);
             driver
@@ -273,7 +279,7 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
 }
 
 /// Sends what the client has to send and handles its events. Returns its next deadline.
-fn flush(driver: &RelayDriver) -> Option<Instant> {
+async fn flush(driver: &RelayDriver) -> Option<Instant> {
     loop {
         let (output, server) = {
             let mut guard = driver.link.client.lock().expect("relay client lock");
@@ -286,7 +292,7 @@ fn flush(driver: &RelayDriver) -> Option<Instant> {
                     tracing::debug!(%server, "relay request not sent: {e}");
                 }
             }
-            ClientOutput::Event(event) => report(driver, event),
+            ClientOutput::Event(event) => report(driver, event).await,
             ClientOutput::Timeout(at) => return Some(at),
             ClientOutput::Closed => {
                 *driver.link.client.lock().expect("relay client lock") = None;
@@ -296,7 +302,7 @@ fn flush(driver: &RelayDriver) -> Option<Instant> {
     }
 }
 
-fn report(driver: &RelayDriver, event: ClientEvent) {
+async fn report(driver: &RelayDriver, event: ClientEvent) {
     match event {
         ClientEvent::Allocated {
             relayed, lifetime, ..
@@ -308,6 +314,7 @@ fn report(driver: &RelayDriver, event: ClientEvent) {
                 .expect("path agent lock")
                 .set_relay(true);
             driver.relayed.send_replace(Some(relayed));
+            driver.failing.store(false, Ordering::Relaxed);
         }
         ClientEvent::AllocationFailed { reason, retry_in } => {
             tracing::warn!(?retry_in, "relay allocation failed: {reason}; retrying");
@@ -317,6 +324,14 @@ fn report(driver: &RelayDriver, event: ClientEvent) {
                 .expect("path agent lock")
                 .set_relay(false);
             driver.relayed.send_replace(None);
+            if !driver.failing.swap(true, Ordering::Relaxed) {
+                let message = format!(
+                    "no relay allocation ({reason}); peers that cannot be reached directly are \
+                     unreachable until it works; retrying in {} s",
+                    retry_in.as_secs()
+                );
+                driver.outputs.error("relay", message).await;
+            }
         }
         ClientEvent::PermissionFailed { ip, code } => {
             tracing::info!(%ip, ?code, "relay refused a permission");

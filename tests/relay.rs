@@ -136,3 +136,17 @@ fn relayed_pair_survives_a_rendezvous_and_relay_restart() {
         "{verdict}"
     );
 }
+
+#[test]
+fn over_the_relay_quota_a_node_says_so_and_still_connects_directly() {
+    let rendezvous = Rendezvous::start(&["--turn-max-allocations", "1"]);
+    let first = Node::start(&rendezvous, &[]);
+    assert!(relay_of(&first.ready).is_some(), "{}", first.ready);
+    let mut second = Node::start(&rendezvous, &[]);
+    assert_eq!(relay_of(&second.ready), None, "{}", second.ready);
+    let error = second.wait_event(|e| e.starts_with("error relay "));
+    assert!(error.contains("508"), "{error}");
+    let first_id = first.id.clone();
+    second.send(1, &first_id, b"direct still works");
+    second.wait_event(|e| e == format!("delivered 1 {first_id}"));
+}

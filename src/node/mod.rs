@@ -185,6 +185,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             shutdown: shutdown_rx.clone(),
             config: Default::default(),
             session: Default::default(),
+            outputs: outputs.clone(),
+            failing: Default::default(),
         }));
     }
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
