@@ -2,6 +2,8 @@
 //! bare-Linux NAT models, loss, delay, NAT rebinding and address changes. Nothing sleeps.
 
 mod harness;
+mod relay;
+mod relay_model;
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ fn direct(addrs: &[std::net::SocketAddr]) -> PeerCandidates<'_> {
         addrs,
         observed: None,
         nat: NatReport::UNKNOWN,
+        relayed: None,
     }
 }
 
@@ -563,7 +566,10 @@ fn an_anonymous_handshake_address_is_adopted_by_the_peer_it_comes_from() {
         transaction: [9; 12],
         sender: alice.id(),
         receiver: bob.id(),
-        body: CheckBody::Check { heartbeat: false },
+        body: CheckBody::Check {
+            heartbeat: false,
+            relayed: false,
+        },
     };
     let key = alice.pair_key(&bob.id()).unwrap();
     agent
