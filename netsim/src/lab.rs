@@ -442,6 +442,37 @@ impl Lab {
         Ok(old)
     }
 
+    /// Drops forwarded UDP between `router`'s WAN side and `remote`, both ways
+    /// ([`nft::cut_ruleset`]): a direct path between two NATs dies while traffic to every
+    /// other address (the rendezvous, the relay) still flows. [`Lab::restore_udp`] undoes it.
+    pub fn cut_udp(&self, router: &str, remote: Ipv4Addr) -> Result<()> {
+        let node = self.node(router)?;
+        if node.router.is_none() {
+            return Err(NetsimError::Topology(format!("`{router}` is not a router")));
+        }
+        netns::nft_load(&node.netns, &nft::cut_ruleset(remote))
+    }
+
+    /// Removes what [`Lab::cut_udp`] added to `router`.
+    pub fn restore_udp(&self, router: &str) -> Result<()> {
+        let node = self.node(router)?;
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &node.netns,
+                "nft",
+                "delete",
+                "table",
+                "ip",
+                nft::CUT_TABLE,
+            ],
+            None,
+        )
+        .map(|_| ())
+    }
+
     /// The UDP mappings a router's conntrack holds now (`conntrack -L -p udp`).
     pub fn udp_mappings(&self, router: &str) -> Result<Vec<UdpMapping>> {
         let node = self.node(router)?;

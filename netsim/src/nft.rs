@@ -182,6 +182,18 @@ pub fn rebind_script(router: &RouterPlan, udp_ports: PortRange) -> String {
     r
 }
 
+/// Name of the table [`cut_ruleset`] creates in a router's namespace.
+pub const CUT_TABLE: &str = "netsim_cut";
+
+/// A table that drops forwarded UDP between a router's WAN side and `remote`, both ways (its
+/// own table, removed by deleting it): cuts a direct path between two NATs while everything
+/// else, the rendezvous and the relay included, still flows.
+pub fn cut_ruleset(remote: std::net::Ipv4Addr) -> String {
+    format!(
+        "table ip {CUT_TABLE} {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    oifname \"wan0\" ip daddr {remote} meta l4proto udp drop\n    iifname \"wan0\" ip saddr {remote} meta l4proto udp drop\n  }}\n}}\n"
+    )
+}
+
 /// A UDP mapping as `conntrack -L` lists it: the inside endpoint, the public port the NAT
 /// gave it, and the remote endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +331,15 @@ mod tests {
         let base = router_ruleset(&plan(RouterConfig::new(NatKind::PortRestrictedCone)));
         assert!(base.contains("    oifname \"wan0\" masquerade\n"));
         assert!(!base.contains("masquerade to"));
+    }
+
+    #[test]
+    fn a_cut_drops_udp_to_and_from_one_address_only() {
+        let r = cut_ruleset(Ipv4Addr::new(192, 0, 2, 2));
+        assert!(r.starts_with("table ip netsim_cut {"));
+        assert!(r.contains("oifname \"wan0\" ip daddr 192.0.2.2 meta l4proto udp drop"));
+        assert!(r.contains("iifname \"wan0\" ip saddr 192.0.2.2 meta l4proto udp drop"));
+        assert_eq!(r.matches("drop").count(), 2);
     }
 
     #[test]

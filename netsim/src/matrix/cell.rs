@@ -9,8 +9,8 @@
 //!    dialling alice if there is none);
 //! 5. by [`Phase`]: a bulk transfer of `bulk_bytes` in 1 MiB messages over the direction
 //!    that worked (the receiver checks every byte), optionally an idle period and one more
-//!    message each way (keepalive), or the NAT rebinding or address-change phase
-//!    ([`super::rebind`]);
+//!    message each way (keepalive), or a disruption of a transfer (NAT rebinding, address
+//!    change, direct path cut: [`super::rebind`]);
 //! 6. every message is accounted for: arrived intact, failed (with a `failed` event), lost,
 //!    corrupted or duplicated.
 //!
@@ -66,6 +66,8 @@ pub struct MessageTally {
     pub duplicated: usize,
     /// Failed although a connection between the two had already been reported.
     pub failed_while_connected: usize,
+    /// Arrived intact (counted in `delivered`) but its sender never reported `delivered`.
+    pub unconfirmed: usize,
 }
 
 impl MessageTally {
@@ -78,6 +80,7 @@ impl MessageTally {
         self.corrupted += other.corrupted;
         self.duplicated += other.duplicated;
         self.failed_while_connected += other.failed_while_connected;
+        self.unconfirmed += other.unconfirmed;
     }
 }
 
@@ -97,22 +100,28 @@ pub struct CellResult {
     pub connected: bool,
     /// Who dialled the first connection that was reported (`alice` or `bob`).
     pub dialled_by: Option<String>,
-    /// Path of the first reported connection (`direct`, `relayed`).
+    /// Path the connection ENDED on (`direct`, `relayed`): each side's last `connected` or
+    /// `path` event for the other at the end of the cell; direct only if both ended direct.
+    /// This is what the verdict judges.
     pub path: Option<String>,
+    /// Path of the first reported `connected` event.
+    pub path_at_connect: Option<String>,
     pub remote_addr: Option<String>,
     /// From the first send to its arrival at the other application (with trials: the
     /// median over the trials where a message arrived).
     pub first_message_ms: Option<f64>,
-    /// From alice's first send to the first direct path reported by either side (with
-    /// trials: the median over the trials that got one).
+    /// From alice's first send to the first direct path (`connected` or `path` event)
+    /// reported by either side (with trials: the median over the trials that got one).
     pub time_to_direct_ms: Option<f64>,
     /// Bulk transfer rate, first byte queued to last byte received.
     pub throughput_mib_s: Option<f64>,
     pub messages: MessageTally,
     /// Set when the cell ran as several trials.
     pub trials: Option<TrialSummary>,
-    /// Set for the NAT rebinding cell.
+    /// Set for the disruption cells (NAT rebinding, address change, relay cut).
     pub rebind: Option<RebindResult>,
+    /// Set for the relayed-throughput cell.
+    pub relay_bench: Option<super::relaybench::RelayBenchResult>,
     pub notes: Vec<String>,
     pub duration_s: f64,
 }
@@ -137,11 +146,51 @@ pub enum Phase {
     /// The bulk transfer, then this long idle, then one more message each way (tests
     /// keepalives against NAT mapping timeouts).
     Idle(Duration),
-    /// A bulk transfer from alice to bob during which this router's NAT is rebound.
-    Rebind { router: String },
-    /// A bulk transfer from alice to bob during which `host` (alice, behind `router`) moves
-    /// to another address on its LAN.
-    AddressChange { router: String, host: String },
+    /// A bulk transfer from alice to bob disrupted when a third has arrived (NAT rebinding,
+    /// address change, direct path cut: [`super::rebind`]).
+    Disrupt(super::rebind::Disruption),
+    /// The bulk transfer with the rendezvous offering coturn (started on the lab host
+    /// [`super::coturn::COTURN_HOST`]) instead of its built-in TURN server.
+    Coturn,
+    /// The bulk transfer direct, then again by a `--relay-only` pair
+    /// ([`super::relaybench`]).
+    RelayBench,
+}
+
+/// The rendezvous of a cell, for bodies that need it.
+pub struct Rendezvous {
+    /// Its peer ID.
+    pub id: String,
+    /// Its process ID (`ip netns exec` execs it in place).
+    pub pid: u32,
+}
+
+/// What a cell's lab runs besides the rendezvous and the two nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabSetup {
+    /// Extra arguments for p2p-rendezvous.
+    pub rendezvous_args: Vec<String>,
+    /// Start coturn on [`super::coturn::COTURN_HOST`] and have the rendezvous offer it.
+    pub coturn: bool,
+}
+
+impl LabSetup {
+    /// The setup a phase needs.
+    pub fn of(phase: &Phase) -> LabSetup {
+        match phase {
+            Phase::Coturn => LabSetup {
+                coturn: true,
+                ..LabSetup::default()
+            },
+            Phase::RelayBench => LabSetup {
+                rendezvous_args: super::relaybench::RENDEZVOUS_ARGS
+                    .map(String::from)
+                    .to_vec(),
+                coturn: false,
+            },
+            _ => LabSetup::default(),
+        }
+    }
 }
 
 /// One cell to run: its name, its lab and its phase.
@@ -159,37 +208,44 @@ pub fn run_cell(cfg: &CellConfig, spec: CellSpec) -> Result<CellResult> {
     let mut result = CellResult::new(&spec.name);
     let dir = cfg.work_dir.join(&spec.name);
     let phase = spec.phase.clone();
+    let setup = LabSetup::of(&phase);
+    let cell_dir = dir.clone();
     in_lab(
         cfg,
         spec.builder,
         &dir,
+        &setup,
         &mut result,
-        |lab, session, result| {
+        |lab, session, result, rendezvous| {
             let hello = session.hello(cfg.message_timeout);
             match &phase {
-                Phase::Plain => bulk(cfg, session, &hello, result),
+                Phase::Plain | Phase::Coturn => bulk(cfg, session, &hello, result),
+                Phase::RelayBench => {
+                    super::relaybench::run(cfg, lab, session, &hello, rendezvous, &cell_dir, result)
+                }
                 Phase::Idle(idle) => {
                     bulk(cfg, session, &hello, result);
                     if hello.any() {
                         after_idle(cfg, session, *idle, result);
                     }
                 }
-                Phase::Rebind { router } | Phase::AddressChange { router, .. } => {
-                    let host = match &phase {
-                        Phase::AddressChange { host, .. } => Some(host.as_str()),
-                        _ => None,
-                    };
+                Phase::Disrupt(disruption) => {
                     if hello.first_arrival.is_some() {
-                        super::rebind::run(cfg, lab, router, host, session, result);
+                        super::rebind::run(cfg, lab, disruption, session, result);
                     } else {
                         result.rebind = Some(RebindResult::not_run(
-                            router,
+                            disruption.router(),
                             "alice's first message did not reach bob",
                         ));
                     }
                 }
             }
             session.finish(&hello, Duration::from_secs(2), result);
+            if let Some(mut bench) = result.relay_bench.take() {
+                bench.direct_path = result.path.clone();
+                result.messages.add(&bench.relay_only_messages);
+                result.relay_bench = Some(bench);
+            }
             if let Some(mut r) = result.rebind.take() {
                 super::rebind::conclude(&mut r, session, &result.messages);
                 result.rebind = Some(r);
@@ -209,8 +265,9 @@ pub fn in_lab(
     cfg: &CellConfig,
     builder: LabBuilder,
     dir: &Path,
+    setup: &LabSetup,
     result: &mut CellResult,
-    body: impl FnOnce(&Lab, &mut Session, &mut CellResult) -> Result<()>,
+    body: impl FnOnce(&Lab, &mut Session, &mut CellResult, &Rendezvous) -> Result<()>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| NetsimError::io(format!("creating {}", dir.display()), e))?;
@@ -233,11 +290,30 @@ pub fn in_lab(
         lab.set_impairment("alice", link)?;
         lab.set_impairment("bob", link)?;
     }
-    let outcome = match start_rendezvous(cfg, &lab, dir) {
+    let mut rendezvous_args = setup.rendezvous_args.clone();
+    let coturn = if setup.coturn {
+        match super::coturn::start(&lab, super::coturn::COTURN_HOST, dir) {
+            Ok(c) => {
+                rendezvous_args.extend(c.rendezvous_args.iter().cloned());
+                Some(c)
+            }
+            Err(problem) => {
+                result.lab_problem = Some(problem);
+                return lab.teardown();
+            }
+        }
+    } else {
+        None
+    };
+    let outcome = match start_rendezvous(cfg, &lab, dir, &rendezvous_args) {
         Ok((id, process)) => {
+            let rendezvous = Rendezvous {
+                id,
+                pid: process.child.id(),
+            };
             // Keep the rendezvous running until the nodes are done.
-            let outcome = Session::start(cfg, &lab, dir, &id, result)
-                .and_then(|mut session| body(&lab, &mut session, result));
+            let outcome = Session::start(cfg, &lab, dir, &rendezvous.id, result)
+                .and_then(|mut session| body(&lab, &mut session, result, &rendezvous));
             drop(process);
             outcome
         }
@@ -246,13 +322,14 @@ pub fn in_lab(
             Ok(())
         }
     };
+    drop(coturn);
     outcome?;
     lab.teardown()
 }
 
 /// The bulk transfer over whichever direction worked: `bulk_bytes` in 1 MiB messages, every
 /// byte checked by the tally.
-fn bulk(
+pub(super) fn bulk(
     cfg: &CellConfig,
     session: &mut Session,
     hello: &super::session::Hello,
@@ -267,10 +344,15 @@ fn bulk(
     };
     let chunks = cfg.bulk_bytes.div_ceil(BULK_CHUNK);
     let first_id = 100u64;
+    let bodies: Vec<Vec<u8>> = (0..chunks as u64)
+        .map(|k| {
+            let len = BULK_CHUNK.min(cfg.bulk_bytes - k as usize * BULK_CHUNK) - 8;
+            pattern(first_id + k, len)
+        })
+        .collect();
     let start = Instant::now();
-    for k in 0..chunks as u64 {
-        let len = BULK_CHUNK.min(cfg.bulk_bytes - k as usize * BULK_CHUNK) - 8;
-        session.send(from, first_id + k, &pattern(first_id + k, len));
+    for (k, body) in bodies.into_iter().enumerate() {
+        session.send(from, first_id + k as u64, &body);
     }
     let deadline = Instant::now() + cfg.bulk_timeout;
     let mut last_arrival = None;

@@ -13,7 +13,8 @@ pub struct Expectation {
     /// Cell name, e.g. `public+symmetric` or `same-nat-hairpin`.
     pub pair: String,
     pub connected: bool,
-    /// `direct` or `relayed` when `connected`.
+    /// `direct` or `relayed` when `connected`: the path the connection must END on (a
+    /// connection that starts relayed and turns direct is direct).
     pub path: Option<String>,
     /// alice's own dial connects, so her first message is delivered (default false: the cell
     /// may connect only when bob dials back).
@@ -27,9 +28,18 @@ pub struct Expectation {
     /// Trials (of `trials`) that must succeed; default all of them when `connected`, else
     /// none. With fewer trials run than written, it scales down (rounded down).
     pub min_success: Option<usize>,
-    /// NAT rebinding cell only: whether the transfer survives the rebinding (every byte
-    /// arrives in order, every message `delivered`, none `failed`).
+    /// Trial cells with `path = "direct"` only: trials (of `trials`, scaled down like
+    /// `min_success`) that must end direct; the others may end relayed (pairs whose punching
+    /// works most of the time, e.g. the birthday method). Default: every trial that connects.
+    pub direct_min: Option<usize>,
+    /// Disruption cells only (NAT rebinding, address change, relay cut): whether the
+    /// transfer survives the disruption (every byte arrives in order, every message
+    /// `delivered`, none `failed`; relay cut: also a `path ... relayed` event and a direct
+    /// path again once the cut is lifted).
     pub survives_rebind: Option<bool>,
+    /// Relayed-throughput cell only: the relayed transfer's rate must be at least this
+    /// percentage of the direct one's.
+    pub relayed_min_percent: Option<u32>,
 }
 
 fn one() -> usize {
@@ -49,6 +59,13 @@ impl Expectation {
             .unwrap_or(if self.connected { written } else { 0 })
             .min(written);
         ((k * run) / written, (k * run).div_ceil(written))
+    }
+
+    /// Trials of `run` that must end direct under `direct_min` (scaled down, rounded down),
+    /// or `None` when every connected trial must.
+    pub fn direct_bound(&self, run: usize) -> Option<usize> {
+        let written = self.trials.max(1);
+        self.direct_min.map(|k| (k.min(written) * run) / written)
     }
 }
 
@@ -97,6 +114,14 @@ pub fn parse(text: &str, cells: &[String]) -> Result<Vec<Expectation>> {
                 )))
             }
             _ => {}
+        }
+        if let Some(k) = e.direct_min {
+            if e.trials < 2 || e.path.as_deref() != Some("direct") || k > e.trials {
+                return Err(NetsimError::Matrix(format!(
+                    "cell `{}`: direct_min needs trials > 1, path = \"direct\" and at most `trials`",
+                    e.pair
+                )));
+            }
         }
         if let Some(p) = &e.path {
             if p != "direct" && p != "relayed" {
@@ -178,8 +203,10 @@ impl Verdict {
     }
 }
 
-/// Compares a cell with its expectation. Anything lost, corrupted or duplicated, a failed
-/// lab self-check and a message failing on a live connection are always worse.
+/// Compares a cell with its expectation. Anything lost, corrupted or duplicated, a message
+/// that arrived without its sender reporting `delivered`, a failed lab self-check and a
+/// message failing on a live connection are always worse; in a single-run cell expected to
+/// connect, so is any failed message. The path judged is where the connection ended.
 pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
     let mut worse = Vec::new();
     let mut better = Vec::new();
@@ -197,10 +224,13 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
                 got.path.as_deref().unwrap_or("?")
             )),
             (true, true) => match (expect.path.as_deref(), got.path.as_deref()) {
-                (Some("direct"), Some(p)) if p != "direct" => {
-                    worse.push(format!("path {p}, expected direct"))
+                (Some("direct"), Some(p)) if p != "direct" => worse.push(format!(
+                    "ended {p}, expected direct (at connect: {})",
+                    got.path_at_connect.as_deref().unwrap_or("?")
+                )),
+                (Some("relayed"), Some("direct")) => {
+                    better.push("ended direct, expected relayed".into())
                 }
-                (Some("relayed"), Some("direct")) => better.push("direct, expected relayed".into()),
                 _ => {}
             },
             (false, false) => {}
@@ -232,6 +262,18 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
             (Some(true), true) => {}
         }
     }
+    if let Some(b) = &got.relay_bench {
+        for p in &b.problems {
+            worse.push(format!("relayed throughput: {p}"));
+        }
+        if let (Some(min), Some(pc)) = (expect.relayed_min_percent, b.relayed_percent) {
+            if pc < f64::from(min) {
+                worse.push(format!(
+                    "relayed rate {pc:.0}% of direct, expected at least {min}%"
+                ));
+            }
+        }
+    }
     for mismatch in &got.observed_mismatches {
         worse.push(format!("ready event disagrees with the lab: {mismatch}"));
     }
@@ -244,6 +286,22 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
     }
     if m.duplicated > 0 {
         worse.push(format!("{} message(s) delivered twice", m.duplicated));
+    }
+    if m.unconfirmed > 0 {
+        worse.push(format!(
+            "{} message(s) arrived but their sender reported no `delivered`",
+            m.unconfirmed
+        ));
+    }
+    if expect.connected
+        && got.trials.is_none()
+        && m.failed > m.failed_while_connected
+        && !rebind_excused
+    {
+        worse.push(format!(
+            "{} message(s) failed (before any connection)",
+            m.failed - m.failed_while_connected
+        ));
     }
     if m.failed_while_connected > 0 && !rebind_excused {
         worse.push(format!(
@@ -294,17 +352,30 @@ fn trial_verdict(
             t.successes, t.trials
         ));
     }
-    if expect.path.as_deref() == Some("direct") {
-        let relayed = t
-            .runs
+    let ended = |p: &str| {
+        t.runs
             .iter()
-            .filter(|r| r.connected && r.path.as_deref() != Some("direct"))
-            .count();
-        if relayed > 0 {
-            worse.push(format!(
-                "{relayed} trial(s) connected by a path other than direct"
-            ));
-        }
+            .filter(|r| r.connected && r.path.as_deref() == Some(p))
+            .count()
+    };
+    let connected = t.runs.iter().filter(|r| r.connected).count();
+    let direct = ended("direct");
+    match (expect.path.as_deref(), expect.direct_bound(t.trials)) {
+        (Some("direct"), None) if direct < connected => worse.push(format!(
+            "{} trial(s) ended on a path other than direct",
+            connected - direct
+        )),
+        (Some("direct"), Some(k)) if direct < k => worse.push(format!(
+            "{direct} of {} trials ended direct, expected at least {k} (direct_min {} of {})",
+            t.trials,
+            expect.direct_min.unwrap_or(0),
+            expect.trials
+        )),
+        (Some("relayed"), _) if direct > 0 => better.push(format!(
+            "{direct} of {} trials ended direct, expected relayed",
+            t.trials
+        )),
+        _ => {}
     }
 }
 
@@ -361,7 +432,9 @@ mod tests {
             first_try: false,
             trials: 1,
             min_success: None,
+            direct_min: None,
             survives_rebind: None,
+            relayed_min_percent: None,
         }
     }
 
@@ -387,6 +460,71 @@ mod tests {
             verdict(&expect(true), &result(true, Some("relayed"))),
             Verdict::Worse(_)
         ));
+    }
+
+    #[test]
+    fn the_path_judged_is_where_the_connection_ended() {
+        let mut started_relayed = result(true, Some("direct"));
+        started_relayed.path_at_connect = Some("relayed".into());
+        assert_eq!(
+            verdict(&expect(true), &started_relayed),
+            Verdict::AsExpected
+        );
+        let mut fell_back = result(true, Some("relayed"));
+        fell_back.path_at_connect = Some("direct".into());
+        match verdict(&expect(true), &fell_back) {
+            Verdict::Worse(r) => assert!(r[0].contains("ended relayed"), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+        let mut relayed = expect(true);
+        relayed.path = Some("relayed".into());
+        assert!(matches!(
+            verdict(&relayed, &started_relayed),
+            Verdict::Better(_)
+        ));
+        assert_eq!(verdict(&relayed, &fell_back), Verdict::AsExpected);
+    }
+
+    #[test]
+    fn unconfirmed_and_failed_messages_are_worse() {
+        let mut r = result(true, Some("direct"));
+        r.messages.unconfirmed = 1;
+        assert!(matches!(verdict(&expect(true), &r), Verdict::Worse(_)));
+        let mut r = result(true, Some("direct"));
+        r.messages.failed = 1;
+        assert!(matches!(verdict(&expect(true), &r), Verdict::Worse(_)));
+        // Where no connection is expected, failing is the expected outcome.
+        let mut r = result(false, None);
+        r.messages.failed = 2;
+        assert_eq!(verdict(&expect(false), &r), Verdict::AsExpected);
+    }
+
+    #[test]
+    fn direct_min_lets_some_trials_end_relayed() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "path = \"direct\"",
+                &format!("path = \"direct\"\ntrials = 20\n{extra}"),
+            )
+        };
+        let e = parse(&with("direct_min = 17"), &cells()).unwrap();
+        assert_eq!(e[0].direct_bound(20), Some(17));
+        assert_eq!(e[0].direct_bound(3), Some(2));
+        assert!(parse(&with("direct_min = 21"), &cells()).is_err());
+        let relayed = with("direct_min = 3").replace("\"direct\"", "\"relayed\"");
+        assert!(
+            parse(&relayed, &cells()).is_err(),
+            "direct_min needs path direct"
+        );
+        let mut got = trial_result(3, 3);
+        if let Some(t) = got.trials.as_mut() {
+            t.runs[0].path = Some("relayed".into());
+        }
+        assert_eq!(verdict(&e[0], &got), Verdict::AsExpected, "2 of 3 direct");
+        if let Some(t) = got.trials.as_mut() {
+            t.runs[1].path = Some("relayed".into());
+        }
+        assert!(matches!(verdict(&e[0], &got), Verdict::Worse(_)));
     }
 
     #[test]
@@ -486,6 +624,7 @@ mod tests {
             success,
             connected: success,
             path: success.then(|| "direct".to_string()),
+            path_at_connect: success.then(|| "direct".to_string()),
             dialled_by: success.then(|| "alice".to_string()),
             first_message_ms: None,
             time_to_direct_ms: None,
@@ -500,6 +639,7 @@ mod tests {
                 trials: run,
                 successes,
                 direct: successes,
+                relayed_at_connect: 0,
                 first_try: successes,
                 runs: (0..run).map(|i| record(i < successes)).collect(),
             }),

@@ -6,9 +6,11 @@
 //! exits non-zero if any cell does worse than expected; better is reported, not failed.
 
 pub mod cell;
+pub mod coturn;
 pub mod expected;
 pub mod node;
 pub mod rebind;
+pub mod relaybench;
 pub mod report;
 pub mod session;
 pub mod trials;
@@ -16,6 +18,7 @@ pub mod trials;
 use crate::error::{NetsimError, Result};
 use crate::scenario::{self, PeerKind};
 use cell::{CellConfig, CellSpec, Phase};
+use rebind::Disruption;
 use report::{Report, Row};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,8 +87,8 @@ pub struct MatrixArgs {
 /// Every cell of the matrix, in order: each pair of [`PeerKind::ALL`] in both dial
 /// directions (cell `A+B`: alice behind A dials bob behind B; `B+A` follows right after),
 /// two peers behind one NAT without and with hairpinning, a keepalive cell (a short NAT
-/// mapping timeout and an idle period longer than it), the NAT rebinding cell and the
-/// address-change cell.
+/// mapping timeout and an idle period longer than it), the NAT rebinding cell, the
+/// address-change cell, the relay-cut cell, the coturn cell and the relayed-throughput cell.
 pub fn all_cells() -> Vec<CellSpec> {
     let cell = |name: String, builder, phase| CellSpec {
         name,
@@ -124,22 +127,41 @@ pub fn all_cells() -> Vec<CellSpec> {
         scenario::short_mapping_timeout(KEEPALIVE_NAT_TIMEOUT),
         Phase::Idle(KEEPALIVE_NAT_TIMEOUT * 5 / 2),
     ));
+    let prc = || scenario::pair(PeerKind::PortRestrictedCone, PeerKind::PortRestrictedCone);
     cells.push(cell(
         REBIND_CELL.into(),
-        scenario::pair(PeerKind::PortRestrictedCone, PeerKind::PortRestrictedCone)
-            .scenario(REBIND_CELL),
-        Phase::Rebind {
+        prc().scenario(REBIND_CELL),
+        Phase::Disrupt(Disruption::Rebind {
             router: "alice-nat".into(),
-        },
+        }),
     ));
     cells.push(cell(
         ADDRESS_CHANGE_CELL.into(),
-        scenario::pair(PeerKind::PortRestrictedCone, PeerKind::PortRestrictedCone)
-            .scenario(ADDRESS_CHANGE_CELL),
-        Phase::AddressChange {
+        prc().scenario(ADDRESS_CHANGE_CELL),
+        Phase::Disrupt(Disruption::Move {
             router: "alice-nat".into(),
             host: "alice".into(),
-        },
+        }),
+    ));
+    cells.push(cell(
+        RELAY_CUT_CELL.into(),
+        prc().scenario(RELAY_CUT_CELL),
+        Phase::Disrupt(Disruption::Cut {
+            router: "alice-nat".into(),
+            remote: "bob-nat".into(),
+        }),
+    ));
+    cells.push(cell(
+        COTURN_CELL.into(),
+        scenario::pair(PeerKind::Symmetric, PeerKind::Symmetric)
+            .public_host(coturn::COTURN_HOST)
+            .scenario(COTURN_CELL),
+        Phase::Coturn,
+    ));
+    cells.push(cell(
+        RELAY_THROUGHPUT_CELL.into(),
+        prc().scenario(RELAY_THROUGHPUT_CELL),
+        Phase::RelayBench,
     ));
     cells
 }
@@ -151,6 +173,12 @@ pub const KEEPALIVE_NAT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REBIND_CELL: &str = "rebind";
 /// The address-change cell's name (alice's host moves to another LAN address).
 pub const ADDRESS_CHANGE_CELL: &str = "address-change";
+/// The relay-cut cell's name (the direct path is cut mid-transfer, then restored).
+pub const RELAY_CUT_CELL: &str = "relay-cut";
+/// The cell relaying through coturn instead of the built-in TURN server.
+pub const COTURN_CELL: &str = "coturn";
+/// The cell measuring relayed against direct throughput.
+pub const RELAY_THROUGHPUT_CELL: &str = "relay-throughput";
 /// Default of --max-trials.
 pub const DEFAULT_MAX_TRIALS: usize = 3;
 
@@ -287,12 +315,27 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
         };
         let verdict = expected::verdict(&expected, &result);
         let extra = match (&result.trials, &result.rebind) {
-            (Some(t), _) => format!("trials={}/{}", t.successes, t.trials),
+            (Some(t), _) => format!(
+                "trials={}/{} direct={} relayed-at-connect={}",
+                t.successes, t.trials, t.direct, t.relayed_at_connect
+            ),
+            (None, None) if result.relay_bench.is_some() => {
+                let b = result.relay_bench.as_ref().expect("checked");
+                let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+                format!(
+                    "direct={} MiB/s relayed={} MiB/s ({}%) rendezvous-cpu={} s/GiB",
+                    f(b.direct_mib_s, 1),
+                    f(b.relayed_mib_s, 1),
+                    f(b.relayed_percent, 0),
+                    f(b.cpu_s_per_gib, 1)
+                )
+            }
             (None, Some(r)) => format!(
-                "rebind: survived={} stall={} ms path-event={}",
+                "disrupted: survived={} stall={} ms fallback={} ms direct-again={} ms",
                 r.survived,
                 r.stall_ms.map_or("-".into(), |v| format!("{v:.0}")),
-                !r.path_events.is_empty()
+                r.fallback_ms.map_or("-".into(), |v| format!("{v:.0}")),
+                r.back_direct_ms.map_or("-".into(), |v| format!("{v:.0}")),
             ),
             _ => format!(
                 "bulk={:>7} MiB/s",
@@ -301,11 +344,16 @@ pub fn run(args: &MatrixArgs) -> Result<Report> {
                     .map_or("-".into(), |v| format!("{v:.1}"))
             ),
         };
+        let path = match (result.path_at_connect.as_deref(), result.path.as_deref()) {
+            (Some(a), Some(b)) if a != b => format!("{a}->{b}"),
+            (_, Some(b)) => b.to_string(),
+            _ => "-".into(),
+        };
         println!(
-            "{:<42} connected={:<5} path={:<8} first={:>8} ms  {extra}  {:.1} s  {}",
+            "{:<42} connected={:<5} path={:<14} first={:>8} ms  {extra}  {:.1} s  {}",
             name,
             result.connected,
-            result.path.as_deref().unwrap_or("-"),
+            path,
             result
                 .first_message_ms
                 .map_or("-".into(), |v| format!("{v:.1}")),
@@ -351,7 +399,7 @@ pub fn load_expectations(path: &Path, cells: &[CellSpec]) -> Result<Vec<expected
     };
     expected::check_kinds(
         &expectations,
-        &of(|p| matches!(p, Phase::Rebind { .. } | Phase::AddressChange { .. })),
+        &of(|p| matches!(p, Phase::Disrupt(_))),
         &of(|p| *p == Phase::Plain),
     )?;
     Ok(expectations)
@@ -373,8 +421,8 @@ mod tests {
     fn the_shipped_expectations_cover_every_cell() {
         let cells = all_cells();
         // Every ordered pair of kinds (same kind once), two same-NAT cells, keepalive, rebind,
-        // address change.
-        assert_eq!(cells.len(), 8 * 8 + 5);
+        // address change, relay cut, coturn, relayed throughput.
+        assert_eq!(cells.len(), 8 * 8 + 8);
         let mut names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
         names.sort();
         names.dedup();

@@ -10,9 +10,19 @@
 //! The address-change cell runs the same transfer, but instead of rebinding the NAT it moves
 //! alice's host to another address on her LAN ([`Lab::move_host_address`]): her next
 //! datagrams leave from the new address, and her router gives them a new mapping.
+//!
+//! The relay-cut cell ([`Disruption::Cut`]) runs it again between two NATs that punch: at a
+//! third, alice's router starts dropping UDP between its public address and bob's router's
+//! ([`Lab::cut_udp`]), so the direct path dies while the rendezvous and its relay stay
+//! reachable. The transfer must go on over the relay (a `path <peer> relayed` event); when it
+//! is done the rule goes, and the connection must return to a direct path by itself.
+//!
+//! After every disruption, once the transfer is done, the cell waits (at most
+//! [`BACK_TO_DIRECT_WAIT`]) until both sides' last `path` events are direct again: a node
+//! that fell back to the relay retries for a direct path 10 s later, then at doubling gaps.
 
 use super::cell::{CellConfig, CellResult, MessageTally};
-use super::node::Output;
+use super::node::{NodeProcess, Output};
 use super::session::{find_event, ms, pattern, Session, BULK_CHUNK};
 use crate::lab::Lab;
 use crate::nft::PortRange;
@@ -31,6 +41,32 @@ pub const MIN_REBIND_BYTES: usize = 3 * BULK_CHUNK;
 pub const ADDRESS_CHANGE_BYTES: usize = 30 * BULK_CHUNK;
 /// The last octet of alice's LAN address grows by this when she moves (.10 -> .110).
 const MOVE_OFFSET: u8 = 100;
+/// Longest wait, after the transfer (after the cut is lifted), for both sides to be direct
+/// again: the node's retries come 10 s after a fallback, then 20 s later, then 40 s later.
+pub const BACK_TO_DIRECT_WAIT: Duration = Duration::from_secs(45);
+
+/// What happens to alice's side when a third of the transfer has arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disruption {
+    /// `router`'s NAT is rebound ([`Lab::rebind_nat`]).
+    Rebind { router: String },
+    /// `host`, behind `router`, moves to another address on its LAN.
+    Move { router: String, host: String },
+    /// `router` drops UDP between its public address and router `remote`'s until the
+    /// transfer is done ([`Lab::cut_udp`]).
+    Cut { router: String, remote: String },
+}
+
+impl Disruption {
+    /// alice's router.
+    pub fn router(&self) -> &str {
+        match self {
+            Disruption::Rebind { router }
+            | Disruption::Move { router, .. }
+            | Disruption::Cut { router, .. } => router,
+        }
+    }
+}
 
 /// What happened in the rebinding phase.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,6 +84,11 @@ pub struct RebindResult {
     /// Address-change cell: alice's LAN address before and after the move.
     pub lan_before: Option<Ipv4Addr>,
     pub lan_after: Option<Ipv4Addr>,
+    /// Relay-cut cell: what was cut (`UDP 192.0.2.1 <-> 192.0.2.2 dropped in alice-nat`).
+    pub cut: Option<String>,
+    /// When the disruption happened (for times relative to it).
+    #[serde(skip)]
+    pub disrupted_at: Option<Instant>,
     /// alice's public address (router's IP, mapped port) in its conntrack just before the
     /// disruption and shortly after it.
     pub public_before: Option<SocketAddrV4>,
@@ -70,7 +111,18 @@ pub struct RebindResult {
     pub stall_ms: Option<f64>,
     /// Whole transfer, first message queued to last byte received, when it completed.
     pub throughput_mib_s: Option<f64>,
-    /// `path` events each node reported for the other (`bob: path <alice> direct <addr>`).
+    /// The bytes that arrived after the disruption over the time from it to the last arrival
+    /// (the stall included): in the relay-cut cell, the relayed rate.
+    pub after_mib_s: Option<f64>,
+    /// From the disruption to the first `path <peer> relayed` event of either side.
+    pub fallback_ms: Option<f64>,
+    /// Relay-cut cell: when the cut was lifted, from the disruption.
+    pub restored_at_ms: Option<f64>,
+    /// From the disruption (relay-cut cell: from lifting the cut) until both sides' last
+    /// `connected`/`path` events were direct again, if they were within the wait.
+    pub back_direct_ms: Option<f64>,
+    /// `path` events each node reported for the other (`bob: path direct <addr> (+ms)`, the
+    /// time from the disruption).
     pub path_events: Vec<String>,
     /// bob reported a `path` event for alice at the router's public IP and a new port (of
     /// the new range; after an address change, `public_after`'s).
@@ -93,18 +145,25 @@ impl RebindResult {
     }
 }
 
-/// Runs the transfer with the rebinding of `router` in the middle, or with `move_host`
-/// (alice, behind `router`) moving to another LAN address instead; problems of the lab
-/// itself (the rebinding or move failed, or conntrack does not show the new mapping) go to
-/// `result.lab_problem`.
+/// Runs the transfer with `disruption` in the middle, then waits for the path to be direct
+/// again; problems of the lab itself (the rebinding, move or cut failed, or conntrack does
+/// not show the new mapping) go to `result.lab_problem`.
 pub fn run(
     cfg: &CellConfig,
     lab: &Lab,
-    router: &str,
-    move_host: Option<&str>,
+    disruption: &Disruption,
     session: &mut Session,
     result: &mut CellResult,
 ) {
+    let router = disruption.router();
+    let move_host = match disruption {
+        Disruption::Move { host, .. } => Some(host.as_str()),
+        _ => None,
+    };
+    let cut = match disruption {
+        Disruption::Cut { remote, .. } => Some(lab.addr(remote)),
+        _ => None,
+    };
     let mut bytes = cfg.rebind_bytes.max(MIN_REBIND_BYTES);
     if move_host.is_some() {
         bytes = bytes.min(ADDRESS_CHANGE_BYTES);
@@ -126,10 +185,18 @@ pub fn run(
         .into_iter()
         .find(|(_, w)| w.get(1) == Some(&session.ids[1]))
         .and_then(|(_, w)| w.get(3)?.parse().ok());
+    // Made before the clock starts: making 100 MiB must not hold the sending back.
+    let bodies: Vec<Vec<u8>> = (0..chunks as u64)
+        .map(|k| {
+            pattern(
+                FIRST_ID + k,
+                BULK_CHUNK.min(bytes - k as usize * BULK_CHUNK) - 8,
+            )
+        })
+        .collect();
     let start = Instant::now();
-    for k in 0..chunks as u64 {
-        let len = BULK_CHUNK.min(bytes - k as usize * BULK_CHUNK) - 8;
-        session.send(0, FIRST_ID + k, &pattern(FIRST_ID + k, len));
+    for (k, body) in bodies.into_iter().enumerate() {
+        session.send(0, FIRST_ID + k as u64, &body);
     }
     let last_id = FIRST_ID + chunks as u64 - 1;
     let mut arrived: HashSet<u64> = HashSet::new();
@@ -198,6 +265,16 @@ pub fn run(
                 Some(SocketAddrV4::new(r.public_ip?, m.public_port))
             });
             let done = match (move_host, alice_ip) {
+                _ if cut.is_some() => match &cut {
+                    Some(Ok(remote)) => lab.cut_udp(router, *remote).map(|()| {
+                        r.cut = Some(format!(
+                            "UDP {} <-> {remote} dropped in {router}",
+                            r.public_ip.map_or("?".into(), |ip| ip.to_string())
+                        ));
+                    }),
+                    Some(Err(e)) => Err(crate::error::NetsimError::Topology(e.to_string())),
+                    None => unreachable!("cut.is_some()"),
+                },
                 (None, _) => lab
                     .rebind_nat(router)
                     .map(|ports| r.new_ports = Some(ports)),
@@ -219,15 +296,19 @@ pub fn run(
                     r.rebound_at_ms = Some(ms(at - start));
                 }
                 Err(e) => {
-                    result.lab_problem = Some(match move_host {
-                        None => format!("rebinding {router} failed: {e}"),
-                        Some(host) => format!("moving {host} to a new address failed: {e}"),
+                    result.lab_problem = Some(match (move_host, &cut) {
+                        (_, Some(_)) => format!("cutting UDP in {router} failed: {e}"),
+                        (None, _) => format!("rebinding {router} failed: {e}"),
+                        (Some(host), _) => format!("moving {host} to a new address failed: {e}"),
                     });
                     break Instant::now();
                 }
             }
         }
         let inside = r.lan_after.or(alice_ip);
+        if cut.is_some() {
+            verified = true; // nothing moved: no mapping to verify
+        }
         if let (Some(at), Some(ip), false) = (rebound_at, inside, verified) {
             if Instant::now() >= at + VERIFY_AFTER {
                 let (ports, before) = (r.new_ports, r.public_before);
@@ -279,13 +360,68 @@ pub fn run(
         stall = stall.max(Some(open));
     }
     r.stall_ms = stall.map(ms);
+    r.disrupted_at = rebound_at;
     if arrived.len() == chunks {
         if let Some(&end) = arrival_times.last() {
             let secs = (end - start).as_secs_f64().max(1e-6);
             r.throughput_mib_s = Some(bytes as f64 / (1024.0 * 1024.0) / secs);
+            if let (Some(at), Some(before)) = (rebound_at, r.rebound_after_bytes) {
+                let secs = end.saturating_duration_since(at).as_secs_f64().max(1e-6);
+                r.after_mib_s = Some((bytes - before) as f64 / (1024.0 * 1024.0) / secs);
+            }
         }
     }
+    let mut from = rebound_at;
+    if cut.is_some() && rebound_at.is_some() {
+        match lab.restore_udp(router) {
+            Ok(()) => {
+                let now = Instant::now();
+                r.restored_at_ms = rebound_at.map(|at| ms(now - at));
+                from = Some(now);
+            }
+            Err(e) => result.lab_problem = Some(format!("lifting the cut in {router}: {e}")),
+        }
+    }
+    if let (Some(at), Some(from), true) = (rebound_at, from, arrived.len() == chunks) {
+        r.back_direct_ms = wait_direct(session, at, from + BACK_TO_DIRECT_WAIT)
+            .map(|d| ms(d.saturating_duration_since(from)));
+    }
     result.rebind = Some(r);
+}
+
+/// The last `connected`/`path` event `node` reported for `peer`: when, and whether direct.
+fn last_path(node: &NodeProcess, peer: &str) -> Option<(Instant, bool)> {
+    let mut last: Option<(Instant, bool)> = None;
+    for name in ["connected", "path"] {
+        for (at, words) in node.events(name) {
+            if words.get(1).map(String::as_str) == Some(peer) && last.is_none_or(|l| at >= l.0) {
+                last = Some((at, words.get(2).map(String::as_str) == Some("direct")));
+            }
+        }
+    }
+    last
+}
+
+/// Waits until both sides' last `connected`/`path` events for each other are direct and
+/// came after `after`, or `deadline`; returns the time of the later of the two.
+fn wait_direct(session: &mut Session, after: Instant, deadline: Instant) -> Option<Instant> {
+    loop {
+        for node in session.nodes.iter_mut() {
+            node.drain();
+        }
+        let ends: Vec<_> = (0..2)
+            .map(|i| last_path(&session.nodes[i], &session.ids[1 - i]))
+            .collect();
+        if let [Some((a, true)), Some((b, true))] = ends[..] {
+            if a.max(b) > after {
+                return Some(a.max(b));
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// alice's UDP mappings (from `alice`, her address now) in the router's conntrack, and the
@@ -344,17 +480,33 @@ fn verify_mappings(
 pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
     let names = ["alice", "bob"];
     for (i, node) in session.nodes.iter().enumerate() {
-        for (_, words) in node.events("path") {
+        for (at, words) in node.events("path") {
             if words.get(1) != Some(&session.ids[1 - i]) {
                 continue;
             }
             let addr = words.get(3).cloned().unwrap_or_default();
+            let kind = words.get(2).map_or("?", String::as_str);
+            let since = r.disrupted_at.map(|d| {
+                let (a, b) = (
+                    ms(at.saturating_duration_since(d)),
+                    ms(d.saturating_duration_since(at)),
+                );
+                if b > 0.0 {
+                    -b
+                } else {
+                    a
+                }
+            });
             r.path_events.push(format!(
-                "{}: path {} {}",
+                "{}: path {kind} {addr} ({})",
                 names[i],
-                words.get(2).map_or("?", String::as_str),
-                addr
+                since.map_or("-".into(), |v| format!("{v:+.0} ms"))
             ));
+            if kind == "relayed" {
+                if let Some(v) = since.filter(|v| *v >= 0.0) {
+                    r.fallback_ms = Some(r.fallback_ms.map_or(v, |f: f64| f.min(v)));
+                }
+            }
             if i == 1 {
                 let new = addr.parse::<SocketAddr>().ok().is_some_and(|a| {
                     r.public_ip.is_some_and(|ip| a.ip() == ip)
@@ -373,8 +525,9 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
         .find(|(_, w)| w.get(1) == Some(&session.ids[0]))
         .and_then(|(_, w)| w.get(3).cloned());
     if r.rebound_at_ms.is_none() && r.problems.is_empty() {
-        r.problems
-            .push("the NAT was never rebound (or alice never moved)".into());
+        r.problems.push(
+            "the disruption never happened (NAT not rebound, alice not moved, nothing cut)".into(),
+        );
     }
     if r.messages_arrived < r.messages {
         let missing = format!(
@@ -387,6 +540,18 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
     }
     if !r.in_order {
         r.problems.push("messages arrived out of order".into());
+    }
+    if r.cut.is_some() {
+        if r.fallback_ms.is_none() {
+            r.problems
+                .push("no `path <peer> relayed` event after the direct path was cut".into());
+        }
+        if r.messages_arrived == r.messages && r.back_direct_ms.is_none() {
+            r.problems.push(format!(
+                "not direct again {} s after the cut was lifted",
+                BACK_TO_DIRECT_WAIT.as_secs()
+            ));
+        }
     }
     let undelivered: Vec<u64> = session
         .sent

@@ -67,12 +67,13 @@ impl Report {
         let _ = writeln!(md, "**{}**\n", self.summary());
         md.push_str("Cell `A+B`: alice behind A, bob behind B; alice sends first (dialling bob), then bob sends to alice \
 (dialling her if no connection exists). Every pair of kinds runs in both directions. \
-*trials*: cells run as several trials (fresh lab and nodes each, one message each way) show successful/run, and how many were direct; \
+*path*: where the connection ENDED (each side's last `connected`/`path` event for the other; direct only if both ended direct), which the verdict judges, after the path of the first `connected` event (`relayed -> direct`: connected through the relay, then a direct path took over); \
+*trials*: cells run as several trials (fresh lab and nodes each, one message each way) show successful/run, how many ended direct, and how many connected relayed; \
 *first msg ms*: from queueing the first message that arrived to its arrival at the other application (trials: median); \
 *direct after ms*: from alice's first send to the first `connected`/`path` event with a direct path (trials: median); \
 *bulk*: the bulk transfer in 1 MiB framed messages, first byte queued to last byte received; \
-*messages*: delivered/failed/lost/corrupted/duplicated of sent (trials: all trials together).\n\n");
-        md.push_str("| cell (alice dials) | expected | connected | path | dialled by | trials (direct) | first msg ms | direct after ms | bulk MiB/s | messages | verdict |\n");
+*messages*: delivered/failed/lost/corrupted/duplicated of sent, and how many arrived without a `delivered` event for their sender (unconfirmed; a failure) (trials: all trials together).\n\n");
+        md.push_str("| cell (alice dials) | expected | connected | path (connect -> end) | dialled by | trials (ended direct, connected relayed) | first msg ms | direct after ms | bulk MiB/s | messages | verdict |\n");
         md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
         for row in &self.rows {
             let r = &row.result;
@@ -85,6 +86,9 @@ impl Report {
             if let Some(t) = &r.trials {
                 let (at_least, _) = e.success_bounds(t.trials);
                 let _ = write!(expected, ", >= {at_least}/{} trials", t.trials);
+                if let Some(k) = e.direct_bound(t.trials) {
+                    let _ = write!(expected, ", >= {k} direct");
+                }
             }
             if let Some(survives) = e.survives_rebind {
                 let _ = write!(
@@ -98,8 +102,16 @@ impl Report {
                 );
             }
             let trials = r.trials.as_ref().map_or("-".into(), |t| {
-                format!("{}/{} ({})", t.successes, t.trials, t.direct)
+                format!(
+                    "{}/{} ({}, {})",
+                    t.successes, t.trials, t.direct, t.relayed_at_connect
+                )
             });
+            let path = match (r.path_at_connect.as_deref(), r.path.as_deref()) {
+                (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),
+                (_, Some(b)) => b.to_string(),
+                _ => "-".into(),
+            };
             let bulk = match &r.rebind {
                 Some(rb) => opt(rb.throughput_mib_s, 1),
                 None => opt(r.throughput_mib_s, 1),
@@ -107,11 +119,11 @@ impl Report {
             let m = &r.messages;
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} of {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} of {}{} | {} |",
                 r.cell,
                 expected,
                 if r.connected { "yes" } else { "no" },
-                r.path.as_deref().unwrap_or("-"),
+                path,
                 r.dialled_by.as_deref().unwrap_or("-"),
                 trials,
                 opt(r.first_message_ms, 1),
@@ -123,12 +135,22 @@ impl Report {
                 m.corrupted,
                 m.duplicated,
                 m.sent,
+                if m.unconfirmed > 0 {
+                    format!(", {} unconfirmed", m.unconfirmed)
+                } else {
+                    String::new()
+                },
                 row.verdict.label()
             );
         }
         for row in &self.rows {
             if let Some(rb) = &row.result.rebind {
                 rebind_section(&mut md, &row.result.cell, rb);
+            }
+        }
+        for row in &self.rows {
+            if let Some(b) = &row.result.relay_bench {
+                relay_bench_section(&mut md, &row.result.cell, b);
             }
         }
         let trial_rows: Vec<&Row> = self
@@ -138,7 +160,7 @@ impl Report {
             .collect();
         if !trial_rows.is_empty() {
             md.push_str(
-                "\n## Trials\n\nPer trial: outcome, dialled by, first message ms, seconds.\n\n",
+                "\n## Trials\n\nPer trial: outcome, dialled by, path (at connect -> at end), first message ms, seconds.\n\n",
             );
             for row in trial_rows {
                 let t = row.result.trials.as_ref().expect("filtered");
@@ -146,8 +168,13 @@ impl Report {
                     .runs
                     .iter()
                     .map(|tr| {
+                        let path = match (tr.path_at_connect.as_deref(), tr.path.as_deref()) {
+                            (Some(a), Some(b)) if a != b => format!("{a}->{b}"),
+                            (_, Some(b)) => b.to_string(),
+                            _ => "-".into(),
+                        };
                         format!(
-                            "{} {} {} {:.0}s",
+                            "{} {} {path} {} {:.0}s",
                             if tr.success { "ok" } else { "FAILED" },
                             tr.dialled_by.as_deref().unwrap_or("-"),
                             opt(tr.first_message_ms, 0),
@@ -157,11 +184,12 @@ impl Report {
                     .collect();
                 let _ = writeln!(
                     md,
-                    "- **{}**: {}/{} succeeded, {} direct, {} on alice's first dial: {}",
+                    "- **{}**: {}/{} succeeded, {} ended direct, {} connected relayed, {} on alice's first dial: {}",
                     row.result.cell,
                     t.successes,
                     t.trials,
                     t.direct,
+                    t.relayed_at_connect,
                     t.first_try,
                     runs.join("; ")
                 );
@@ -215,9 +243,10 @@ impl Report {
 
 /// The NAT rebinding cell in detail.
 fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
-    let title = match r.lan_before {
-        Some(_) => "Address change",
-        None => "NAT rebinding",
+    let title = match (r.lan_before, &r.cut) {
+        (_, Some(_)) => "Direct path cut (relay fallback)",
+        (Some(_), _) => "Address change",
+        _ => "NAT rebinding",
     };
     let _ = writeln!(md, "\n## {title} (`{cell}`)\n");
     let addr = |a: Option<std::net::SocketAddrV4>| a.map_or("-".into(), |a| a.to_string());
@@ -248,9 +277,20 @@ fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
             },
         ),
         (
+            "cut",
+            match (&r.cut, r.rebound_after_bytes, r.rebound_at_ms) {
+                (Some(cut), Some(b), Some(t)) => format!(
+                    "{cut} after {:.1} MiB had arrived ({t:.0} ms in); lifted {} ms after the cut, once the transfer was done",
+                    mib(b),
+                    opt(r.restored_at_ms, 0)
+                ),
+                _ => String::new(),
+            },
+        ),
+        (
             "rebound",
             match (r.rebound_after_bytes, r.rebound_at_ms, r.new_ports) {
-                _ if r.lan_before.is_some() => String::new(),
+                _ if r.lan_before.is_some() || r.cut.is_some() => String::new(),
                 (Some(b), Some(t), Some(p)) => format!(
                     "`{}` after {:.1} MiB had arrived ({t:.0} ms in); UDP now mapped to {}:{}-{}",
                     r.router,
@@ -288,8 +328,27 @@ fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
         ),
         ("longest stall", format!("{} ms", opt(r.stall_ms, 0))),
         (
+            "fell back to the relay",
+            match r.fallback_ms {
+                Some(v) => format!("{v:.0} ms after the disruption (first `path <peer> relayed`)"),
+                None => "no".into(),
+            },
+        ),
+        (
+            "direct again",
+            match (r.back_direct_ms, r.cut.is_some()) {
+                (Some(v), true) => format!("{v:.0} ms after the cut was lifted"),
+                (Some(v), false) => format!("{v:.0} ms after the disruption"),
+                (None, _) => "no (within the wait, or the transfer did not complete)".into(),
+            },
+        ),
+        (
             "throughput",
-            format!("{} MiB/s", opt(r.throughput_mib_s, 1)),
+            format!(
+                "{} MiB/s overall; {} MiB/s after the disruption (stall included)",
+                opt(r.throughput_mib_s, 1),
+                opt(r.after_mib_s, 1)
+            ),
         ),
         (
             "path events",
@@ -313,6 +372,39 @@ fn rebind_section(md: &mut String, cell: &str, r: &RebindResult) {
     }
 }
 
+/// The relayed-throughput cell in detail.
+fn relay_bench_section(md: &mut String, cell: &str, b: &super::relaybench::RelayBenchResult) {
+    let _ = writeln!(md, "\n## Relayed throughput (`{cell}`)\n");
+    let _ = writeln!(
+        md,
+        "- transfer: {} MiB alice -> bob, once over the direct path ({}), once by a `--relay-only` pair ({}); rendezvous with `--turn-max-bps 0`",
+        b.bytes >> 20,
+        b.direct_path.as_deref().unwrap_or("-"),
+        b.relayed_path.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        md,
+        "- direct: {} MiB/s; relayed: {} MiB/s ({}% of direct; requirement >= 70%: {})",
+        opt(b.direct_mib_s, 1),
+        opt(b.relayed_mib_s, 1),
+        opt(b.relayed_percent, 0),
+        match b.relayed_percent {
+            Some(p) if p >= 70.0 => "met",
+            Some(_) => "NOT met",
+            None => "-",
+        }
+    );
+    let _ = writeln!(
+        md,
+        "- rendezvous CPU (user + system) during the relayed transfer: {} s, {} s per GiB relayed",
+        opt(b.rendezvous_cpu_s, 2),
+        opt(b.cpu_s_per_gib, 1)
+    );
+    if !b.problems.is_empty() {
+        let _ = writeln!(md, "- problems: {}", b.problems.join("; "));
+    }
+}
+
 fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.decimals$}"))
 }
@@ -330,7 +422,9 @@ mod tests {
             first_try: false,
             trials: 1,
             min_success: None,
+            direct_min: None,
             survives_rebind: None,
+            relayed_min_percent: None,
         };
         let result = CellResult {
             cell: "public+public".into(),

@@ -180,6 +180,7 @@ pub fn start_rendezvous(
     cfg: &CellConfig,
     lab: &Lab,
     dir: &Path,
+    extra_args: &[String],
 ) -> std::result::Result<(String, LabProcess), String> {
     let log = std::fs::File::create(dir.join("rendezvous.stderr")).map_err(|e| e.to_string())?;
     let mut cmd = lab
@@ -191,6 +192,7 @@ pub fn start_rendezvous(
         .arg(format!("{}:{RENDEZVOUS_PORT}", RENDEZVOUS_ADDRS[1]))
         .arg("--identity")
         .arg(dir.join("rendezvous.key"))
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
@@ -381,6 +383,8 @@ fn connected_since(nodes: &[NodeProcess], ids: &[String]) -> Option<Instant> {
 fn connection_facts(nodes: &[NodeProcess], ids: &[String], t0: Instant, result: &mut CellResult) {
     let mut first: Option<(Instant, Vec<String>)> = None;
     let mut direct: Option<Instant> = None;
+    // Each side's last `connected`/`path` event for the other: where its connection ended.
+    let mut last: [Option<(Instant, Vec<String>)>; 2] = [None, None];
     for (i, node) in nodes.iter().enumerate() {
         for name in ["connected", "path"] {
             for (at, words) in node.events(name) {
@@ -395,19 +399,49 @@ fn connection_facts(nodes: &[NodeProcess], ids: &[String], t0: Instant, result: 
                 {
                     direct = Some(at);
                 }
+                if last[i].as_ref().is_none_or(|l| at >= l.0) {
+                    last[i] = Some((at, words.clone()));
+                }
             }
         }
     }
     if let Some((_, words)) = first {
         result.connected = true;
-        result.path = words.get(2).cloned();
+        result.path_at_connect = words.get(2).cloned();
         result.remote_addr = words.get(3).cloned();
         // alice sends first, so bob dialled only if alice's message failed before any
         // connection existed.
         let alice_failed = find_event(&nodes[0].history, &["failed"], "1").is_some();
         result.dialled_by = Some(if alice_failed { "bob" } else { "alice" }.into());
     }
+    let ends: Vec<(usize, String)> = last
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i, l.as_ref()?.1.get(2)?.clone())))
+        .collect();
+    result.path = final_path(ends.iter().map(|(_, p)| p.as_str()));
+    if let [(_, a), (_, b)] = ends.as_slice() {
+        if a != b {
+            result.notes.push(format!(
+                "the sides ended on different paths: alice {a}, bob {b}"
+            ));
+        }
+    }
     result.time_to_direct_ms = direct.map(|d| ms(d.saturating_duration_since(t0)));
+}
+
+/// The path a connection ended on, from each side's last `connected`/`path` event: direct
+/// only when every side that reported one ended direct.
+pub fn final_path<'a>(ends: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut out: Option<&str> = None;
+    for p in ends {
+        out = Some(match out {
+            None => p,
+            Some("direct") => p,
+            Some(q) => q,
+        });
+    }
+    out.map(str::to_string)
 }
 
 fn tally(
@@ -465,10 +499,13 @@ fn tally(
                     ));
                 }
                 if delivered.is_none() {
-                    notes.push(format!(
-                        "message {} arrived but no delivered event came",
-                        m.id
-                    ));
+                    t.unconfirmed += 1;
+                    if t.unconfirmed <= 5 {
+                        notes.push(format!(
+                            "message {} arrived but no delivered event came",
+                            m.id
+                        ));
+                    }
                 }
             }
             None if failed.is_some() => {
@@ -483,17 +520,19 @@ fn tally(
     t
 }
 
-/// Deterministic, position-dependent bytes, so any corruption shows.
+/// Deterministic, position-dependent bytes, so any corruption shows (xorshift, 8 bytes a
+/// step: the matrix is often a debug build, and 100 MiB must not take seconds to make).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 pub fn ms(d: Duration) -> f64 {

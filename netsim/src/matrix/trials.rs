@@ -2,8 +2,9 @@
 //! did once. Each trial builds a fresh lab (fresh NAT state: a reused router would keep the
 //! conntrack entries, and with them the poisoning, of the trial before), starts a fresh
 //! rendezvous and two nodes with new identities, and sends one message each way (no bulk).
-//! A trial succeeds when both messages arrive intact. A failed dial ends its wait at the
-//! node's `failed` event, so a failed trial costs about two probe timeouts.
+//! A trial succeeds when both messages arrive intact and both senders report `delivered`. A
+//! failed dial ends its wait at the node's `failed` event, so a failed trial costs about two
+//! probe timeouts.
 
 use super::cell::{in_lab, CellConfig, CellResult, CellSpec, MessageTally};
 use crate::error::Result;
@@ -17,8 +18,10 @@ pub struct TrialSummary {
     pub trials: usize,
     /// Trials where both messages arrived intact.
     pub successes: usize,
-    /// Trials whose first connection was direct.
+    /// Trials whose connection ended direct (its sides' last `connected`/`path` events).
     pub direct: usize,
+    /// Trials whose first `connected` event was relayed.
+    pub relayed_at_connect: usize,
     /// Trials where alice's own dial connected.
     pub first_try: usize,
     pub runs: Vec<TrialRecord>,
@@ -29,7 +32,10 @@ pub struct TrialSummary {
 pub struct TrialRecord {
     pub success: bool,
     pub connected: bool,
+    /// The path the connection ended on.
     pub path: Option<String>,
+    /// The path of the first `connected` event.
+    pub path_at_connect: Option<String>,
     pub dialled_by: Option<String>,
     pub first_message_ms: Option<f64>,
     pub time_to_direct_ms: Option<f64>,
@@ -60,17 +66,21 @@ pub fn run_trials(cfg: &CellConfig, spec: &CellSpec, n: usize) -> Result<CellRes
             cfg,
             spec.builder.clone(),
             &dir,
+            &super::cell::LabSetup::default(),
             &mut one,
-            |_, session, one| {
+            |_, session, one, _| {
                 let hello = session.hello(cfg.message_timeout);
                 session.finish(&hello, Duration::from_secs(2), one);
                 Ok(())
             },
         )?;
         let record = TrialRecord {
-            success: one.messages.sent == 2 && one.messages.delivered == 2,
+            success: one.messages.sent == 2
+                && one.messages.delivered == 2
+                && one.messages.unconfirmed == 0,
             connected: one.connected,
             path: one.path.clone(),
+            path_at_connect: one.path_at_connect.clone(),
             dialled_by: one.dialled_by.clone(),
             first_message_ms: one.first_message_ms,
             time_to_direct_ms: one.time_to_direct_ms,
@@ -84,6 +94,18 @@ pub fn run_trials(cfg: &CellConfig, spec: &CellSpec, n: usize) -> Result<CellRes
         |f: fn(&TrialRecord) -> Option<f64>| median(summary.runs.iter().filter_map(f).collect());
     result.first_message_ms = medians(|r| r.first_message_ms);
     result.time_to_direct_ms = medians(|r| r.time_to_direct_ms);
+    let ends: Vec<&str> = summary
+        .runs
+        .iter()
+        .filter_map(|r| r.path.as_deref())
+        .collect();
+    result.path = match (
+        ends.contains(&"direct"),
+        ends.iter().any(|p| *p != "direct"),
+    ) {
+        (true, true) => Some("direct/relayed".into()),
+        _ => ends.first().map(|p| p.to_string()),
+    };
     result.trials = Some(summary);
     result.duration_s = started.elapsed().as_secs_f64();
     Ok(result)
@@ -111,7 +133,7 @@ fn merge(
     }
     if one.connected && !result.connected {
         result.connected = true;
-        result.path = one.path;
+        result.path_at_connect = one.path_at_connect;
         result.remote_addr = one.remote_addr;
         result.dialled_by = one.dialled_by;
     }
@@ -119,6 +141,8 @@ fn merge(
     summary.trials += 1;
     summary.successes += usize::from(record.success);
     summary.direct += usize::from(record.connected && record.path.as_deref() == Some("direct"));
+    summary.relayed_at_connect +=
+        usize::from(record.connected && record.path_at_connect.as_deref() == Some("relayed"));
     summary.first_try +=
         usize::from(record.connected && record.dialled_by.as_deref() == Some("alice"));
     summary.runs.push(record);

@@ -1,0 +1,126 @@
+//! The relayed-throughput cell: one pair that punches (two port-restricted cones) moves the
+//! same bulk transfer twice in one lab, first over its direct path, then with a fresh pair of
+//! nodes started with `--relay-only` (every byte through the rendezvous's built-in TURN
+//! server, started with `--turn-max-bps 0`: no per-allocation quota). Measured: both rates,
+//! their ratio, and the rendezvous process's CPU time (utime + stime from /proc) during the
+//! relayed transfer, per GiB relayed.
+
+use super::cell::{CellConfig, CellResult};
+use super::session::{Session, BULK_CHUNK};
+use crate::lab::Lab;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// Bytes of each of the two transfers.
+pub const BENCH_BYTES: usize = 64 * BULK_CHUNK;
+/// Arguments the rendezvous of this cell gets: no relay quota.
+pub const RENDEZVOUS_ARGS: [&str; 2] = ["--turn-max-bps", "0"];
+
+/// What the relayed-throughput cell measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RelayBenchResult {
+    pub bytes: usize,
+    /// The path the first pair's connection ended on (should be direct).
+    pub direct_path: Option<String>,
+    pub direct_mib_s: Option<f64>,
+    /// The path the `--relay-only` pair's connection ended on (must be relayed).
+    pub relayed_path: Option<String>,
+    pub relayed_mib_s: Option<f64>,
+    /// relayed / direct, in percent.
+    pub relayed_percent: Option<f64>,
+    /// CPU seconds (user + system) the rendezvous spent during the relayed transfer.
+    pub rendezvous_cpu_s: Option<f64>,
+    /// The same per GiB of payload relayed.
+    pub cpu_s_per_gib: Option<f64>,
+    /// The `--relay-only` pair's messages (added to the cell's tally after it is made).
+    pub relay_only_messages: super::cell::MessageTally,
+    pub problems: Vec<String>,
+}
+
+/// CPU seconds (utime + stime) process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 overall, the 12th and 13th after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+/// Runs both transfers: `session` (started normally, `hello` done) sends first, then a `--relay-only`
+/// pair started in `dir/relay-only`; the second pair's messages join `result`'s tally.
+pub fn run(
+    cfg: &CellConfig,
+    lab: &Lab,
+    session: &mut Session,
+    hello: &super::session::Hello,
+    rendezvous: &super::cell::Rendezvous,
+    dir: &Path,
+    result: &mut CellResult,
+) {
+    let mut r = RelayBenchResult {
+        bytes: BENCH_BYTES,
+        ..RelayBenchResult::default()
+    };
+    let bench = CellConfig {
+        bulk_bytes: BENCH_BYTES,
+        bulk_timeout: Duration::from_secs(90),
+        ..cfg.clone()
+    };
+    super::cell::bulk(&bench, session, hello, result);
+    r.direct_mib_s = result.throughput_mib_s;
+    let relay_dir = dir.join("relay-only");
+    let mut relay_cfg = bench.clone();
+    relay_cfg.node_args.push("--relay-only".into());
+    let mut second = CellResult::new(&result.cell);
+    let outcome = std::fs::create_dir_all(&relay_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            Session::start(&relay_cfg, lab, &relay_dir, &rendezvous.id, &mut second)
+                .map_err(|e| e.to_string())
+        });
+    match outcome {
+        Ok(mut relayed) => {
+            let hello = relayed.hello(cfg.message_timeout);
+            let before = cpu_seconds(rendezvous.pid);
+            super::cell::bulk(&relay_cfg, &mut relayed, &hello, &mut second);
+            let after = cpu_seconds(rendezvous.pid);
+            relayed.finish(&hello, Duration::from_secs(2), &mut second);
+            r.relayed_mib_s = second.throughput_mib_s;
+            r.relayed_path = second.path.clone();
+            if let (Some(b), Some(a), Some(_)) = (before, after, r.relayed_mib_s) {
+                r.rendezvous_cpu_s = Some(a - b);
+                r.cpu_s_per_gib = Some((a - b) / (BENCH_BYTES as f64 / (1u64 << 30) as f64));
+            }
+        }
+        Err(e) => r
+            .problems
+            .push(format!("the --relay-only pair did not start: {e}")),
+    }
+    if let (Some(d), Some(rl)) = (r.direct_mib_s, r.relayed_mib_s) {
+        r.relayed_percent = Some(rl / d * 100.0);
+    }
+    if r.relayed_mib_s.is_none() {
+        r.problems
+            .push("the relayed transfer (--relay-only) did not complete".into());
+    }
+    if second.connected && r.relayed_path.as_deref() != Some("relayed") {
+        r.problems.push(format!(
+            "the --relay-only pair ended {}, not relayed",
+            r.relayed_path.as_deref().unwrap_or("?")
+        ));
+    }
+    for note in second.notes {
+        result.notes.push(format!("--relay-only pair: {note}"));
+    }
+    for m in second.observed_mismatches {
+        result
+            .observed_mismatches
+            .push(format!("--relay-only pair: {m}"));
+    }
+    r.relay_only_messages = second.messages;
+    result.relay_bench = Some(r);
+}
