@@ -96,4 +96,41 @@ fn main() {
     );
     println!("| peak RSS, sending node | {} MiB |", rss_a / 1024);
     println!("| peak RSS, receiving node | {} MiB |", rss_b / 1024);
+    drop((a, b, rendezvous));
+    relayed(big_count, big_secs);
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+/// The same bulk transfer through the rendezvous's built-in TURN relay (both nodes
+/// `--relay-only`, the relay's per-allocation rate limit off), beside the direct figure.
+fn relayed(big_count: usize, direct_secs: f64) {
+    let rendezvous = Rendezvous::start(&["--turn-max-bps", "0"]);
+    let mut a = Node::start(&rendezvous, &["--relay-only"]);
+    let mut b = Node::start(&rendezvous, &["--relay-only"]);
+    let b_id = b.id.clone();
+    a.command(&format!("connect {b_id}"));
+    let connected = a.wait_event(|e| e.starts_with("connected "));
+    assert!(connected.contains(" relayed "), "{connected}");
+    let cpu_before = cpu_seconds(rendezvous.child.id());
+    let secs = bulk(&mut a, &mut b, big_count, 1024 * 1024);
+    let cpu = cpu_seconds(rendezvous.child.id()) - cpu_before;
+    let mib_s = big_count as f64 / secs;
+    let gb = (big_count * 1024 * 1024) as f64 / 1e9;
+    println!("| 1 MiB messages, {big_count} one way, relayed (built-in TURN) | {mib_s:.0} MiB/s ({:.0}% of direct) |", 100.0 * direct_secs / secs);
+    println!(
+        "| relay CPU (rendezvous process, user+system) per GB relayed | {:.2} s |",
+        cpu / gb
+    );
 }

@@ -553,6 +553,7 @@ impl PathAgent {
             self.outstanding.remove(&transaction);
         }
         let config = self.config;
+        let relay_ready = self.relay_ready;
         let mut selections = Vec::new();
         let mut ended = Vec::new();
         for (peer, state) in &mut self.peers {
@@ -612,16 +613,19 @@ impl PathAgent {
                     let until = now + config.check_timeout;
                     state.round_until = Some(until);
                     for pair in &mut state.pairs {
-                        pair.schedule(now, until);
+                        if relay_ready || pair.path.local != LocalSocketId::RELAY {
+                            pair.schedule(now, until);
+                        }
                     }
                     self.events
                         .push_back(AgentEvent::NeedCandidates { peer: *peer });
                 }
             }
-            if let Some(pair) = state.pair_mut(selected.local, selected.remote) {
+            let usable = relay_ready || selected.local != LocalSocketId::RELAY;
+            if let (true, Some(pair)) = (usable, state.pair_mut(selected.local, selected.remote)) {
                 pair.next_check = Some(now);
             }
-            Self::keep_relay_warm(state, selected, now);
+            Self::keep_relay_warm(state, selected, now, relay_ready);
             let gap = if overdue {
                 config.retransmit
             } else {

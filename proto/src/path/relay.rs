@@ -94,7 +94,12 @@ impl PathAgent {
 
     /// Ahead of a heartbeat on `selected` (a direct path): checks the best relayed pair that
     /// succeeded, so it is live when the direct path fails.
-    pub(super) fn keep_relay_warm(state: &mut PeerPaths, selected: Path, now: Instant) {
+    pub(super) fn keep_relay_warm(
+        state: &mut PeerPaths,
+        selected: Path,
+        now: Instant,
+        relay_ready: bool,
+    ) {
         if selected.kind == PathKind::Relayed {
             return;
         }
@@ -102,6 +107,7 @@ impl PathAgent {
             .pairs
             .iter_mut()
             .filter(|p| p.path.kind == PathKind::Relayed && p.state == PairState::Succeeded)
+            .filter(|p| relay_ready || p.path.local != LocalSocketId::RELAY)
             .max_by_key(|p| p.last_reply)
         {
             backup.next_check = Some(now);
@@ -129,12 +135,20 @@ impl PathAgent {
     /// asked for fresh candidates (a punch through the rendezvous, which the peer answers).
     pub(super) fn try_upgrades(&mut self, now: Instant) {
         let check_timeout = self.config.check_timeout;
+        let relay_only = self.config.relay_only;
         for (peer, state) in &mut self.peers {
-            let due = state.upgrade_at.is_some_and(|t| t <= now);
-            if !due || state.round_until.is_some() {
+            if !state.upgrade_at.is_some_and(|t| t <= now) {
                 continue;
             }
-            if !state.connected || state.selected.is_none_or(|p| p.kind != PathKind::Relayed) {
+            if let Some(round_end) = state.round_until {
+                // A round is running (it checks the direct pairs too): try after it.
+                state.upgrade_at = Some(round_end.max(now + Duration::from_millis(1)));
+                continue;
+            }
+            if relay_only
+                || !state.connected
+                || state.selected.is_none_or(|p| p.kind != PathKind::Relayed)
+            {
                 state.upgrade_at = None;
                 continue;
             }
