@@ -137,7 +137,7 @@ impl PathAgent {
         let check_timeout = self.config.check_timeout;
         let relay_only = self.config.relay_only;
         for (peer, state) in &mut self.peers {
-            if !state.upgrade_at.is_some_and(|t| t <= now) {
+            if state.upgrade_at.is_none_or(|t| t > now) {
                 continue;
             }
             if let Some(round_end) = state.round_until {

@@ -108,14 +108,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(decode(&[0x40, 0x00, 0x00]), Err(ChannelDataError::Truncated(3)));
+        assert_eq!(
+            decode(&[0x40, 0x00, 0x00]),
+            Err(ChannelDataError::Truncated(3))
+        );
         assert_eq!(
             decode(&[0x50, 0x00, 0x00, 0x00]),
             Err(ChannelDataError::BadChannel(0x5000))
         );
         assert_eq!(
             decode(&[0x40, 0x00, 0x00, 0x09, 1, 2]),
-            Err(ChannelDataError::LengthExceedsDatagram { length: 9, available: 2 })
+            Err(ChannelDataError::LengthExceedsDatagram {
+                length: 9,
+                available: 2
+            })
         );
     }
 

@@ -147,7 +147,10 @@ mod tests {
         let issued = secret.issue("peer", 1_000, 600);
         assert_eq!(issued.username, "1600:peer");
         assert_eq!(issued.expires_unix, 1600);
-        assert_eq!(secret.check_username(&issued.username, 1_500).unwrap(), issued.password);
+        assert_eq!(
+            secret.check_username(&issued.username, 1_500).unwrap(),
+            issued.password
+        );
         assert_eq!(
             secret.check_username(&issued.username, 1_601),
             Err(CredentialError::Expired {
@@ -161,7 +164,13 @@ mod tests {
     fn rejects_malformed() {
         assert!(SharedSecret::new(b"  \n").is_err());
         let secret = SharedSecret::new(b"x").unwrap();
-        for bad in ["", ":peer", "abc:peer", "-5:peer", "99999999999999999999999:p"] {
+        for bad in [
+            "",
+            ":peer",
+            "abc:peer",
+            "-5:peer",
+            "99999999999999999999999:p",
+        ] {
             assert_eq!(
                 secret.check_username(bad, 0),
                 Err(CredentialError::MalformedUsername),
@@ -169,7 +178,10 @@ mod tests {
             );
         }
         let long = format!("1:{}", "a".repeat(MAX_USERNAME_LEN));
-        assert_eq!(secret.check_username(&long, 0), Err(CredentialError::UsernameTooLong));
+        assert_eq!(
+            secret.check_username(&long, 0),
+            Err(CredentialError::UsernameTooLong)
+        );
         assert_eq!(parse_username("42").unwrap().user, "");
     }
 }
