@@ -249,7 +249,10 @@ impl NodeSocket {
             // Ids wrap around but skip the main socket's, the relay's and ids still open.
             let id = loop {
                 let id = LocalSocketId(self.next_extra.fetch_add(1, Ordering::Relaxed));
-                if id != LocalSocketId::MAIN && id != LocalSocketId::RELAY && !extras.iter().any(|(open, _)| *open == id) {
+                if id != LocalSocketId::MAIN
+                    && id != LocalSocketId::RELAY
+                    && !extras.iter().any(|(open, _)| *open == id)
+                {
                     break id;
                 }
             };

@@ -83,9 +83,9 @@ fn valid_samples() -> Vec<Vec<u8>> {
             sender: bob().id(),
             receiver: alice().id(),
             body: CheckBody::Check {
-            heartbeat: false,
-            relayed: false,
-        },
+                heartbeat: false,
+                relayed: false,
+            },
         }
         .encode(&key),
         CheckDatagram {

@@ -183,7 +183,7 @@ impl Driver {
                 .min(stats_due);
             tokio::select! {
                 received = self.listener.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => self.from_client(normalize(from), &buf[..len]),
+                    Ok((len, from)) => self.client_datagram(normalize(from), &buf[..len]),
                     Err(e) => tracing::debug!("TURN listener receive error: {e}"),
                 },
                 Some((relayed, peer, datagram)) = relay_rx.recv() => {
@@ -210,7 +210,7 @@ impl Driver {
         }
     }
 
-    fn from_client(&mut self, from: SocketAddr, datagram: &[u8]) {
+    fn client_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
         let policy = self.policy.clone();
         let relay_ip = self.relay_ip;
         let allowed = move |ip: IpAddr| ip == relay_ip || policy(ip);

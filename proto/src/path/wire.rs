@@ -41,8 +41,13 @@ pub type Transaction = [u8; 12];
 pub enum CheckBody {
     /// `relayed`: the sender sent it through its own relay allocation, so the path it arrives
     /// on is a relayed one whatever its source address looks like.
-    Check { heartbeat: bool, relayed: bool },
-    Reply { observed: SocketAddr },
+    Check {
+        heartbeat: bool,
+        relayed: bool,
+    },
+    Reply {
+        observed: SocketAddr,
+    },
 }
 
 /// A decoded check datagram. [`CheckDatagram::decode`] checks the layout only; the tag must be
