@@ -163,6 +163,8 @@ pub struct TurnClient {
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
     counters: ClientCounters,
+    /// When the client last sent anything to the server (see `TurnClientConfig::keepalive`).
+    last_sent: Instant,
 }
 
 impl std::fmt::Debug for TurnClient {
@@ -210,6 +212,7 @@ impl TurnClient {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: ClientCounters::default(),
+            last_sent: now,
         };
         client.start(now, TxKind::Allocate, 0);
         client
@@ -401,6 +404,7 @@ impl TurnClient {
             Some(channel) if channel.state == State::Installed => {
                 channel_data::encode_into(channel.number, payload, out);
                 self.counters.sent_channel += 1;
+                self.last_sent = now;
                 return Ok(());
             }
             Some(_) => {}
@@ -412,6 +416,7 @@ impl TurnClient {
         let txid = self.rng.transaction_id();
         wire::encode_send_indication(&txid, peer, payload, out);
         self.counters.sent_indication += 1;
+        self.last_sent = now;
         Ok(())
     }
 
@@ -530,6 +535,18 @@ impl TurnClient {
         if self.is_allocated() {
             self.send_due_permissions(now);
             self.send_due_channels(now);
+            let keepalive = self.config.keepalive;
+            if self.transmits.is_empty()
+                && now.saturating_duration_since(self.last_sent) >= keepalive
+            {
+                // A Binding indication: no answer, it only holds the NAT's mapping (and its
+                // filter) towards the server open, so peers' traffic keeps reaching us.
+                let txid = self.rng.transaction_id();
+                let mut indication = vec![0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+                indication.extend_from_slice(&txid);
+                self.transmits.push_back(indication);
+                self.counters.keepalives += 1;
+            }
         }
     }
 
@@ -573,6 +590,7 @@ impl TurnClient {
     pub fn poll_output(&mut self, now: Instant) -> ClientOutput {
         self.handle_timeout(now);
         if let Some(bytes) = self.transmits.pop_front() {
+            self.last_sent = now;
             return ClientOutput::Transmit(bytes);
         }
         if let Some(event) = self.events.pop_front() {
@@ -593,6 +611,7 @@ impl TurnClient {
             Phase::Backoff { until } => consider(*until),
             Phase::Allocated(allocation) => {
                 consider(allocation.expires_at);
+                consider(self.last_sent + self.config.keepalive);
                 if !allocation.refreshing {
                     consider(allocation.refresh_at);
                 }

@@ -43,6 +43,11 @@ pub struct TurnClientConfig {
     /// Least wait after 486 Allocation Quota Reached (the server holds allocations of ours
     /// that have to expire first).
     pub quota_backoff: Duration,
+    /// Send a Binding indication (20 bytes, unanswered) after this long without sending the
+    /// server anything, so the NAT keeps the mapping towards it open and peers' data keeps
+    /// arriving (NATs forget idle UDP mappings after 30 s to a few minutes; 15 s is below the
+    /// shortest common timeout).
+    pub keepalive: Duration,
 }
 
 impl Default for TurnClientConfig {
@@ -62,6 +67,7 @@ impl Default for TurnClientConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             quota_backoff: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -204,4 +210,6 @@ pub struct ClientCounters {
     /// Payloads received in ChannelData / in Data indications.
     pub received_channel: u64,
     pub received_indication: u64,
+    /// Keepalive Binding indications sent.
+    pub keepalives: u64,
 }

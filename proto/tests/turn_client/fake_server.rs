@@ -11,7 +11,7 @@ use stun_rs::attributes::stun::{
 use stun_rs::attributes::turn::{
     ChannelNumber, Data, LifeTime, RequestedTrasport, XorPeerAddress, XorRelayedAddress,
 };
-use stun_rs::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMMISSION, DATA, REFRESH, SEND};
+use stun_rs::methods::{ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMMISSION, DATA, REFRESH, SEND};
 use stun_rs::{
     Algorithm, AlgorithmId, HMACKey, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder,
     StunMessage, StunMessageBuilder, TransactionId,
@@ -143,6 +143,9 @@ impl FakeServer {
             return None; // ChannelData: relayed, nothing to answer
         }
         let message = decode(bytes);
+        if message.class() == MessageClass::Indication && message.method() == BINDING {
+            return None; // a keepalive
+        }
         if message.class() == MessageClass::Indication {
             assert_eq!(message.method(), SEND);
             let peer = *message

@@ -735,3 +735,31 @@ fn a_refused_peer_does_not_fail_its_batch() {
         }]
     );
 }
+
+#[test]
+fn an_idle_allocation_sends_keepalives_and_a_busy_one_does_not() {
+    let mut h = Harness::new(TurnClientConfig::default());
+    h.allocated();
+    let keepalives = |h: &Harness| -> Vec<Duration> {
+        h.sent
+            .iter()
+            .filter(|(_, b)| b.len() == 20 && b[..4] == [0x00, 0x11, 0x00, 0x00])
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    h.run_until(ms(14_999));
+    assert!(keepalives(&h).is_empty());
+    h.run_until(secs(46));
+    assert_eq!(keepalives(&h), [secs(15), secs(30), secs(45)]);
+    assert_eq!(h.client.counters().keepalives, 3);
+    // Data to a peer every 10 s counts as traffic: no keepalive while it flows.
+    h.client.permit(h.now, peer(1).ip()).unwrap();
+    h.pump();
+    let mut out = Vec::new();
+    for _ in 0..6 {
+        h.client.send_to(h.now, peer(1), b"data", &mut out).unwrap();
+        let next = h.now + secs(10) - h.base;
+        h.run_until(next);
+    }
+    assert_eq!(keepalives(&h).len(), 3, "{:?}", keepalives(&h));
+}

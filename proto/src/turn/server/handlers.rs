@@ -117,6 +117,9 @@ impl TurnServer {
             MessageClass::Indication if message.method() == SEND => {
                 return self.send_indication(now, from, &message);
             }
+            // A client's keepalive (RFC 8656 section 3.3 suggests Binding indications): it
+            // only held its NAT's mapping open; nothing to do.
+            MessageClass::Indication if message.method() == BINDING => return Ok(()),
             _ => return Err(DropReason::Unexpected),
         }
         let method = message.method();
