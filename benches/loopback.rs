@@ -46,6 +46,11 @@ fn bulk(a: &mut Node, b: &mut Node, count: usize, size: usize) -> f64 {
 }
 
 fn main() {
+    // `P2PNAT_BENCH=relay`: only the relayed transfer (for profiling the relay).
+    if std::env::var("P2PNAT_BENCH").as_deref() == Ok("relay") {
+        relayed(256, f64::NAN);
+        return;
+    }
     let rendezvous = Rendezvous::start(&[]);
     let mut a = Node::start(&rendezvous, &[]);
     let mut b = Node::start(&rendezvous, &[]);

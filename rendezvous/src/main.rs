@@ -75,8 +75,8 @@ struct Args {
     turn_credential_ttl: u64,
     /// UDP address of the built-in TURN server (not the QUIC port: ChannelData and QUIC short
     /// headers overlap). Failing to bind it stops the rendezvous when given; when not given and
-    /// 0.0.0.0:3479 is busy, TURN is off (logged).
-    /// [default: 0.0.0.0:3479]
+    /// port 3479 on the --listen IP is busy, TURN is off (logged).
+    /// [default: the --listen IP, port 3479]
     #[arg(long)]
     turn_listen: Option<SocketAddr>,
     /// IP relay sockets bind to and report. [default: the TURN listen IP if specific, else the
@@ -105,13 +105,16 @@ struct Args {
 }
 
 /// The TURN settings from the flags (`None` with `--no-turn`).
+/// The built-in TURN server's port when `--turn-listen` is not given.
+const DEFAULT_TURN_PORT: u16 = 3479;
+
 fn turn_settings(args: &Args) -> Result<Option<turn::TurnSettings>, String> {
     if args.no_turn || args.turn_url.is_some() {
         return Ok(None);
     }
     let listen = args
         .turn_listen
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3479)));
+        .unwrap_or_else(|| SocketAddr::new(args.listen.ip(), DEFAULT_TURN_PORT));
     let secret = match &args.turn_secret_file {
         Some(path) => {
             let bytes =

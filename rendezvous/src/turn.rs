@@ -1,7 +1,7 @@
 //! The built-in TURN server's tokio driver: sockets and time around
 //! [`p2pnat_proto::turn::server::TurnServer`].
 //!
-//! One task owns the machine. The listener (`--turn-listen`, default `0.0.0.0:3479`) is read by
+//! One task owns the machine. The listener (`--turn-listen`, default: the rendezvous's --listen IP, port 3479) is read by
 //! that task; each allocation's relay socket (bound to `relay_ip:0`) has a small receive task
 //! forwarding datagrams into one bounded channel ([`RELAY_QUEUE`]); when it is full datagrams
 //! are dropped and counted, never buffered without bound. Sends are non-blocking (`try_send_to`):
