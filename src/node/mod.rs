@@ -147,8 +147,12 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         quinn::ServerConfig::with_crypto(tls::server_crypto(&config.identity, tls::ALPN_PEER)?);
     server_config.transport_config(transport.clone());
     // Paths change beneath the virtual address, where quinn cannot see them: the path agent
-    // owns migration, so quinn must never follow a real address of its own accord.
-    server_config.migration(false);
+    // owns migration. quinn only ever sees virtual addresses (real ones are dropped unless they
+    // start a handshake), so what its migration can still follow is a change from one of a
+    // peer's virtual addresses to another: a handshake that arrived from an unknown source got
+    // an address of its own before the peer's routes were known, and later packets of the same
+    // connection come under the peer's main address. Following that keeps the connection.
+    server_config.migration(true);
     let endpoint = socket::endpoint(socket.clone(), Some(server_config))?;
     let mut peer_client =
         quinn::ClientConfig::new(tls::client_crypto(&config.identity, tls::ALPN_PEER, false)?);

@@ -54,7 +54,7 @@ pub use super::events::{
     AgentCounters, AgentEvent, CheckRole, Output, PathError, PeerCandidates, Transmit,
 };
 use super::pairs::{class, Pacer, PairState, PeerPaths};
-use super::table::{PathTable, PathTableFull};
+use super::table::PathTable;
 use super::wire::{CheckBody, CheckDatagram, Transaction};
 use super::{normalize, LocalSocketId, Path, PathKind};
 use crate::nat::{InboundBehaviour, NatReport};
@@ -188,22 +188,6 @@ impl PathAgent {
     /// The path QUIC packets to `vaddr` go out on.
     pub fn selected_path(&self, vaddr: SocketAddr) -> Option<Path> {
         self.table.selected(vaddr)
-    }
-
-    /// The virtual address a QUIC datagram from `remote` on `local` is shown under. An unknown
-    /// source gets one only when it starts a handshake (`initial`), so stray packets cannot
-    /// fill the table.
-    pub fn vaddr_for_source(
-        &mut self,
-        local: LocalSocketId,
-        remote: SocketAddr,
-        initial: bool,
-    ) -> Result<Option<SocketAddr>, PathTableFull> {
-        match self.table.vaddr_for_route(local, remote) {
-            Some(vaddr) => Ok(Some(vaddr)),
-            None if initial => self.table.vaddr_for_incoming(local, remote).map(Some),
-            None => Ok(None),
-        }
     }
 
     /// The peer's selected path, if any.

@@ -6,10 +6,45 @@ use std::time::Instant;
 
 use super::agent::PathAgent;
 use super::pairs::PairState;
-use super::{normalize, Path};
+use super::table::PathTableFull;
+use super::{normalize, LocalSocketId, Path};
 use crate::PeerId;
 
 impl PathAgent {
+    /// The virtual address a QUIC datagram from `remote` on `local` is shown under. An unknown
+    /// source gets one only when it starts a handshake (`initial`), so stray packets cannot
+    /// fill the table. A handshake from a pair being checked for a peer is shown under that
+    /// peer's address (the pair becomes a route): a second, anonymous address would split the
+    /// peer's packets between two addresses as soon as its path changes, and quinn drops a
+    /// connection's packets that arrive under another address.
+    pub fn vaddr_for_source(
+        &mut self,
+        local: LocalSocketId,
+        remote: SocketAddr,
+        initial: bool,
+    ) -> Result<Option<SocketAddr>, PathTableFull> {
+        if let Some(vaddr) = self.table.vaddr_for_route(local, remote) {
+            return Ok(Some(vaddr));
+        }
+        if !initial {
+            return Ok(None);
+        }
+        let candidate = self.peers.iter().find_map(|(peer, state)| {
+            state
+                .pairs
+                .iter()
+                .find(|p| p.path.local == local && p.path.remote == remote)
+                .map(|p| (*peer, p.path))
+        });
+        if let Some((peer, path)) = candidate {
+            self.route_to_peer(peer, path, false);
+            if let Some(vaddr) = self.table.vaddr_for_route(local, remote) {
+                return Ok(Some(vaddr));
+            }
+        }
+        self.table.vaddr_for_incoming(local, remote).map(Some)
+    }
+
     /// An incoming handshake on `vaddr` proved it is `peer`: the address joins the peer's,
     /// and follows its selected path from now on.
     pub fn bind_incoming(&mut self, now: Instant, vaddr: SocketAddr, peer: PeerId) {

@@ -590,3 +590,40 @@ fn an_anonymous_handshake_address_is_adopted_by_the_peer_it_comes_from() {
         "both addresses send there"
     );
 }
+
+/// A handshake from an address being checked for a peer is shown under the peer's own virtual
+/// address, not a new anonymous one: with two addresses the peer's packets would split between
+/// them when its path changes, and quinn drops a connection's packets under another address.
+#[test]
+fn a_handshake_from_a_pair_being_checked_joins_the_peer_s_address() {
+    use p2pnat_proto::path::auth::OwnSecret;
+    use p2pnat_proto::path::LocalSocketId;
+    let now = std::time::Instant::now();
+    let alice = OwnSecret::from_seed(&[1; 32]).id();
+    let mut bob = PathAgent::new(
+        OwnSecret::from_seed(&[2; 32]),
+        AgentConfig::default(),
+        [9; 32],
+    );
+    let candidate: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let vaddr = bob
+        .start_checks(now, alice, &direct(&[candidate]), CheckRole::Answerer)
+        .unwrap();
+    assert_eq!(
+        bob.vaddr_for_source(LocalSocketId::MAIN, candidate, true),
+        Ok(Some(vaddr))
+    );
+    // A stranger's handshake still gets an address of its own.
+    let stranger: std::net::SocketAddr = "198.51.100.7:4000".parse().unwrap();
+    let other = bob
+        .vaddr_for_source(LocalSocketId::MAIN, stranger, true)
+        .unwrap()
+        .unwrap();
+    assert_ne!(other, vaddr);
+    // Not a handshake, not a route: dropped.
+    let quiet: std::net::SocketAddr = "198.51.100.8:4000".parse().unwrap();
+    assert_eq!(
+        bob.vaddr_for_source(LocalSocketId::MAIN, quiet, false),
+        Ok(None)
+    );
+}
