@@ -404,7 +404,11 @@ fn last_path(node: &NodeProcess, peer: &str) -> Option<(Instant, bool)> {
 
 /// Waits until both sides' last `connected`/`path` events for each other are direct and
 /// came after `after`, or `deadline`; returns the time of the later of the two.
-fn wait_direct(session: &mut Session, after: Instant, deadline: Instant) -> Option<Instant> {
+pub(super) fn wait_direct(
+    session: &mut Session,
+    after: Instant,
+    deadline: Instant,
+) -> Option<Instant> {
     loop {
         for node in session.nodes.iter_mut() {
             node.drain();

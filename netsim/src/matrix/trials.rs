@@ -2,6 +2,9 @@
 //! did once. Each trial builds a fresh lab (fresh NAT state: a reused router would keep the
 //! conntrack entries, and with them the poisoning, of the trial before), starts a fresh
 //! rendezvous and two nodes with new identities, and sends one message each way (no bulk).
+//! A trial that connected then waits up to [`SETTLE`] from alice's first send for both sides
+//! to report a direct path, so that where punching works (the birthday method takes 2-3 s)
+//! the trial ends direct; it is judged by the path it ends on.
 //! A trial succeeds when both messages arrive intact and both senders report `delivered`. A
 //! failed dial ends its wait at the node's `failed` event, so a failed trial costs about two
 //! probe timeouts.
@@ -10,6 +13,10 @@ use super::cell::{in_lab, CellConfig, CellResult, CellSpec, MessageTally};
 use crate::error::Result;
 use serde::Serialize;
 use std::time::{Duration, Instant};
+
+/// How long after alice's first send a trial that connected waits for both sides to be on a
+/// direct path before it is judged (a pair that cannot punch waits all of it).
+pub const SETTLE: Duration = Duration::from_secs(4);
 
 /// The outcome of a cell's trials.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,6 +77,11 @@ pub fn run_trials(cfg: &CellConfig, spec: &CellSpec, n: usize) -> Result<CellRes
             &mut one,
             |_, session, one, _| {
                 let hello = session.hello(cfg.message_timeout);
+                if hello.any() {
+                    // Give punching (the birthday method takes 2-3 s) its chance to replace a
+                    // relayed path before judging where the connection ends.
+                    super::rebind::wait_direct(session, hello.t0, hello.t0 + SETTLE);
+                }
                 session.finish(&hello, Duration::from_secs(2), one);
                 Ok(())
             },
