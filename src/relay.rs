@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use p2pnat_proto::demux::{classify, DatagramKind};
 use p2pnat_proto::path::{LocalSocketId, PathAgent};
+use p2pnat_proto::turn::channel_data;
 use p2pnat_proto::turn::client::{
     ClientEvent, ClientOutput, Received, TurnClient, TurnClientConfig,
 };
@@ -133,6 +134,32 @@ impl RelayLink {
     /// Whether relayed QUIC packets are waiting.
     pub fn has_quic(&self) -> bool {
         !self.quic.lock().expect("relayed QUIC lock").is_empty()
+    }
+
+    /// Wraps several datagrams of `size` bytes (the last may be shorter) for `peer` into `out`
+    /// as ChannelData segments of one stride, for a single segmented (GSO) send. Returns the
+    /// server and the stride; `None` when no channel is bound yet or a segment would not fit
+    /// (then wrap them one by one with [`RelayLink::wrap`]).
+    pub fn wrap_segments(
+        &self,
+        peer: SocketAddr,
+        contents: &[u8],
+        size: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<(SocketAddr, usize)> {
+        let mut guard = self.client.lock().expect("relay client lock");
+        let client = guard.as_mut()?;
+        if size > client.max_payload(RELAY_PATH_MTU, peer) {
+            return None;
+        }
+        let count = contents.len().div_ceil(size) as u64;
+        let channel = client.channel_for_send(Instant::now(), peer, count)?;
+        out.clear();
+        for segment in contents.chunks(size) {
+            channel_data::encode_into(channel, segment, out);
+        }
+        self.counters.sent.fetch_add(count, Ordering::Relaxed);
+        Some((client.server(), size + channel_data::CHANNEL_DATA_HEADER))
     }
 
     /// Wraps `payload` for `peer` into `out`; returns the server to send it to, or `None` (the

@@ -203,7 +203,26 @@ impl NodeSocket {
             .segment_size
             .unwrap_or(transmit.contents.len())
             .max(1);
-        let mut wrapped = Vec::with_capacity(size + 64);
+        let mut wrapped = Vec::with_capacity(transmit.contents.len() + 64);
+        if transmit.contents.len() > size {
+            // Several datagrams on a bound channel: one segmented send, as on a direct path.
+            if let Some((server, stride)) =
+                self.relay
+                    .wrap_segments(peer, transmit.contents, size, &mut wrapped)
+            {
+                let outer = Transmit {
+                    destination: self.outgoing_address(server),
+                    ecn: transmit.ecn,
+                    contents: &wrapped,
+                    segment_size: Some(stride),
+                    src_ip: None,
+                };
+                return match self.inner.try_send(&outer) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    other => other,
+                };
+            }
+        }
         for segment in transmit.contents.chunks(size) {
             let Some(server) = self.relay.wrap(peer, segment, &mut wrapped) else {
                 continue;

@@ -268,6 +268,21 @@ impl TurnClient {
             .map(|c| c.number)
     }
 
+    /// For a caller that frames `datagrams` payloads to `peer` as ChannelData itself (several
+    /// at once, for one segmented send): the confirmed channel, if any, with the sends counted
+    /// as [`TurnClient::send_to`] would count them.
+    pub fn channel_for_send(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        datagrams: u64,
+    ) -> Option<u16> {
+        let channel = self.bound_channel(peer)?;
+        self.counters.sent_channel += datagrams;
+        self.last_sent = now;
+        Some(channel)
+    }
+
     /// Largest payload to `peer` fitting an IP packet of `path_mtu` bytes with the framing
     /// the client would use now. Use [`max_payload_for_mtu`] for the value that holds
     /// whichever framing is used.
