@@ -391,10 +391,12 @@ impl NodeSocket {
             return true;
         }
         let initial = is_quic_initial(first_byte);
-        let vaddr = paths
-            .lock()
-            .expect("path agent lock")
-            .vaddr_for_source(local, source, initial);
+        let vaddr = paths.lock().expect("path agent lock").vaddr_for_source(
+            std::time::Instant::now(),
+            local,
+            source,
+            initial,
+        );
         match vaddr {
             Ok(Some(vaddr)) => {
                 meta.addr = vaddr;

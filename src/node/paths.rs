@@ -211,14 +211,15 @@ pub async fn drive(
         for event in events.drain(..) {
             match event {
                 AgentEvent::OpenSockets { peer, count } => {
-                    let opened = socket.open_extra(count);
-                    tracing::info!(peer = %peer.short(), opened = opened.len(), "birthday: extra sockets open");
-                    let now = Instant::now().into_std();
-                    paths
-                        .agent
-                        .lock()
-                        .expect("path agent lock")
-                        .sockets_opened(now, peer, &opened);
+                    // Binding hundreds of sockets takes tens of milliseconds: not on this task,
+                    // which must keep answering checks meanwhile (a relayed path is being
+                    // found at the same time).
+                    let (paths, socket) = (paths.clone(), socket.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let opened = socket.open_extra(count);
+                        tracing::info!(peer = %peer.short(), opened = opened.len(), "birthday: extra sockets open");
+                        paths.with(|agent, now| agent.sockets_opened(now, peer, &opened));
+                    });
                 }
                 AgentEvent::CloseSockets { sockets } => {
                     socket.close_extra(&sockets);

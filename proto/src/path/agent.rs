@@ -479,7 +479,7 @@ impl PathAgent {
     /// authenticated check, while the peer has no path at all) only gives QUIC somewhere to
     /// answer a handshake that arrives before our own check succeeds; checks go on, and any
     /// success replaces it.
-    fn select(
+    pub(super) fn select(
         &mut self,
         now: Instant,
         peer: PeerId,
@@ -512,8 +512,11 @@ impl PathAgent {
                 }
             }
             state.repunch_at = None;
-            let keep = (path.local != LocalSocketId::MAIN).then_some(path.local);
-            self.end_birthday(&peer, keep);
+            // A relayed path is only the fallback: a birthday attempt goes on under it.
+            if path.kind == PathKind::Direct {
+                let keep = (path.local != LocalSocketId::MAIN).then_some(path.local);
+                self.end_birthday(&peer, keep);
+            }
             self.relay_selected(&peer, path, now);
         }
         self.events.push_back(AgentEvent::PathSelected {

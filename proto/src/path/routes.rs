@@ -16,9 +16,12 @@ impl PathAgent {
     /// fill the table. A handshake from a pair being checked for a peer is shown under that
     /// peer's address (the pair becomes a route): a second, anonymous address would split the
     /// peer's packets between two addresses as soon as its path changes, and quinn drops a
-    /// connection's packets that arrive under another address.
+    /// connection's packets that arrive under another address. If the peer has no path yet,
+    /// that pair becomes its provisional path, so quinn's answer has somewhere to go (without
+    /// it, quinn retries only after about a second).
     pub fn vaddr_for_source(
         &mut self,
+        now: Instant,
         local: LocalSocketId,
         remote: SocketAddr,
         initial: bool,
@@ -38,6 +41,9 @@ impl PathAgent {
         });
         if let Some((peer, path)) = candidate {
             self.route_to_peer(peer, path, false);
+            if self.peers.get(&peer).is_some_and(|s| s.selected.is_none()) {
+                self.select(now, peer, path, None, true);
+            }
             if let Some(vaddr) = self.table.vaddr_for_route(local, remote) {
                 return Ok(Some(vaddr));
             }

@@ -359,7 +359,10 @@ impl Pair {
         let elapsed = self.elapsed();
         let node = &mut self.nodes[i];
         if payload.first() == Some(&APP_TAG) {
-            let vaddr = node.agent.vaddr_for_source(socket, src, false).unwrap();
+            let vaddr = node
+                .agent
+                .vaddr_for_source(self.now, socket, src, false)
+                .unwrap();
             if vaddr.is_some() {
                 let seq = u64::from_be_bytes(payload[1..9].try_into().unwrap());
                 node.app_received.push(seq);

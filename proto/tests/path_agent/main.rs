@@ -558,7 +558,7 @@ fn an_anonymous_handshake_address_is_adopted_by_the_peer_it_comes_from() {
         )
         .unwrap();
     let anonymous = agent
-        .vaddr_for_source(socket, peer_addr, true)
+        .vaddr_for_source(now, socket, peer_addr, true)
         .unwrap()
         .unwrap();
     assert_ne!(anonymous, dialled);
@@ -576,7 +576,7 @@ fn an_anonymous_handshake_address_is_adopted_by_the_peer_it_comes_from() {
         .handle_datagram(now, socket, peer_addr, &check.encode(&key))
         .unwrap();
     assert_eq!(
-        agent.vaddr_for_source(socket, peer_addr, false),
+        agent.vaddr_for_source(now, socket, peer_addr, false),
         Ok(Some(anonymous))
     );
     assert_eq!(agent.table().peer(anonymous), Some(alice.id()));
@@ -610,20 +610,23 @@ fn a_handshake_from_a_pair_being_checked_joins_the_peer_s_address() {
         .start_checks(now, alice, &direct(&[candidate]), CheckRole::Answerer)
         .unwrap();
     assert_eq!(
-        bob.vaddr_for_source(LocalSocketId::MAIN, candidate, true),
+        bob.vaddr_for_source(now, LocalSocketId::MAIN, candidate, true),
         Ok(Some(vaddr))
     );
+    // ...and, with no path yet, its pair is the peer's provisional path (quinn can answer).
+    let path = bob.peer_path(&alice).expect("a provisional path");
+    assert_eq!((path.local, path.remote), (LocalSocketId::MAIN, candidate));
     // A stranger's handshake still gets an address of its own.
     let stranger: std::net::SocketAddr = "198.51.100.7:4000".parse().unwrap();
     let other = bob
-        .vaddr_for_source(LocalSocketId::MAIN, stranger, true)
+        .vaddr_for_source(now, LocalSocketId::MAIN, stranger, true)
         .unwrap()
         .unwrap();
     assert_ne!(other, vaddr);
     // Not a handshake, not a route: dropped.
     let quiet: std::net::SocketAddr = "198.51.100.8:4000".parse().unwrap();
     assert_eq!(
-        bob.vaddr_for_source(LocalSocketId::MAIN, quiet, false),
+        bob.vaddr_for_source(now, LocalSocketId::MAIN, quiet, false),
         Ok(None)
     );
 }
