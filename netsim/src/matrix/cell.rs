@@ -205,6 +205,23 @@ pub struct CellSpec {
 /// cannot build the lab), never for a pair that does not connect.
 pub fn run_cell(cfg: &CellConfig, spec: CellSpec) -> Result<CellResult> {
     let started = Instant::now();
+    // The relayed-throughput cell compares paths where the network, not the lab's two shared
+    // cores, is the limit (see relaybench::DEFAULT_LINK), unless --link says otherwise.
+    let bench_cfg;
+    let cfg = match (&spec.phase, cfg.link) {
+        (Phase::RelayBench, None) => {
+            bench_cfg = CellConfig {
+                link: Some(
+                    super::relaybench::DEFAULT_LINK
+                        .parse()
+                        .expect("valid link impairment"),
+                ),
+                ..cfg.clone()
+            };
+            &bench_cfg
+        }
+        _ => cfg,
+    };
     let mut result = CellResult::new(&spec.name);
     let dir = cfg.work_dir.join(&spec.name);
     let phase = spec.phase.clone();
