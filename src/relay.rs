@@ -295,14 +295,20 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
             );
             *driver.link.server.lock().expect("relay server lock") =
                 offer.map(|offer| offer.server);
-            driver
-                .agent
-                .lock()
-                .expect("path agent lock")
-                .set_relay(false);
-            driver.relayed.send_replace(None);
+            relay_lost(driver);
         }
     }
+}
+
+/// No allocation (any more): the agent stops checking through the relay and the keeper
+/// registers no relayed address.
+fn relay_lost(driver: &RelayDriver) {
+    driver
+        .agent
+        .lock()
+        .expect("path agent lock")
+        .set_relay(false);
+    driver.relayed.send_replace(None);
 }
 
 /// Sends what the client has to send and handles its events. Returns its next deadline.
@@ -345,12 +351,7 @@ async fn report(driver: &RelayDriver, event: ClientEvent) {
         }
         ClientEvent::AllocationFailed { reason, retry_in } => {
             tracing::warn!(?retry_in, "relay allocation failed: {reason}; retrying");
-            driver
-                .agent
-                .lock()
-                .expect("path agent lock")
-                .set_relay(false);
-            driver.relayed.send_replace(None);
+            relay_lost(driver);
             if !driver.failing.swap(true, Ordering::Relaxed) {
                 let message = format!(
                     "no relay allocation ({reason}); peers that cannot be reached directly are \

@@ -268,20 +268,8 @@ async fn connect_and_register(
         .await
         .map_err(|_| format!("rendezvous {addr} did not answer"))?
         .map_err(|e| format!("rendezvous {addr}: {e}"))?;
-    let nat = *keeper.nat.borrow();
-    let relayed = *keeper.relayed.borrow();
     keeper.sessions += 1;
-    let registration = register(
-        &connection,
-        &keeper.local_addrs,
-        nat,
-        relayed,
-        keeper.sessions,
-    )
-    .await?;
-    keeper.nat_registered.send_replace(nat);
-    keeper.relayed_registered.send_replace(relayed);
-    keeper.turn.send_replace(registration.relay.clone());
+    let registration = register_now(keeper, &connection).await?;
     Ok((connection, registration))
 }
 
@@ -414,6 +402,16 @@ async fn keep(
 /// Registers again with what the node knows now (NAT report, relayed address) and takes the
 /// fresh relay credentials.
 async fn refresh(keeper: &mut Keeper, connection: &quinn::Connection) -> Result<(), String> {
+    register_now(keeper, connection).await.map(|_| ())
+}
+
+/// Registers with what the node knows now and publishes what the rendezvous then has on
+/// record (NAT report, relayed address) and the relay it offered (only when it changed, so
+/// the relay driver is not woken for nothing).
+async fn register_now(
+    keeper: &mut Keeper,
+    connection: &quinn::Connection,
+) -> Result<Registration, String> {
     let nat = *keeper.nat.borrow_and_update();
     let relayed = *keeper.relayed.borrow_and_update();
     let registration = register(
@@ -427,9 +425,9 @@ async fn refresh(keeper: &mut Keeper, connection: &quinn::Connection) -> Result<
     keeper.nat_registered.send_replace(nat);
     keeper.relayed_registered.send_replace(relayed);
     if *keeper.turn.borrow() != registration.relay {
-        keeper.turn.send_replace(registration.relay);
+        keeper.turn.send_replace(registration.relay.clone());
     }
-    Ok(())
+    Ok(registration)
 }
 
 /// Completes once `shutdown` holds true (never, if its sender is gone without saying so).
