@@ -18,7 +18,7 @@
 //! a punch completes one round trip after the second side's first check arrives instead of on a
 //! retransmit timer. Checks leave paced for the whole node: up to [`AgentConfig::pace_burst`] at
 //! once (a round's first checks go out together), then one every [`AgentConfig::pace`]; each
-//! pair retries once after the answer delay and [`EARLY_RETRY_MARGIN`], then every
+//! pair retries 5, 15 and 30 ms after its first check ([`EARLY_RETRY_GAPS`]), then every
 //! [`AgentConfig::retransmit`] until it succeeds or its window
 //! ([`AgentConfig::check_timeout`]) ends. A reply counts only when it comes from the address the
 //! check went to, on the same socket (ICE's symmetric rule).
@@ -57,7 +57,7 @@ use super::pairs::{class, Pacer, PairState, PeerPaths};
 use super::table::PathTable;
 use super::wire::{CheckBody, CheckDatagram, Transaction};
 use super::{normalize, LocalSocketId, Path, PathKind};
-use crate::nat::{InboundBehaviour, NatReport};
+use crate::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
 
@@ -67,8 +67,13 @@ pub const MAX_OUTSTANDING: usize = 8192;
 pub const STRANGER_KEYS_BURST: u32 = 64;
 /// Then one per this interval.
 pub const STRANGER_KEY_INTERVAL: Duration = Duration::from_millis(10);
-/// The first retry of a pair comes this long after the answer delay (see `next_check`).
-pub const EARLY_RETRY_MARGIN: Duration = Duration::from_millis(15);
+/// Gaps before a pair's first retries (at 5, 15 and 30 ms after its first check), before the
+/// steady [`AgentConfig::retransmit`] (see `next_check`).
+pub const EARLY_RETRY_GAPS: [Duration; 3] = [
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(15),
+];
 /// Idle `poll_output` answer when nothing is scheduled.
 const IDLE: Duration = Duration::from_secs(3600);
 
@@ -262,7 +267,7 @@ impl PathAgent {
         role: CheckRole,
     ) -> Result<SocketAddr, PathError> {
         let config = self.config;
-        let first = if self.goes_first(candidates.nat.inbound, role) {
+        let first = if self.goes_first(candidates.nat, role) {
             now
         } else {
             now + config.answer_delay
@@ -293,12 +298,22 @@ impl PathAgent {
         Ok(vaddr)
     }
 
-    fn goes_first(&self, peer_inbound: InboundBehaviour, role: CheckRole) -> bool {
+    fn goes_first(&self, peer: NatReport, role: CheckRole) -> bool {
         let moves = |inbound| inbound == InboundBehaviour::MovesPort;
-        match (moves(self.own_nat.inbound), moves(peer_inbound)) {
+        match (moves(self.own_nat.inbound), moves(peer.inbound)) {
             (true, false) => true,
             (false, true) => false,
-            _ => role == CheckRole::Dialler,
+            _ if role == CheckRole::Dialler => true,
+            // The delay protects a dialler behind a port-preserving NAT that may move its port
+            // after unsolicited inbound (a bare Linux NAT not measured as such). A dialler
+            // that is public, behind an endpoint-dependent NAT (its checks leave from new
+            // ports anyway) or measured `keeps-port` cannot be hurt by early checks.
+            _ => {
+                matches!(
+                    peer.mapping,
+                    NatBehaviour::Public | NatBehaviour::EndpointDependent
+                ) || peer.inbound == InboundBehaviour::KeepsPort
+            }
         }
     }
 
@@ -667,13 +682,16 @@ impl PathAgent {
         if pair.state == PairState::Waiting {
             pair.state = PairState::InProgress;
         }
-        // The first retry comes early: by then the answering side's first checks have opened
-        // its NAT towards our address, which lets a check from a new port (a symmetric NAT on
-        // our side) through an address-restricted filter without waiting a full interval.
-        let gap = match (pair.retransmit, pair.checks_sent) {
-            (Some(gap), _) => gap,
-            (None, 0) => config.answer_delay + EARLY_RETRY_MARGIN,
-            (None, _) => config.retransmit,
+        // The first retries come early: by then the answering side's first checks (at once,
+        // or after its answer delay) have opened its NAT towards our address, which lets a
+        // check from a new port (a symmetric NAT on our side) through an address-restricted
+        // filter without waiting a full interval.
+        let gap = match pair.retransmit {
+            Some(gap) => gap,
+            None => EARLY_RETRY_GAPS
+                .get(pair.checks_sent as usize)
+                .copied()
+                .unwrap_or(config.retransmit),
         };
         pair.checks_sent = pair.checks_sent.saturating_add(1);
         let retry = now + gap;

@@ -131,7 +131,11 @@ impl PathAgent {
         let Some(state) = self.peers.get_mut(&peer) else {
             return false;
         };
-        if state.birthday.is_some() || state.selected.is_some() {
+        // A relayed path does not stop an attempt: it is what tries for a direct one go past.
+        let direct = state
+            .selected
+            .is_some_and(|p| p.kind == super::PathKind::Direct);
+        if state.birthday.is_some() || direct {
             return false;
         }
         if let Birthday::Hard { .. } = plan {

@@ -86,9 +86,10 @@ fn port_restricted_pair_punches_one_round_trip_after_the_answerer_starts() {
         pair.selected(1).unwrap().remote,
         "192.0.2.1:5000".parse().unwrap()
     );
-    // A handful of checks, not a retransmit storm.
+    // A handful of checks, not a retransmit storm: each side's pairs retry 5, 15 and 30 ms
+    // after their first check (EARLY_RETRY_GAPS), then every 200 ms.
     let sent = pair.nodes[0].agent.counters.checks_sent + pair.nodes[1].agent.counters.checks_sent;
-    assert!(sent <= 8, "{sent} checks");
+    assert!(sent <= 12, "{sent} checks");
 }
 
 /// A handshake can reach the answerer before any of its own checks succeeds (it waits its
