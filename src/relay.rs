@@ -210,6 +210,8 @@ pub struct RelayDriver {
     /// The rendezvous session the current allocation was made in (see
     /// `RelayOffer::session`).
     pub session: AtomicU64,
+    /// Expiry (unix seconds) of the username the current client allocates with.
+    pub expires_unix: AtomicU64,
     /// Where `error relay ...` events go when allocating fails (once per failure streak).
     pub outputs: crate::node::app_io::Outputs,
     /// The last allocation attempt failed (an event was written for it).
@@ -262,15 +264,27 @@ pub async fn drive(mut driver: RelayDriver) {
 }
 
 /// Starts a client for a new server, or gives the current one fresh credentials.
+///
+/// Every request on one allocation must carry the username it was made with (RFC 8656; coturn
+/// answers 441 Wrong Credentials otherwise), while REST usernames carry their expiry. So an
+/// allocated client keeps its username, and shortly before that username expires
+/// ([`CREDENTIAL_RENEWAL`]) the driver allocates afresh with the new one; a client still
+/// allocating just takes the new credentials.
 fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
     let mut guard = driver.link.client.lock().expect("relay client lock");
     let now = Instant::now();
     match (offer, guard.as_mut()) {
         (Some(offer), Some(client))
             if client.server() == offer.server
-                && driver.session.load(Ordering::Relaxed) == offer.session =>
+                && driver.session.load(Ordering::Relaxed) == offer.session
+                && (!client.is_allocated() || !expiring(driver)) =>
         {
-            client.set_credentials(offer.username, offer.password);
+            if !client.is_allocated() {
+                driver
+                    .expires_unix
+                    .store(expiry_of(&offer.username), Ordering::Relaxed);
+                client.set_credentials(offer.username, offer.password);
+            }
         }
         (offer, _) => {
             if let Some(old) = guard.as_mut() {
@@ -293,11 +307,32 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
                 offer.as_ref().map_or(0, |offer| offer.session),
                 Ordering::Relaxed,
             );
+            driver.expires_unix.store(
+                offer.as_ref().map_or(0, |offer| expiry_of(&offer.username)),
+                Ordering::Relaxed,
+            );
             *driver.link.server.lock().expect("relay server lock") =
                 offer.map(|offer| offer.server);
             relay_lost(driver);
         }
     }
+}
+
+/// Allocate afresh this long before the allocation's username expires.
+pub const CREDENTIAL_RENEWAL: u64 = 600;
+
+/// The expiry (unix seconds) in a REST username; 0 when it has none (never renewed early).
+fn expiry_of(username: &str) -> u64 {
+    p2pnat_proto::turn::credentials::parse_username(username).map_or(0, |p| p.expires_unix)
+}
+
+/// Whether the current allocation's username expires within [`CREDENTIAL_RENEWAL`].
+fn expiring(driver: &RelayDriver) -> bool {
+    let expires = driver.expires_unix.load(Ordering::Relaxed);
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    expires != 0 && now_unix + CREDENTIAL_RENEWAL >= expires
 }
 
 /// No allocation (any more): the agent stops checking through the relay and the keeper

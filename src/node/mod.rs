@@ -189,6 +189,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             shutdown: shutdown_rx.clone(),
             config: Default::default(),
             session: Default::default(),
+            expires_unix: Default::default(),
             outputs: outputs.clone(),
             failing: Default::default(),
         }));
