@@ -2,11 +2,11 @@
 //!
 //! Two `--relay-only` nodes register with a rendezvous that offers an external TURN server
 //! (`--turn-url`). That "server" is a proxy in this test in front of a second rendezvous's
-//! built-in TURN server (same shared secret). The proxy sees every byte the relay carries to
-//! the nodes: it looks for the plaintext of the messages (never found: QUIC encrypts end to
-//! end) and flips a byte in every fourth relayed data message it forwards to a node (QUIC drops
-//! the forged packets and the senders retransmit). Every message still arrives intact, in order,
-//! confirmed.
+//! built-in TURN server (same shared secret). Every relayed byte crosses the proxy one way or
+//! the other (into a node's allocation, or out of it to the node): it looks for the plaintext
+//! of the messages (never found: QUIC encrypts end to end) and flips a byte in every fourth
+//! relayed data message either way (QUIC drops the forged packets and the senders retransmit).
+//! Every message still arrives intact, in order, confirmed.
 
 mod common;
 
@@ -73,6 +73,7 @@ impl TamperingProxy {
                     })
                     .clone();
                 scan(&buf[..len], &counters2);
+                maybe_forge(&mut buf[..len], &counters2);
                 let _ = upstream.send_to(&buf[..len], server);
             }
         });
@@ -96,6 +97,22 @@ fn scan(datagram: &[u8], counters: &ProxyCounters) {
     }
 }
 
+/// Forges every fourth relayed data message of some size past its header, whichever way it
+/// goes: ChannelData, or a STUN Send (0x0016) or Data (0x0017) indication, whose payload is not
+/// covered by any integrity check of TURN's.
+fn maybe_forge(datagram: &mut [u8], counters: &ProxyCounters) {
+    let len = datagram.len();
+    let channel_data = len > 0 && (0x40..=0x7F).contains(&datagram[0]);
+    let indication = len >= 20 && (datagram[..2] == [0x00, 0x16] || datagram[..2] == [0x00, 0x17]);
+    if (channel_data || indication) && len > 200 {
+        let n = counters.relayed_data.fetch_add(1, Ordering::Relaxed);
+        if n % 4 == 3 {
+            datagram[len - 40] ^= 0x5A;
+            counters.forged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Server -> client: forges every fourth relayed data message (ChannelData, or a STUN Data
 /// indication, type 0x0017) of some size, past its header.
 fn spawn_downstream(
@@ -113,15 +130,7 @@ fn spawn_downstream(
             };
             let datagram = &mut buf[..len];
             scan(datagram, &counters);
-            let channel_data = (0x40..=0x7F).contains(&datagram[0]);
-            let data_indication = len >= 20 && datagram[..2] == [0x00, 0x17];
-            if (channel_data || data_indication) && len > 200 {
-                let n = counters.relayed_data.fetch_add(1, Ordering::Relaxed);
-                if n % 4 == 3 {
-                    datagram[len - 40] ^= 0x5A;
-                    counters.forged.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            maybe_forge(datagram, &counters);
             let _ = front.send_to(datagram, client);
         }
     });
