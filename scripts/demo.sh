@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== building (cargo build --bins)"
-cargo build --bins --quiet
+echo "== building (cargo build --workspace --bins)"
+cargo build --workspace --bins --quiet
 
 bin=target/debug
 work=$(mktemp -d)
@@ -23,6 +23,11 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 for _ in $(seq 50); do [ -s "$work/rendezvous.out" ] && break; sleep 0.1; done
 rendezvous=$(awk '{print $2}' "$work/rendezvous.out")
+if [ -z "$rendezvous" ]; then
+  echo "demo: the rendezvous did not start; its log:" >&2
+  cat "$work/rendezvous.log" >&2
+  exit 1
+fi
 echo "== rendezvous listening on $rendezvous"
 
 start_peer() { # name
