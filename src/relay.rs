@@ -64,12 +64,50 @@ pub struct RelayCounters {
     pub queue_full: AtomicU64,
 }
 
+/// The relay server's address for a lock-free comparison with every datagram's source: an
+/// IPv4 address and port packed in one atomic word (bit 63 marks one set); an IPv6 server (rare)
+/// sets [`ServerAddr::V6`] and is compared under a lock.
+#[derive(Debug, Default)]
+struct ServerAddr {
+    packed: AtomicU64,
+    v6: Mutex<Option<SocketAddr>>,
+}
+
+impl ServerAddr {
+    const SET: u64 = 1 << 63;
+    const V6: u64 = u64::MAX;
+
+    fn pack(addr: SocketAddr) -> u64 {
+        match addr {
+            SocketAddr::V4(v4) => {
+                Self::SET | u64::from(u32::from(*v4.ip())) << 16 | u64::from(v4.port())
+            }
+            SocketAddr::V6(_) => Self::V6,
+        }
+    }
+
+    fn set(&self, addr: Option<SocketAddr>) {
+        *self.v6.lock().expect("relay server lock") = addr.filter(SocketAddr::is_ipv6);
+        self.packed
+            .store(addr.map_or(0, Self::pack), Ordering::Release);
+    }
+
+    fn is(&self, source: SocketAddr) -> bool {
+        match self.packed.load(Ordering::Acquire) {
+            0 => false,
+            Self::V6 => *self.v6.lock().expect("relay server lock") == Some(source),
+            packed => source.is_ipv4() && Self::pack(source) == packed,
+        }
+    }
+}
+
 /// What the socket shares with the driver task. See the module documentation.
 #[derive(Debug, Default)]
 pub struct RelayLink {
     client: Mutex<Option<TurnClient>>,
-    /// The server's address, read on every received datagram without the client's lock.
-    server: Mutex<Option<SocketAddr>>,
+    /// The server's address, read on every received datagram (direct traffic included), so
+    /// without a lock.
+    server: ServerAddr,
     quic: Mutex<VecDeque<RelayedQuic>>,
     wake: Notify,
     pub counters: RelayCounters,
@@ -78,7 +116,7 @@ pub struct RelayLink {
 impl RelayLink {
     /// Whether `source` is the TURN server in use.
     pub fn is_server(&self, source: SocketAddr) -> bool {
-        *self.server.lock().expect("relay server lock") == Some(source)
+        self.server.is(source)
     }
 
     /// Hands a datagram from the TURN server to the client. Returns the unwrapped non-QUIC
@@ -311,8 +349,7 @@ fn take_offer(driver: &RelayDriver, offer: Option<RelayOffer>) {
                 offer.as_ref().map_or(0, |offer| expiry_of(&offer.username)),
                 Ordering::Relaxed,
             );
-            *driver.link.server.lock().expect("relay server lock") =
-                offer.map(|offer| offer.server);
+            driver.link.server.set(offer.map(|offer| offer.server));
             relay_lost(driver);
         }
     }
@@ -403,5 +440,28 @@ async fn report(driver: &RelayDriver, event: ClientEvent) {
             tracing::debug!(%peer, ?code, "relay channel not bound");
         }
         ClientEvent::Refreshed { .. } | ClientEvent::ChannelBound { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerAddr;
+
+    #[test]
+    fn server_address_matches_only_itself() {
+        let server = ServerAddr::default();
+        let addr = "203.0.113.10:3479".parse().unwrap();
+        assert!(!server.is(addr));
+        server.set(Some(addr));
+        assert!(server.is(addr));
+        assert!(!server.is("203.0.113.10:3478".parse().unwrap()));
+        assert!(!server.is("203.0.113.11:3479".parse().unwrap()));
+        assert!(!server.is("[2001:db8::1]:3479".parse().unwrap()));
+        let v6 = "[2001:db8::1]:3479".parse().unwrap();
+        server.set(Some(v6));
+        assert!(server.is(v6));
+        assert!(!server.is(addr));
+        server.set(None);
+        assert!(!server.is(v6));
     }
 }
