@@ -67,6 +67,32 @@ pub struct SocketCounters {
     pub unknown_source: AtomicU64,
 }
 
+/// A datagram's socket and address, looked up by [`NodeSocket::resolve`].
+pub struct ResolvedSend {
+    socket: Option<Arc<dyn AsyncUdpSocket>>,
+    destination: SocketAddr,
+}
+
+impl ResolvedSend {
+    /// Sends `contents` at once; a full socket buffer drops it (as the network might).
+    pub fn send(&self, contents: &[u8]) -> io::Result<()> {
+        let Some(socket) = &self.socket else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed"));
+        };
+        let transmit = Transmit {
+            destination: self.destination,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        match socket.try_send(&transmit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
+    }
+}
+
 /// See the module documentation.
 pub struct NodeSocket {
     inner: Arc<dyn AsyncUdpSocket>,
@@ -284,6 +310,27 @@ impl NodeSocket {
             waker.wake_by_ref();
         }
         opened
+    }
+
+    /// Looks up the socket and the on-the-wire address for a datagram to `destination` from
+    /// `local` ahead of time, so that [`ResolvedSend::send`] costs one system call: a crossing
+    /// sweep's timing depends on it. `RELAY` and closed sockets resolve to nothing (sent
+    /// datagrams are dropped).
+    pub fn resolve(&self, local: LocalSocketId, destination: SocketAddr) -> ResolvedSend {
+        let socket = if local == LocalSocketId::MAIN {
+            Some(self.inner.clone())
+        } else {
+            self.extras
+                .read()
+                .expect("extra sockets lock")
+                .iter()
+                .find(|(id, _)| *id == local)
+                .map(|(_, socket)| socket.clone())
+        };
+        ResolvedSend {
+            socket,
+            destination: self.outgoing_address(normalize(destination)),
+        }
     }
 
     /// Closes these extra sockets (unknown ids are ignored).

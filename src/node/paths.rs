@@ -170,7 +170,9 @@ impl Paths {
                     tracing::warn!(peer = %peer.short(), "re-punch queue full; request dropped");
                 }
             }
-            AgentEvent::OpenSockets { .. } | AgentEvent::CloseSockets { .. } => {
+            AgentEvent::OpenSockets { .. }
+            | AgentEvent::CloseSockets { .. }
+            | AgentEvent::Burst { .. } => {
                 tracing::error!("socket event reached the publisher; ignored")
             }
         }
@@ -216,9 +218,31 @@ pub async fn drive(
                     // found at the same time).
                     let (paths, socket) = (paths.clone(), socket.clone());
                     tokio::task::spawn_blocking(move || {
-                        let opened = socket.open_extra(count);
-                        tracing::info!(peer = %peer.short(), opened = opened.len(), "birthday: extra sockets open");
+                        let opened: Vec<_> = socket
+                            .open_extra(count)
+                            .into_iter()
+                            .filter_map(|id| Some((id, socket.extra_addr(id)?.port())))
+                            .collect();
+                        tracing::info!(peer = %peer.short(), opened = opened.len(), "extra sockets open");
                         paths.with(|agent, now| agent.sockets_opened(now, peer, &opened));
+                    });
+                }
+                AgentEvent::Burst {
+                    at,
+                    gap,
+                    max_late,
+                    transmits,
+                } => {
+                    let socket = socket.clone();
+                    let lead = at.saturating_duration_since(std::time::Instant::now());
+                    tracing::debug!(
+                        ?lead,
+                        ?gap,
+                        checks = transmits.len(),
+                        "crossing sweep scheduled"
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        send_burst(&socket, at, gap, max_late, &transmits)
                     });
                 }
                 AgentEvent::CloseSockets { sockets } => {
@@ -244,6 +268,53 @@ pub async fn drive(
             }
         }
     }
+}
+
+/// Sends a crossing sweep's checks at `at`, `gap` apart, as exactly as a thread can: it sleeps
+/// until shortly before `at` (the kernel's timer slack is tens of µs; tokio's timer has 1 ms
+/// steps) and spins from there; a check that cannot leave within `max_late` of its time is
+/// dropped. A sweep lasts a few milliseconds.
+fn send_burst(
+    socket: &NodeSocket,
+    at: std::time::Instant,
+    gap: std::time::Duration,
+    max_late: std::time::Duration,
+    transmits: &[Transmit],
+) {
+    use std::time::{Duration, Instant};
+    const SPIN: Duration = Duration::from_micros(300);
+    let sends: Vec<_> = transmits
+        .iter()
+        .map(|t| socket.resolve(t.local, t.destination))
+        .collect();
+    if let Some(sleep) = at.checked_duration_since(Instant::now() + SPIN) {
+        std::thread::sleep(sleep);
+    }
+    let (mut failed, mut dropped, mut sending) = (0usize, 0usize, Duration::ZERO);
+    for (i, transmit) in transmits.iter().enumerate() {
+        let due = at + gap * i as u32;
+        let mut now = Instant::now();
+        while now < due {
+            std::hint::spin_loop();
+            now = Instant::now();
+        }
+        if now > due + max_late {
+            dropped += 1;
+            continue;
+        }
+        failed += usize::from(sends[i].send(&transmit.contents).is_err());
+        sending += now.elapsed();
+    }
+    let took = Instant::now().saturating_duration_since(at);
+    let per_send = sending / (transmits.len() - dropped).max(1) as u32;
+    tracing::debug!(
+        checks = transmits.len(),
+        failed,
+        dropped,
+        ?per_send,
+        ?took,
+        "crossing sweep sent"
+    );
 }
 
 fn handle_side(paths: &Paths, stun_answers: &StunRoutes, datagram: SideDatagram) {

@@ -147,7 +147,7 @@ pub struct PathAgent {
     stranger_keys: TokenBuckets<()>,
     outstanding: HashMap<Transaction, Outstanding>,
     outstanding_order: VecDeque<(Instant, Transaction)>,
-    replies: VecDeque<Transmit>,
+    pub(super) replies: VecDeque<Transmit>,
     pub(super) events: VecDeque<AgentEvent>,
     pacer: Pacer,
     pub(super) own_nat: NatReport,
@@ -275,6 +275,8 @@ impl PathAgent {
         let until = first + config.check_timeout;
         let state = self.peer_state(now, peer)?;
         state.round_until = Some(state.round_until.map_or(until, |t| t.max(until)));
+        (state.peer_nat, state.peer_observed) = (candidates.nat, candidates.observed);
+        state.crossing_rounds = 0;
         let direct = if config.relay_only {
             &[][..]
         } else {
@@ -356,6 +358,9 @@ impl PathAgent {
         match datagram.body {
             CheckBody::Check { .. } => self.check_arrived(now, local, from, bytes, &datagram),
             CheckBody::Reply { .. } => self.reply_arrived(now, local, from, bytes, &datagram),
+            CheckBody::SweepOffer { .. } | CheckBody::SweepGo { .. } => {
+                self.sweep_message_arrived(now, local, from, bytes, &datagram)
+            }
         }
     }
 
@@ -531,8 +536,10 @@ impl PathAgent {
             if path.kind == PathKind::Direct {
                 let keep = (path.local != LocalSocketId::MAIN).then_some(path.local);
                 self.end_birthday(&peer, keep);
+                self.end_crossing(&peer, keep);
             }
             self.relay_selected(&peer, path, now);
+            self.maybe_start_crossing(peer);
         }
         self.events.push_back(AgentEvent::PathSelected {
             peer,
@@ -639,6 +646,7 @@ impl PathAgent {
             self.select(now, peer, path, rtt, false);
         }
         self.try_upgrades(now);
+        self.crossing_timeouts(now);
         for peer in ended {
             self.end_birthday(&peer, None);
         }
@@ -701,10 +709,11 @@ impl PathAgent {
             _ => None,
         };
         let path = pair.path;
-        Some(self.send_check(now, peer, path, heartbeat))
+        Some(self.send_check_at(now, peer, path, heartbeat))
     }
 
-    pub(super) fn send_check(
+    /// A check that leaves at `now` (a sweep's: later, `super::crossing`).
+    pub(super) fn send_check_at(
         &mut self,
         now: Instant,
         peer: PeerId,
@@ -770,6 +779,7 @@ impl PathAgent {
                     }
                     _ => None,
                 },
+                super::crossing::crossing_deadline(state),
             ];
             for t in candidates.into_iter().flatten() {
                 next = next.min(t);

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::agent::{AgentEvent, PathAgent, Transmit};
+use super::crossing::Crossing;
 use super::{normalize, LocalSocketId, Path, PathKind};
 use crate::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use crate::PeerId;
@@ -150,8 +151,17 @@ impl PathAgent {
         true
     }
 
-    /// The driver opened `sockets` (as many as it could) for `peer`'s birthday attempt.
-    pub fn sockets_opened(&mut self, now: Instant, peer: PeerId, sockets: &[LocalSocketId]) {
+    /// The driver opened `opened` (as many as it could, each with its local port) for `peer`'s
+    /// birthday attempt or crossing sweep.
+    pub fn sockets_opened(&mut self, now: Instant, peer: PeerId, opened: &[(LocalSocketId, u16)]) {
+        if let Some(Some(Crossing::Opening { .. } | Crossing::Arming)) =
+            self.peers.get(&peer).map(|s| &s.crossing)
+        {
+            self.crossing_sockets_opened(now, peer, opened);
+            return;
+        }
+        let sockets: Vec<LocalSocketId> = opened.iter().map(|(id, _)| *id).collect();
+        let sockets = &sockets[..];
         let config = self.config;
         let asked = BIRTHDAY_SOCKETS;
         self.extra_sockets = self.extra_sockets.saturating_sub(asked) + sockets.len();
@@ -225,7 +235,7 @@ impl PathAgent {
             remote: SocketAddr::new(ip, port),
             kind: PathKind::Direct,
         };
-        Some(self.send_check(now, peer, path, false))
+        Some(self.send_check_at(now, peer, path, false))
     }
 }
 

@@ -62,6 +62,17 @@ pub enum AgentEvent {
     OpenSockets { peer: PeerId, count: usize },
     /// These extra sockets are no longer needed: close them.
     CloseSockets { sockets: Vec<LocalSocketId> },
+    /// Send `transmits` in this order, the first at `at` and each next one `gap` after the one
+    /// before, and drop any that cannot leave within `max_late` of its time (a preempted
+    /// driver must not send the rest late: each would meet its counterpart at the wrong
+    /// moment): a crossing sweep, whose timing decides whether it works (`super::crossing`),
+    /// so the driver keeps it as exact as it can.
+    Burst {
+        at: Instant,
+        gap: Duration,
+        max_late: Duration,
+        transmits: Vec<Transmit>,
+    },
 }
 
 /// One result of `PathAgent::poll_output`.
@@ -84,6 +95,8 @@ pub enum PathError {
     StrangerRateLimited,
     #[error("no key with that sender: {0}")]
     BadSender(#[from] PairKeyError),
+    #[error("sweep message for no sweep we take part in")]
+    UnknownSweep,
     #[error("check failed authentication")]
     BadTag,
     #[error("reply to no check in progress")]

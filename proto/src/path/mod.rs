@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod auth;
 pub mod birthday;
+pub mod crossing;
 pub mod events;
 mod pairs;
 pub mod relay;

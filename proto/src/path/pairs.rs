@@ -116,6 +116,14 @@ pub struct PeerPaths {
     /// after that (see `super::relay`).
     pub upgrade_at: Option<Instant>,
     pub upgrade_gap: Duration,
+    /// What the peer detected of its NAT, and the address the rendezvous observes it at (from
+    /// the last `start_checks`).
+    pub peer_nat: crate::nat::NatReport,
+    pub peer_observed: Option<SocketAddr>,
+    /// The crossing sweep in progress (two bare Linux NATs), and rounds run since the last
+    /// punch (`super::crossing`).
+    pub crossing: Option<super::crossing::Crossing>,
+    pub crossing_rounds: u8,
 }
 
 impl PeerPaths {
@@ -136,6 +144,10 @@ impl PeerPaths {
             peer_relayed: None,
             upgrade_at: None,
             upgrade_gap: Duration::ZERO,
+            peer_nat: crate::nat::NatReport::UNKNOWN,
+            peer_observed: None,
+            crossing: None,
+            crossing_rounds: 0,
         }
     }
 

@@ -4,18 +4,23 @@
 //! offset size field
 //! 0      1    0x81: bits 10 mark a project datagram, low 6 bits = format version 1
 //! 1      4    "p2pN"
-//! 5      1    kind: 1 = Check, 2 = Reply
+//! 5      1    kind: 1 = Check, 2 = Reply, 3 = SweepOffer, 4 = SweepGo
 //! 6      1    flags: bit 0 = heartbeat (the sender's selected path); bit 1 = relayed (sent
 //!             through the sender's own TURN allocation); other bits sent as 0
 //! 7      12   transaction ID
 //! 19     32   sender's peer ID
 //! 51     32   receiver's peer ID
 //! Reply: 83   family 4 or 6, then the IP (4 or 16 bytes) and port (2) the Check came from
+//! SweepOffer: 83  2: wait in ms (big-endian), 2: port count n (1..=256), n x 2: ports
+//! SweepGo: 83  2: the port the answering side sweeps from, 0 = its main socket (its
+//!             transaction ID is the offer's)
 //! last   16   HMAC-SHA256 tag (truncated) over every byte before it, under the pair key
 //! ```
 //! A Check is 99 bytes, a Reply 106 (IPv4) or 118 (IPv6): a Reply is never more than 1.2 times
-//! the Check it answers, and only a Check carrying a valid tag is answered. Every length is
-//! checked before it is read; decoding never panics and never allocates from a length field.
+//! the Check it answers, and only a Check carrying a valid tag is answered. A SweepOffer is
+//! 103 + 2n bytes (at most 615) and is answered only by a 101-byte SweepGo, and only when its
+//! tag is valid (`super::crossing`). Every length is checked before it is read; decoding never
+//! panics and never allocates from a length field.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -27,6 +32,10 @@ use crate::PeerId;
 pub const FIRST_BYTE: u8 = 0x81;
 const KIND_CHECK: u8 = 1;
 const KIND_REPLY: u8 = 2;
+const KIND_SWEEP_OFFER: u8 = 3;
+const KIND_SWEEP_GO: u8 = 4;
+/// Most ports one SweepOffer carries.
+pub const MAX_SWEEP_PORTS: usize = 256;
 const FLAG_HEARTBEAT: u8 = 0x01;
 const FLAG_RELAYED: u8 = 0x02;
 const HEADER: usize = 83;
@@ -36,7 +45,10 @@ pub const CHECK_LEN: usize = HEADER + TAG_LEN;
 /// A transaction ID: chosen by the checker, echoed by the reply.
 pub type Transaction = [u8; 12];
 
-/// What a datagram says, before its tag is verified.
+/// What a datagram says, before its tag is verified. A SweepOffer holds its ports inline
+/// (512 bytes): decoding stays free of allocation, and a decoded datagram lives on the stack
+/// only while it is handled.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckBody {
     /// `relayed`: the sender sent it through its own relay allocation, so the path it arrives
@@ -48,6 +60,45 @@ pub enum CheckBody {
     Reply {
         observed: SocketAddr,
     },
+    /// The ports of the sender's extra sockets for a crossing sweep (`super::crossing`), and
+    /// how long after this offer left the sweep should start.
+    SweepOffer {
+        wait_ms: u16,
+        ports: SweepPorts,
+    },
+    /// The answer to the SweepOffer with the same transaction ID: the answering side sweeps
+    /// from local port `port` (kept by its NAT), or from its main socket if 0.
+    SweepGo {
+        port: u16,
+    },
+}
+
+/// Up to [`MAX_SWEEP_PORTS`] ports, held inline so that a decoded datagram stays `Copy` and
+/// decoding never allocates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SweepPorts {
+    len: usize,
+    ports: [u16; MAX_SWEEP_PORTS],
+}
+
+impl SweepPorts {
+    /// The first [`MAX_SWEEP_PORTS`] of `ports`.
+    pub fn new(ports: &[u16]) -> Self {
+        let len = ports.len().min(MAX_SWEEP_PORTS);
+        let mut all = [0u16; MAX_SWEEP_PORTS];
+        all[..len].copy_from_slice(&ports[..len]);
+        SweepPorts { len, ports: all }
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.ports[..self.len]
+    }
+}
+
+impl std::fmt::Debug for SweepPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
 }
 
 /// A decoded check datagram. [`CheckDatagram::decode`] checks the layout only; the tag must be
@@ -95,6 +146,14 @@ impl CheckDatagram {
                 out.push(KIND_REPLY);
                 out.push(0);
             }
+            CheckBody::SweepOffer { .. } => {
+                out.push(KIND_SWEEP_OFFER);
+                out.push(0);
+            }
+            CheckBody::SweepGo { .. } => {
+                out.push(KIND_SWEEP_GO);
+                out.push(0);
+            }
         }
         out.extend_from_slice(&self.transaction);
         out.extend_from_slice(&self.sender.0);
@@ -112,6 +171,16 @@ impl CheckDatagram {
             }
             out.extend_from_slice(&observed.port().to_be_bytes());
         }
+        if let CheckBody::SweepGo { port } = self.body {
+            out.extend_from_slice(&port.to_be_bytes());
+        }
+        if let CheckBody::SweepOffer { wait_ms, ports } = &self.body {
+            out.extend_from_slice(&wait_ms.to_be_bytes());
+            out.extend_from_slice(&(ports.len as u16).to_be_bytes());
+            for port in ports.as_slice() {
+                out.extend_from_slice(&port.to_be_bytes());
+            }
+        }
         let tag = key.tag(&out);
         out.extend_from_slice(&tag);
         out
@@ -127,7 +196,10 @@ impl CheckDatagram {
             kind,
             len: datagram.len(),
         };
-        if !matches!(kind, KIND_CHECK | KIND_REPLY) {
+        if !matches!(
+            kind,
+            KIND_CHECK | KIND_REPLY | KIND_SWEEP_OFFER | KIND_SWEEP_GO
+        ) {
             return Err(CheckDecodeError::UnknownKind(kind));
         }
         if datagram.len() < CHECK_LEN {
@@ -147,6 +219,11 @@ impl CheckDatagram {
                 relayed: flags & FLAG_RELAYED != 0,
             },
             KIND_CHECK => return Err(bad_length),
+            KIND_SWEEP_GO if rest.len() == 2 => CheckBody::SweepGo {
+                port: u16::from_be_bytes([rest[0], rest[1]]),
+            },
+            KIND_SWEEP_GO => return Err(bad_length),
+            KIND_SWEEP_OFFER => decode_offer(rest).ok_or(bad_length)?,
             _ => {
                 let (&family, address) = rest.split_first().ok_or(bad_length.clone())?;
                 let ip = match (family, address.len()) {
@@ -183,6 +260,27 @@ impl CheckDatagram {
             key.verify(message, tag)
         }
     }
+}
+
+/// A SweepOffer's body, or `None` if its lengths disagree.
+fn decode_offer(rest: &[u8]) -> Option<CheckBody> {
+    let (head, ports) = (rest.get(..4)?, rest.get(4..)?);
+    let wait_ms = u16::from_be_bytes([head[0], head[1]]);
+    let count = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    if count == 0 || count > MAX_SWEEP_PORTS || ports.len() != 2 * count {
+        return None;
+    }
+    let mut all = [0u16; MAX_SWEEP_PORTS];
+    for (slot, bytes) in all.iter_mut().zip(ports.chunks_exact(2)) {
+        *slot = u16::from_be_bytes([bytes[0], bytes[1]]);
+    }
+    Some(CheckBody::SweepOffer {
+        wait_ms,
+        ports: SweepPorts {
+            len: count,
+            ports: all,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -222,8 +320,23 @@ mod tests {
                     observed: "[2001:db8::1]:9".parse().unwrap(),
                 },
             },
+            CheckDatagram {
+                transaction: [10; 12],
+                sender: bob.id(),
+                receiver: alice.id(),
+                body: CheckBody::SweepOffer {
+                    wait_ms: 20,
+                    ports: SweepPorts::new(&[40000, 40001, 65535]),
+                },
+            },
+            CheckDatagram {
+                transaction: [10; 12],
+                sender: alice.id(),
+                receiver: bob.id(),
+                body: CheckBody::SweepGo { port: 40999 },
+            },
         ];
-        let lengths = [99, 106, 118];
+        let lengths = [99, 106, 118, 109, 101];
         for (datagram, len) in datagrams.iter().zip(lengths) {
             let bytes = datagram.encode(&key);
             assert_eq!(bytes.len(), len);
@@ -280,5 +393,48 @@ mod tests {
             CheckDatagram::decode(&bytes),
             Err(CheckDecodeError::BadLength { .. })
         ));
+        bytes[5] = KIND_SWEEP_GO;
+        assert!(matches!(
+            CheckDatagram::decode(&bytes),
+            Err(CheckDecodeError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn sweep_offers_with_lengths_that_disagree_are_errors() {
+        let key = OwnSecret::from_seed(&[1; 32])
+            .pair_key(&OwnSecret::from_seed(&[2; 32]).id())
+            .unwrap();
+        let offer = |ports: &[u16]| CheckDatagram {
+            transaction: [1; 12],
+            sender: PeerId([1; 32]),
+            receiver: PeerId([2; 32]),
+            body: CheckBody::SweepOffer {
+                wait_ms: 5,
+                ports: SweepPorts::new(ports),
+            },
+        };
+        let full: Vec<u16> = (1..=MAX_SWEEP_PORTS as u16).collect();
+        let bytes = offer(&full).encode(&key);
+        assert_eq!(bytes.len(), 615);
+        assert_eq!(CheckDatagram::decode(&bytes), Ok(offer(&full)));
+        // More ports than given are cut to the limit on encoding.
+        let more: Vec<u16> = (1..=400).collect();
+        assert_eq!(offer(&more).encode(&key).len(), 615);
+        // A count that disagrees with the length, zero ports, or too many: errors.
+        for count in [0u16, 255, 257, 1000] {
+            let mut bad = bytes.clone();
+            bad[HEADER + 2..HEADER + 4].copy_from_slice(&count.to_be_bytes());
+            assert!(
+                matches!(
+                    CheckDatagram::decode(&bad),
+                    Err(CheckDecodeError::BadLength { .. })
+                ),
+                "count {count}"
+            );
+        }
+        let mut odd = bytes.clone();
+        odd.insert(HEADER + 4, 0);
+        assert!(CheckDatagram::decode(&odd).is_err());
     }
 }

@@ -14,6 +14,7 @@ use p2pnat_proto::nat::{InboundBehaviour, NatBehaviour, NatReport};
 use p2pnat_proto::path::auth::OwnSecret;
 use p2pnat_proto::path::{
     AgentConfig, AgentEvent, CheckRole, LocalSocketId, Output, Path, PathAgent, PeerCandidates,
+    Transmit,
 };
 use p2pnat_proto::sim::{HostId, NatConfig, NatId, Network};
 use p2pnat_proto::PeerId;
@@ -101,6 +102,10 @@ pub struct Pair {
     /// Answer `NeedCandidates` as the real node does: look the peer up again and punch.
     pub repunch: bool,
     observed_log: Vec<SocketAddr>,
+    /// Transmits of `AgentEvent::Burst`s not yet due: (when, node, transmit).
+    burst_queue: Vec<(Instant, usize, Transmit)>,
+    /// Each node's bursts leave this much later than asked (a driver's scheduling error).
+    pub burst_skew: [Duration; 2],
 }
 
 /// A network with a rendezvous host on the internet.
@@ -168,6 +173,8 @@ impl Pair {
             next_app: now,
             repunch: true,
             observed_log: Vec::new(),
+            burst_queue: Vec::new(),
+            burst_skew: [Duration::ZERO; 2],
         }
     }
 
@@ -283,6 +290,9 @@ impl Pair {
             if self.app_interval.is_some() {
                 next = next.min(self.next_app);
             }
+            if let Some(at) = self.burst_queue.iter().map(|(at, ..)| *at).min() {
+                next = next.min(at);
+            }
             if self.nodes.iter().any(|n| n.relay.is_some()) {
                 next = next.min(self.next_keepalive);
             }
@@ -303,6 +313,18 @@ impl Pair {
 
     fn step(&mut self) {
         let now = self.now;
+        let (due, later) = std::mem::take(&mut self.burst_queue)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(at, ..)| *at <= now);
+        self.burst_queue = later;
+        for (_, i, t) in due {
+            // A sweep that won closes its other sockets while the rest of it is still due: the
+            // driver's sends on them fail.
+            let closed = t.local.0 != 0 && !self.nodes[i].sockets.contains(&t.local.0);
+            if t.local == LocalSocketId::RELAY || !closed {
+                self.transmit(i, t.local, t.destination, t.contents);
+            }
+        }
         while let Some(delivery) = self.net.poll_delivery(now) {
             if delivery.host == self.rendezvous {
                 self.observed_log.push(delivery.src);
@@ -490,7 +512,10 @@ impl Pair {
                             let mut opened = Vec::new();
                             while opened.len() < *count && node.sockets.len() < node.max_sockets {
                                 node.sockets.insert(node.next_socket);
-                                opened.push(LocalSocketId(node.next_socket));
+                                opened.push((
+                                    LocalSocketId(node.next_socket),
+                                    PORT + node.next_socket,
+                                ));
                                 node.next_socket += 1;
                             }
                             node.agent.sockets_opened(now, *peer, &opened);
@@ -500,8 +525,18 @@ impl Pair {
                                 assert!(node.sockets.remove(&socket.0), "closed {socket:?} twice");
                             }
                         }
+                        AgentEvent::Burst {
+                            at, gap, transmits, ..
+                        } => {
+                            let start = *at + self.burst_skew[i];
+                            for (k, t) in transmits.iter().enumerate() {
+                                self.burst_queue
+                                    .push((start + *gap * k as u32, i, t.clone()));
+                            }
+                        }
                         _ => {}
                     }
+                    let node = &mut self.nodes[i];
                     node.events.push((elapsed, event));
                 }
                 Output::Timeout(at) => {

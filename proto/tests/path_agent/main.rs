@@ -1,6 +1,7 @@
 //! The path agent in virtual time: two agents, a simulated network with cone, symmetric and
 //! bare-Linux NAT models, loss, delay, NAT rebinding and address changes. Nothing sleeps.
 
+mod crossing;
 mod harness;
 mod relay;
 mod relay_model;
