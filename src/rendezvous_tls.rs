@@ -31,11 +31,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::Identity;
+pub use crate::tls::ALPN_RENDEZVOUS_TLS;
 use crate::tls::{
     certificate, peer_id_of_certificate, provider, PeerClientVerifier, PeerServerVerifier,
     TlsSetupError, UNPINNED_SERVER_NAME,
 };
-pub use crate::tls::ALPN_RENDEZVOUS_TLS;
 
 /// ALPN of TURN over TLS (RFC 7443). A client offering no ALPN also gets TURN.
 pub const ALPN_TURN: &[u8] = b"stun.turn";

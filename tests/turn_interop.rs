@@ -274,8 +274,22 @@ fn coturn_uclient_over_tcp_and_tls() {
     let run = |flags: &[&str], port: &str, length: &str, user: &str| {
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([
-            "-c", "-n", &count, "-l", length, "-p", port, "-e", "127.0.0.1", "-r", &peer, "-W",
-            SECRET, "-u", user, "127.0.0.1",
+            "-c",
+            "-n",
+            &count,
+            "-l",
+            length,
+            "-p",
+            port,
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer,
+            "-W",
+            SECRET,
+            "-u",
+            user,
+            "127.0.0.1",
         ]);
         uclient(&args)
     };
@@ -283,7 +297,10 @@ fn coturn_uclient_over_tcp_and_tls() {
 
     // No peer registered yet: 403 over TCP as over UDP.
     let (ok, text) = run(&["-t"], &tcp_port, "120", "early");
-    assert!(!ok, "uclient over TCP succeeded with no registered peer:\n{text}");
+    assert!(
+        !ok,
+        "uclient over TCP succeeded with no registered peer:\n{text}"
+    );
     assert!(text.contains("403"), "expected 403 Forbidden:\n{text}");
 
     let _node = Node::start(&rendezvous, &[]);
@@ -294,7 +311,10 @@ fn coturn_uclient_over_tcp_and_tls() {
     assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
     // TCP, channels, a length that is not a multiple of 4: padding both ways (RFC 8656 12.5).
     let (ok, text) = run(&["-t"], &tcp_port, "121", "alice");
-    assert!(ok, "uclient over TCP with padded channel data failed:\n{text}");
+    assert!(
+        ok,
+        "uclient over TCP with padded channel data failed:\n{text}"
+    );
     assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
     // TCP, Send and Data indications.
     let (ok, text) = run(&["-t", "-s"], &tcp_port, "120", "bob");

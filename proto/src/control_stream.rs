@@ -77,7 +77,10 @@ impl FrameHeader {
 /// If `payload` exceeds [`MAX_CONTROL_MESSAGE`] (control messages are encoded within it; a
 /// longer one is the caller's bug, never network input).
 pub fn encode_frame(kind: FrameKind, id: u32, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() <= MAX_CONTROL_MESSAGE, "control frame too long");
+    assert!(
+        payload.len() <= MAX_CONTROL_MESSAGE,
+        "control frame too long"
+    );
     let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
     out.push(kind as u8);
     out.extend_from_slice(&id.to_be_bytes());

@@ -148,10 +148,7 @@ impl Registry {
             self.take_token(now, observed.ip())?;
         }
         let expires = now + self.limits.ttl;
-        if let Some(old) = self.entries.insert(
-            peer,
-            Entry { record, expires },
-        ) {
+        if let Some(old) = self.entries.insert(peer, Entry { record, expires }) {
             self.expiries.remove(&(old.expires, peer));
             self.forget_ip(old.record.observed.ip());
         }

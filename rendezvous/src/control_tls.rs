@@ -56,14 +56,14 @@ pub async fn serve<S>(
         let (requests, mut request_rx) = mpsc::channel::<(u32, Vec<u8>)>(1);
         let read = async {
             loop {
-                let frame =
-                    match tokio::time::timeout(limits.idle_timeout, read_frame(&mut reader)).await
-                    {
-                        Err(_) => return "idle".to_string(),
-                        Ok(Ok(Some(frame))) => frame,
-                        Ok(Ok(None)) => return "closed by the node".to_string(),
-                        Ok(Err(e)) => return format!("read failed: {e}"),
-                    };
+                let frame = match tokio::time::timeout(limits.idle_timeout, read_frame(&mut reader))
+                    .await
+                {
+                    Err(_) => return "idle".to_string(),
+                    Ok(Ok(Some(frame))) => frame,
+                    Ok(Ok(None)) => return "closed by the node".to_string(),
+                    Ok(Err(e)) => return format!("read failed: {e}"),
+                };
                 let (header, payload) = frame;
                 if header.kind != FrameKind::Request {
                     return format!("unexpected {:?} frame from the node", header.kind);

@@ -28,7 +28,7 @@ pub enum Refusal {
 struct Counts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
-    /// IP -> (last logged, refused since).
+    /// IP -> (last logged, refused since without a log line).
     logged: HashMap<IpAddr, (Instant, u64)>,
 }
 
@@ -58,11 +58,7 @@ impl ConnectionLimiter {
 
     /// Admits a connection from `ip`, or says why not. A refusal is logged (warn) at most once
     /// per IP per [`REFUSAL_LOG_INTERVAL`].
-    pub fn admit(
-        self: &Arc<Self>,
-        now: Instant,
-        ip: IpAddr,
-    ) -> Result<ConnectionPermit, Refusal> {
+    pub fn admit(self: &Arc<Self>, now: Instant, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
         let mut counts = self.counts.lock().expect("limiter lock");
         let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
         let refusal = if counts.total >= self.max_total {
@@ -76,11 +72,15 @@ impl ConnectionLimiter {
             if counts.logged.len() >= REFUSAL_LOG_ENTRIES && !counts.logged.contains_key(&ip) {
                 counts.logged.clear();
             }
-            let entry = counts.logged.entry(ip).or_insert((now, 0));
-            entry.1 += 1;
-            if entry.1 == 1 || now.duration_since(entry.0) >= REFUSAL_LOG_INTERVAL {
-                tracing::warn!(%ip, refused = entry.1, "TCP connection refused: {refusal}");
-                *entry = (now, 0);
+            match counts.logged.get_mut(&ip) {
+                Some((last, suppressed)) if now.duration_since(*last) < REFUSAL_LOG_INTERVAL => {
+                    *suppressed += 1;
+                }
+                entry => {
+                    let suppressed = entry.map_or(0, |(_, n)| *n);
+                    tracing::warn!(%ip, refused_since_last_log = suppressed, "TCP connection refused: {refusal}");
+                    counts.logged.insert(ip, (now, 0));
+                }
             }
             return Err(refusal);
         }
@@ -144,9 +144,12 @@ mod tests {
         for _ in 0..5 {
             assert!(limiter.admit(now, ip(1)).is_err());
         }
-        // First refusal logged (count reset), four more counted since.
+        // First refusal logged, four more counted since.
         let logged = limiter.counts.lock().unwrap().logged[&ip(1)];
         assert_eq!(logged, (now, 4));
+        let soon = now + REFUSAL_LOG_INTERVAL / 2;
+        assert!(limiter.admit(soon, ip(1)).is_err());
+        assert_eq!(limiter.counts.lock().unwrap().logged[&ip(1)], (now, 5));
         let later = now + REFUSAL_LOG_INTERVAL;
         assert!(limiter.admit(later, ip(1)).is_err());
         assert_eq!(limiter.counts.lock().unwrap().logged[&ip(1)], (later, 0));

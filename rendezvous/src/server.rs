@@ -266,7 +266,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
                 incoming.refuse();
                 continue;
             }
-            tokio::spawn(crate::control_quic::serve_connection(incoming, state.clone()));
+            tokio::spawn(crate::control_quic::serve_connection(
+                incoming,
+                state.clone(),
+            ));
         }
     };
     tokio::select! {

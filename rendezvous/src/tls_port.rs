@@ -108,11 +108,9 @@ impl TlsPort {
     async fn serve<P: Send + 'static>(self, stream: TcpStream, from: SocketAddr, permit: P) {
         let configs = self.configs.clone();
         let handshake = async move {
-            let start = tokio_rustls::LazyConfigAcceptor::new(
-                rustls::server::Acceptor::default(),
-                stream,
-            )
-            .await?;
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                    .await?;
             let wants_control = start
                 .client_hello()
                 .alpn()

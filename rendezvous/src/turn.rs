@@ -158,7 +158,10 @@ pub fn spawn(
             bound
         }
         Err(source) if settings.listen_required && settings.listen.port() != 0 => {
-            return Err(TurnError::Bind { addr: local, source });
+            return Err(TurnError::Bind {
+                addr: local,
+                source,
+            });
         }
         Err(e) => {
             tracing::error!(addr = %local, "TURN over TCP off: cannot bind: {e}");

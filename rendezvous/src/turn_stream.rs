@@ -202,9 +202,6 @@ impl StreamLink {
             reason = write => reason,
         };
         tracing::debug!(client = %client.addr, transport = ?client.transport, "TURN stream connection ended: {reason}");
-        let _ = self
-            .events
-            .send(StreamEvent::Closed { client, conn })
-            .await;
+        let _ = self.events.send(StreamEvent::Closed { client, conn }).await;
     }
 }

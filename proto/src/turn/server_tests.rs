@@ -159,7 +159,12 @@ impl Harness {
     }
 
     /// [`Self::client`] over any transport.
-    fn client_on(&mut self, transport: ClientTransport, addr: SocketAddr, bytes: &[u8]) -> Vec<Output> {
+    fn client_on(
+        &mut self,
+        transport: ClientTransport,
+        addr: SocketAddr,
+        bytes: &[u8],
+    ) -> Vec<Output> {
         let from = super::Client { transport, addr };
         let _ = self
             .server

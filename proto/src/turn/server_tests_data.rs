@@ -26,7 +26,10 @@ fn peer_data_as_data_indication_then_channel_data_and_back() {
     let Some(Output::Transmit(t)) = h.server.poll_output() else {
         panic!()
     };
-    assert_eq!((t.from, t.to), (Via::Client(ClientTransport::Udp), client.addr));
+    assert_eq!(
+        (t.from, t.to),
+        (Via::Client(ClientTransport::Udp), client.addr)
+    );
     let indication = decode(&t.contents);
     assert_eq!(
         (indication.method(), indication.class()),
@@ -318,7 +321,10 @@ fn stream_clients_are_their_own_5_tuple_and_get_padded_channel_data() {
     let Some(Output::Transmit(t)) = h.server.poll_output() else {
         panic!()
     };
-    assert_eq!((t.from, t.to), (Via::Client(ClientTransport::Tcp), over_tcp.addr));
+    assert_eq!(
+        (t.from, t.to),
+        (Via::Client(ClientTransport::Tcp), over_tcp.addr)
+    );
     assert_eq!(t.contents, [0x40, 0x01, 0x00, 0x03, b'o', b'd', b'd', 0]);
     // TCP client -> peer: a frame as the stream decoder hands it out (no padding).
     let outputs = h.client_on(

@@ -15,11 +15,20 @@ fn stun(attributes: usize, fill: u8) -> Vec<u8> {
 fn sample() -> (Vec<u8>, Vec<(FrameKind, Vec<u8>)>) {
     let frames = vec![
         (FrameKind::Stun, stun(8, 1)),
-        (FrameKind::ChannelData, channel_data::encode(0x4001, b"hello")), // 9 bytes, pad 3
-        (FrameKind::ChannelData, channel_data::encode(0x4FFF, b"four")), // 8 bytes, no pad
-        (FrameKind::ChannelData, channel_data::encode(0x4002, b"")),     // 4 bytes
+        (
+            FrameKind::ChannelData,
+            channel_data::encode(0x4001, b"hello"),
+        ), // 9 bytes, pad 3
+        (
+            FrameKind::ChannelData,
+            channel_data::encode(0x4FFF, b"four"),
+        ), // 8 bytes, no pad
+        (FrameKind::ChannelData, channel_data::encode(0x4002, b"")), // 4 bytes
         (FrameKind::Stun, stun(0, 2)),
-        (FrameKind::ChannelData, channel_data::encode(0x4003, b"abcdefg")), // 11, pad 1
+        (
+            FrameKind::ChannelData,
+            channel_data::encode(0x4003, b"abcdefg"),
+        ), // 11, pad 1
     ];
     let mut stream = Vec::new();
     for (_, frame) in &frames {
@@ -64,7 +73,9 @@ fn one_byte_at_a_time() {
 #[test]
 fn padding_is_skipped_not_handed_out() {
     let mut decoder = StreamDecoder::new(64);
-    decoder.extend(&[0x40, 0x01, 0x00, 0x01, 0xAA, 0, 0, 0]).unwrap();
+    decoder
+        .extend(&[0x40, 0x01, 0x00, 0x01, 0xAA, 0, 0, 0])
+        .unwrap();
     let frame = decoder.next_frame().unwrap().unwrap();
     assert_eq!(frame.bytes, &[0x40, 0x01, 0x00, 0x01, 0xAA]);
     assert_eq!(decoder.next_frame().unwrap(), None);
@@ -183,6 +194,9 @@ fn more_than_the_room_is_refused() {
 
 #[test]
 fn padding_helper() {
-    assert_eq!(pad_channel_data(vec![1, 2, 3, 4, 5]), vec![1, 2, 3, 4, 5, 0, 0, 0]);
+    assert_eq!(
+        pad_channel_data(vec![1, 2, 3, 4, 5]),
+        vec![1, 2, 3, 4, 5, 0, 0, 0]
+    );
     assert_eq!(pad_channel_data(vec![1, 2, 3, 4]), vec![1, 2, 3, 4]);
 }

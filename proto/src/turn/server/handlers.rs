@@ -160,9 +160,10 @@ impl TurnServer {
                 self.stats.unauthorized += 1;
                 let extra = match e {
                     auth::AuthError::Incomplete => Vec::new(),
-                    _ => {
-                        wire::challenge(&self.config.realm, &self.nonces.issue(unix_now, from.addr.ip()))
-                    }
+                    _ => wire::challenge(
+                        &self.config.realm,
+                        &self.nonces.issue(unix_now, from.addr.ip()),
+                    ),
                 };
                 let answer = wire::error(method, transaction, e.code(), extra, None);
                 return self.answer_unauthenticated(now, from, datagram.len(), answer);
