@@ -7,6 +7,11 @@
 //! are dropped and counted, never buffered without bound. Sends are non-blocking (`try_send_to`):
 //! a full socket buffer drops the datagram (UDP semantics), it never stalls the machine.
 //!
+//! TURN clients over TCP (a listener on the UDP listener's port number) and TLS (handed over by
+//! the TLS port) each have a task of their own (`turn_stream`): their frames reach this task
+//! over one bounded channel, and what the machine sends them goes to their own byte-bounded
+//! queue without waiting (dropped and counted when full).
+//!
 //! Why not port 3478: the rendezvous's QUIC and STUN own it, and TURN ChannelData (first byte
 //! 0x40-0x4F) cannot be told from QUIC short-header packets (0x40-0x7F) on one port: a node
 //! talks both to the same server address, so the two services need two ports (RFC 9443).
