@@ -160,18 +160,25 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// Why the control connection over TLS failed.
+/// Why the control connection over TLS could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsControlError {
+pub enum TlsConnectError {
     #[error(transparent)]
     Setup(#[from] TlsSetupError),
+    #[error("{0:?} is not a usable TLS server name")]
+    ServerName(String),
     #[error("connecting to {addr}: {source}")]
     Connect {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("connecting to {0} timed out")]
-    ConnectTimeout(SocketAddr),
+    Timeout(SocketAddr),
+}
+
+/// Why a request over the TLS control connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsRequestError {
     #[error("the connection to the rendezvous is closed")]
     Closed,
     #[error("{MAX_IN_FLIGHT} requests already in flight")]
@@ -208,30 +215,31 @@ impl RendezvousTls {
         identity: &Identity,
         addr: SocketAddr,
         pinned: Option<PeerId>,
-    ) -> Result<(Self, mpsc::Receiver<Push>), TlsControlError> {
+    ) -> Result<(Self, mpsc::Receiver<Push>), TlsConnectError> {
         let config = client_config(identity, pinned)?;
         let name = match pinned {
             Some(id) => id.to_text(),
             None => UNPINNED_SERVER_NAME.to_string(),
         };
-        let name = ServerName::try_from(name).map_err(|_| TlsControlError::Closed)?;
+        let name =
+            ServerName::try_from(name.clone()).map_err(|_| TlsConnectError::ServerName(name))?;
         let handshake = async {
             let tcp = TcpStream::connect(addr)
                 .await
-                .map_err(|source| TlsControlError::Connect { addr, source })?;
+                .map_err(|source| TlsConnectError::Connect { addr, source })?;
             let _ = tcp.set_nodelay(true);
             let local = tcp
                 .local_addr()
-                .map_err(|source| TlsControlError::Connect { addr, source })?;
+                .map_err(|source| TlsConnectError::Connect { addr, source })?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
-                .map_err(|source| TlsControlError::Connect { addr, source })?;
-            Ok::<_, TlsControlError>((local, tls))
+                .map_err(|source| TlsConnectError::Connect { addr, source })?;
+            Ok::<_, TlsConnectError>((local, tls))
         };
         let (local, tls) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
             .await
-            .map_err(|_| TlsControlError::ConnectTimeout(addr))??;
+            .map_err(|_| TlsConnectError::Timeout(addr))??;
         let rendezvous = tls
             .get_ref()
             .1
@@ -269,7 +277,7 @@ impl RendezvousTls {
     }
 
     /// Sends `request` and waits (at most [`REQUEST_TIMEOUT`]) for its response.
-    pub async fn request(&self, request: &Request) -> Result<Response, TlsControlError> {
+    pub async fn request(&self, request: &Request) -> Result<Response, TlsRequestError> {
         let id = {
             let mut next = self.next_id.lock().expect("id lock");
             let id = *next;
@@ -280,7 +288,7 @@ impl RendezvousTls {
         {
             let mut pending = self.pending.lock().expect("pending lock");
             if pending.len() >= MAX_IN_FLIGHT {
-                return Err(TlsControlError::Busy);
+                return Err(TlsRequestError::Busy);
             }
             pending.insert(id, tx);
         }
@@ -289,13 +297,13 @@ impl RendezvousTls {
             self.frames
                 .send(frame)
                 .await
-                .map_err(|_| TlsControlError::Closed)?;
-            let payload = rx.await.map_err(|_| TlsControlError::Closed)?;
+                .map_err(|_| TlsRequestError::Closed)?;
+            let payload = rx.await.map_err(|_| TlsRequestError::Closed)?;
             Ok(control::decode::<Response>(&payload)?)
         };
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
         self.pending.lock().expect("pending lock").remove(&id);
-        answer.map_err(|_| TlsControlError::Timeout)?
+        answer.map_err(|_| TlsRequestError::Timeout)?
     }
 }
 

@@ -205,3 +205,85 @@ impl StreamLink {
         let _ = self.events.send(StreamEvent::Closed { client, conn }).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use p2pnat_proto::turn::server::ClientTransport;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    fn client(port: u16) -> Client {
+        Client {
+            transport: ClientTransport::Tcp,
+            addr: SocketAddr::from(([192, 0, 2, 1], port)),
+        }
+    }
+
+    async fn opened(events: &mut mpsc::Receiver<StreamEvent>) -> StreamOut {
+        match events.recv().await {
+            Some(StreamEvent::Opened { out, .. }) => out,
+            _ => panic!("expected Opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_loses_its_own_traffic_and_stalls_nobody() {
+        let (events_tx, mut events) = mpsc::channel(16);
+        let link = StreamLink::new(
+            events_tx,
+            StreamLimits {
+                max_buffered: 16 * 1024,
+                idle_timeout: Duration::from_secs(30),
+            },
+        );
+        // The slow client never reads; its pipe holds 1 KiB.
+        let (_slow_end, slow_server) = tokio::io::duplex(1024);
+        tokio::spawn(link.clone().serve(slow_server, client(1), ()));
+        let slow = opened(&mut events).await;
+        let (mut fast_end, fast_server) = tokio::io::duplex(1024);
+        tokio::spawn(link.clone().serve(fast_server, client(2), ()));
+        let fast = opened(&mut events).await;
+
+        // try_queue never waits: once 16 KiB wait (plus what the writer took), it refuses.
+        let accepted = (0..100).filter(|_| slow.try_queue(vec![7; 1000])).count();
+        assert!(
+            (16..=19).contains(&accepted),
+            "{accepted} KB accepted for a client that reads nothing"
+        );
+        assert!(!slow.try_queue(vec![7; 1000]));
+
+        // Another client is served meanwhile.
+        assert!(fast.try_queue(b"hello".to_vec()));
+        let mut got = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(5), fast_end.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"hello");
+
+        // Its frames reach the driver; garbage ends its connection.
+        let binding = [
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        fast_end.write_all(&binding).await.unwrap();
+        match events.recv().await {
+            Some(StreamEvent::Frame {
+                client: from,
+                bytes,
+            }) => {
+                assert_eq!((from, bytes.as_slice()), (client(2), &binding[..]));
+            }
+            _ => panic!("expected the frame"),
+        }
+        fast_end.write_all(&[0xFF; 4]).await.unwrap();
+        match events.recv().await {
+            Some(StreamEvent::Closed { client: from, .. }) => assert_eq!(from, client(2)),
+            _ => panic!("expected Closed"),
+        }
+        assert!(fast.is_closed());
+        assert!(!slow.is_closed());
+    }
+}
