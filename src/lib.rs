@@ -7,5 +7,6 @@ pub mod identity;
 pub mod node;
 pub mod process;
 pub mod relay;
+pub mod rendezvous_tls;
 pub mod socket;
 pub mod tls;

@@ -29,6 +29,9 @@ use crate::identity::Identity;
 pub const ALPN_PEER: &[u8] = b"p2pnat/1";
 /// ALPN between a node and the rendezvous (protocol version 1).
 pub const ALPN_RENDEZVOUS: &[u8] = b"p2pnat-rendezvous/1";
+/// ALPN of the control protocol over TLS on TCP, the rendezvous's TLS port (for networks that
+/// drop UDP; docs/PROTOCOL.md section 7). `crate::rendezvous_tls` speaks it.
+pub const ALPN_RENDEZVOUS_TLS: &[u8] = b"p2pnat-rendezvous-tls/1";
 /// TLS server name used for an unpinned rendezvous.
 pub const UNPINNED_SERVER_NAME: &str = "rendezvous";
 
@@ -63,7 +66,7 @@ pub fn peer_id_of(connection: &quinn::Connection) -> Option<PeerId> {
     certs.first().and_then(|cert| peer_id_of_certificate(cert))
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -127,9 +130,9 @@ macro_rules! ed25519_tls13_signature_checks {
 
 /// Dialling side: the server's key must equal the peer ID in the server name.
 #[derive(Debug)]
-struct PeerServerVerifier {
-    provider: Arc<CryptoProvider>,
-    accept_any_key: bool,
+pub(crate) struct PeerServerVerifier {
+    pub(crate) provider: Arc<CryptoProvider>,
+    pub(crate) accept_any_key: bool,
 }
 
 impl ServerCertVerifier for PeerServerVerifier {
@@ -166,8 +169,8 @@ impl ServerCertVerifier for PeerServerVerifier {
 
 /// Accepting side: any ed25519 client certificate; the key is the dialler's identity.
 #[derive(Debug)]
-struct PeerClientVerifier {
-    provider: Arc<CryptoProvider>,
+pub(crate) struct PeerClientVerifier {
+    pub(crate) provider: Arc<CryptoProvider>,
 }
 
 impl ClientCertVerifier for PeerClientVerifier {
@@ -188,7 +191,7 @@ impl ClientCertVerifier for PeerClientVerifier {
     ed25519_tls13_signature_checks!();
 }
 
-fn certificate(
+pub(crate) fn certificate(
     identity: &Identity,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsSetupError> {
     let pkcs8 = identity.pkcs8_der();

@@ -1,5 +1,6 @@
 //! Interop: coturn's `turnutils_uclient` against the rendezvous's built-in TURN server, with
-//! REST-API credentials, relaying to coturn's `turnutils_peer` (an echo server).
+//! REST-API credentials, relaying to coturn's `turnutils_peer` (an echo server): the client
+//! over UDP, over TCP (`-t`) and over TLS (`-S`, on the rendezvous's TLS port).
 //!
 //! Skipped (with a note on stderr) when coturn's tools are missing and the test cannot install
 //! them; under `CI=true` as root it must run (`scripts/install-deps.sh` installs coturn).
@@ -210,6 +211,122 @@ fn coturn_uclient_through_the_built_in_turn_server() {
     args.extend(["-s", "-u", &issued.username, "-w", &issued.password].map(String::from));
     let (ok, text) = run(args);
     assert!(ok, "uclient with Send/Data failed:\n{text}");
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (TURN over TCP listens on the UDP port).
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The same as the UDP test, with the client on TCP (`-t`, the TURN port) and on TLS (`-S`,
+/// the rendezvous's TLS port, where no ALPN means TURN): relayed side UDP, REST credentials.
+#[test]
+fn coturn_uclient_over_tcp_and_tls() {
+    if !have("turnutils_uclient") || !have("turnutils_peer") {
+        let must = std::env::var("CI").is_ok_and(|v| v == "true") && is_root();
+        assert!(
+            !must,
+            "coturn's turnutils_uclient/turnutils_peer are missing under CI as root: run scripts/install-deps.sh"
+        );
+        eprintln!("turn_interop skipped: coturn's turnutils_uclient is not installed (scripts/install-deps.sh as root installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("turn-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let turn_port = free_udp_and_tcp_port();
+    let peer_port = free_udp_port();
+    let turn_listen = format!("127.0.0.1:{turn_port}");
+    let rendezvous = Rendezvous::start(&[
+        "--turn-listen",
+        &turn_listen,
+        "--turn-relay-ip",
+        "127.0.0.2",
+        "--turn-secret-file",
+        secret_file.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
+    let tls_port = rendezvous
+        .tls_addr
+        .as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(_, port)| port.to_string())
+        .expect("TLS port");
+    let _peer = Guard(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let peer = peer_port.to_string();
+    let count = MESSAGES.to_string();
+    // `flags` first (-t, -S, -s), then the common options, as in the UDP test.
+    let run = |flags: &[&str], port: &str, length: &str, user: &str| {
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend([
+            "-c",
+            "-n",
+            &count,
+            "-l",
+            length,
+            "-p",
+            port,
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer,
+            "-W",
+            SECRET,
+            "-u",
+            user,
+            "127.0.0.1",
+        ]);
+        uclient(&args)
+    };
+    let tcp_port = turn_port.to_string();
+
+    // No peer registered yet: 403 over TCP as over UDP.
+    let (ok, text) = run(&["-t"], &tcp_port, "120", "early");
+    assert!(
+        !ok,
+        "uclient over TCP succeeded with no registered peer:\n{text}"
+    );
+    assert!(text.contains("403"), "expected 403 Forbidden:\n{text}");
+
+    let _node = Node::start(&rendezvous, &[]);
+
+    // TCP, channels: ChannelData both ways over the stream.
+    let (ok, text) = run(&["-t"], &tcp_port, "120", "alice");
+    assert!(ok, "uclient over TCP with channels failed:\n{text}");
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+    // TCP, channels, a length that is not a multiple of 4: padding both ways (RFC 8656 12.5).
+    let (ok, text) = run(&["-t"], &tcp_port, "121", "alice");
+    assert!(
+        ok,
+        "uclient over TCP with padded channel data failed:\n{text}"
+    );
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+    // TCP, Send and Data indications.
+    let (ok, text) = run(&["-t", "-s"], &tcp_port, "120", "bob");
+    assert!(ok, "uclient over TCP with Send/Data failed:\n{text}");
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+    // TLS on the rendezvous's TLS port (no ALPN: TURN), channels.
+    let (ok, text) = run(&["-t", "-S"], &tls_port, "120", "carol");
+    assert!(ok, "uclient over TLS with channels failed:\n{text}");
+    assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
+    // TLS, Send and Data indications.
+    let (ok, text) = run(&["-t", "-S", "-s"], &tls_port, "120", "dave");
+    assert!(ok, "uclient over TLS with Send/Data failed:\n{text}");
     assert_eq!(report(&text), Some((MESSAGES, MESSAGES, 0)), "{text}");
 }
 

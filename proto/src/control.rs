@@ -15,7 +15,7 @@ use crate::nat::NatReport;
 use crate::PeerId;
 
 /// Version of the control protocol; a different version is refused.
-pub const CONTROL_VERSION: u16 = 3;
+pub const CONTROL_VERSION: u16 = 4;
 /// Largest encoded control message, version included.
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 /// Most local addresses a node may report.
@@ -73,6 +73,19 @@ pub struct PeerRecord {
     pub nat: NatReport,
     /// The peer's relayed address (its TURN allocation), as the peer reported it.
     pub relayed: Option<SocketAddr>,
+    /// How the peer reached the rendezvous. Over [`RegisteredOver::Tls`] `observed` is a TCP
+    /// source address, no UDP candidate: such a peer is reached through its relayed address.
+    pub over: RegisteredOver,
+}
+
+/// The transport a node registered over (control protocol version 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, bincode::Encode, bincode::Decode)]
+pub enum RegisteredOver {
+    /// QUIC on the rendezvous's UDP port: `observed` is the node's UDP mapping.
+    #[default]
+    Quic,
+    /// TLS over TCP on the rendezvous's TLS port (UDP blocked): `observed` is a TCP address.
+    Tls,
 }
 
 /// Where the TURN server a node is offered listens.
@@ -208,6 +221,7 @@ mod tests {
                     inbound: crate::nat::InboundBehaviour::MovesPort,
                 },
                 relayed: None,
+                over: RegisteredOver::Tls,
             },
         };
         assert_eq!(decode::<Push>(&encode(&push)).unwrap(), push);
@@ -222,6 +236,7 @@ mod tests {
                 local_addrs: vec![],
                 nat: NatReport::UNKNOWN,
                 relayed: Some("203.0.113.9:49152".parse().unwrap()),
+                over: RegisteredOver::Quic,
             },
         };
         assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);

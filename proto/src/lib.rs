@@ -10,6 +10,7 @@
 //! - [`nat`]: NAT mapping-behaviour detection with STUN;
 //! - [`stun`]: STUN Binding request/response codec (RFC 8489);
 //! - [`control`]: the versioned node <-> rendezvous control messages;
+//! - [`control_stream`]: their framing over one TLS stream (the rendezvous's TLS port);
 //! - [`registry`]: the rendezvous peer registry state machine (TTL, limits, rate limiting);
 //! - [`rate_limit`]: bounded token buckets per key;
 //! - [`path`]: the path agent (authenticated checks, path selection, heartbeats) and the
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod control;
+pub mod control_stream;
 pub mod demux;
 pub mod nat;
 pub mod path;

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::control::{PeerRecord, RefusalCode, MAX_LOCAL_ADDRS};
+use crate::control::{PeerRecord, RefusalCode, RegisteredOver, MAX_LOCAL_ADDRS};
 use crate::nat::NatReport;
 use crate::rate_limit::TokenBuckets;
 use crate::PeerId;
@@ -106,7 +106,7 @@ impl Registry {
         &self.limits
     }
 
-    /// Registers or refreshes `peer`, observed at `observed`. Returns the TTL granted.
+    /// Registers or refreshes `peer`, observed at `observed` over QUIC. Returns the TTL granted.
     pub fn register(
         &mut self,
         now: Instant,
@@ -116,6 +116,26 @@ impl Registry {
         nat: NatReport,
         relayed: Option<SocketAddr>,
     ) -> Result<Duration, RegisterError> {
+        let record = PeerRecord {
+            observed,
+            local_addrs,
+            nat,
+            relayed,
+            over: RegisteredOver::Quic,
+        };
+        self.register_record(now, peer, record)
+    }
+
+    /// Registers or refreshes `peer` with `record` (`record.observed` is where the rendezvous
+    /// sees its connection, over `record.over`). Returns the TTL granted.
+    pub fn register_record(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        record: PeerRecord,
+    ) -> Result<Duration, RegisterError> {
+        let observed = record.observed;
+        let local_addrs = &record.local_addrs;
         if local_addrs.len() > MAX_LOCAL_ADDRS {
             return Err(RegisterError::TooManyAddresses(local_addrs.len()));
         }
@@ -128,18 +148,7 @@ impl Registry {
             self.take_token(now, observed.ip())?;
         }
         let expires = now + self.limits.ttl;
-        if let Some(old) = self.entries.insert(
-            peer,
-            Entry {
-                record: PeerRecord {
-                    observed,
-                    local_addrs,
-                    nat,
-                    relayed,
-                },
-                expires,
-            },
-        ) {
+        if let Some(old) = self.entries.insert(peer, Entry { record, expires }) {
             self.expiries.remove(&(old.expires, peer));
             self.forget_ip(old.record.observed.ip());
         }

@@ -5,11 +5,20 @@
 //! addresses answer STUN only (a second address lets clients detect their NAT's mapping
 //! behaviour). A built-in TURN server (RFC 8656 over UDP, REST-API credentials from a shared
 //! secret) listens on `--turn-listen` and relays only toward registered peers (`--no-turn` turns
-//! it off). Prints `listening <addr> <rendezvous_peer_id>` on stdout once ready; logs go to
-//! stderr (`RUST_LOG` sets the level). SIGINT/SIGTERM shut it down cleanly.
+//! it off); it also takes TURN clients over TCP on the same port. The TLS port (`--tls-listen`,
+//! default port 443) serves nodes whose network drops UDP: control over TLS and TURN over TLS,
+//! chosen by ALPN (`--no-tls` turns it off). Prints `listening <addr> <rendezvous_peer_id>` on
+//! stdout once ready, then `tls listening <addr>` if the TLS port is up; logs go to stderr
+//! (`RUST_LOG` sets the level). SIGINT/SIGTERM shut it down cleanly.
 
+mod control_quic;
+mod control_tls;
+mod limits;
+mod requests;
 mod server;
+mod tls_port;
 mod turn;
+mod turn_stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -102,6 +111,61 @@ struct Args {
     /// Longest TURN allocation lifetime granted, in seconds.
     #[arg(long, default_value_t = 3600)]
     turn_max_lifetime: u64,
+    /// TCP address of the TLS port, for nodes on networks that drop UDP: control over TLS
+    /// (ALPN p2pnat-rendezvous-tls/1) and TURN over TLS (ALPN stun.turn or none). Failing to
+    /// bind it stops the rendezvous when given; when not given and the default cannot be bound
+    /// (port 443 needs privileges), the TLS port is off (logged).
+    /// [default: the --listen IP, port 443]
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Turns the TLS port off.
+    #[arg(long, conflicts_with = "tls_listen")]
+    no_tls: bool,
+    /// Most TCP connections at once: the TLS port's and TURN over TCP's together (over it a
+    /// new connection is closed at once).
+    #[arg(long, default_value_t = 4096)]
+    tls_max_connections: usize,
+    /// Most TCP connections at once from one source IP (TLS port and TURN over TCP together).
+    #[arg(long, default_value_t = 16)]
+    tls_max_per_ip: usize,
+    /// Bytes waiting to be written to one TCP or TLS connection at most (TURN data and pushes
+    /// beyond it are dropped, so a slow client never stalls others).
+    #[arg(long, default_value_t = 262_144)]
+    tls_max_buffered: usize,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, default_value_t = 10)]
+    tls_handshake_timeout: u64,
+    /// Seconds a TCP or TLS connection may send nothing before it is closed.
+    #[arg(long, default_value_t = 600)]
+    tls_idle_timeout: u64,
+}
+
+/// The TLS port's port when `--tls-listen` is not given.
+const DEFAULT_TLS_PORT: u16 = 443;
+
+/// Per-connection limits of TCP and TLS connections.
+fn stream_limits(args: &Args) -> turn_stream::StreamLimits {
+    turn_stream::StreamLimits {
+        max_buffered: args.tls_max_buffered.max(4096),
+        idle_timeout: Duration::from_secs(args.tls_idle_timeout.max(1)),
+    }
+}
+
+/// The TLS port's settings (`None` with `--no-tls`).
+fn tls_settings(args: &Args) -> Option<tls_port::TlsPortSettings> {
+    if args.no_tls {
+        return None;
+    }
+    Some(tls_port::TlsPortSettings {
+        listen: args
+            .tls_listen
+            .unwrap_or_else(|| SocketAddr::new(args.listen.ip(), DEFAULT_TLS_PORT)),
+        required: args.tls_listen.is_some(),
+        max_connections: args.tls_max_connections.max(1),
+        max_per_ip: args.tls_max_per_ip.max(1),
+        handshake_timeout: Duration::from_secs(args.tls_handshake_timeout.max(1)),
+        stream: stream_limits(args),
+    })
 }
 
 /// The TURN settings from the flags (`None` with `--no-turn`).
@@ -139,6 +203,7 @@ fn turn_settings(args: &Args) -> Result<Option<turn::TurnSettings>, String> {
             max_lifetime: Duration::from_secs(args.turn_max_lifetime.max(1)),
             ..defaults
         },
+        stream: stream_limits(args),
     }))
 }
 
@@ -187,6 +252,7 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         };
+    let tls = tls_settings(&args);
     let identity_path = match p2pnat::identity::path_or_default(args.identity, "rendezvous.key") {
         Ok(path) => path,
         Err(e) => {
@@ -212,6 +278,8 @@ fn main() -> std::process::ExitCode {
         relay_offer,
         turn_credential_lifetime: Duration::from_secs(args.turn_credential_ttl.max(60)),
         turn,
+        tls,
+        tcp_limits: (args.tls_max_connections.max(1), args.tls_max_per_ip.max(1)),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -1,27 +1,28 @@
-//! The rendezvous server's tokio layer: sockets, QUIC, and the sans-IO registry behind a lock.
+//! The rendezvous server's tokio layer: sockets, QUIC, the TLS port, and the sans-IO registry
+//! behind a lock. Requests are handled in `requests`, whatever carried them.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2pnat::identity::{Identity, IdentityError};
 use p2pnat::socket::{NodeSocket, SideDatagram};
 use p2pnat::tls;
-use p2pnat_proto::control::{
-    self, PeerRecord, Push, RefusalCode, Request, Response, TurnOffer, TurnServerAddr,
-    MAX_CONTROL_MESSAGE,
-};
+use p2pnat_proto::control::{self, TurnOffer, TurnServerAddr};
 use p2pnat_proto::demux::{classify, DatagramKind};
 use p2pnat_proto::rate_limit::TokenBuckets;
 use p2pnat_proto::registry::{Registry, RegistryLimits};
 use p2pnat_proto::turn::credentials::SharedSecret;
 use p2pnat_proto::{stun, PeerId};
 use tokio::time::Instant;
-use tracing::Instrument as _;
+
+use crate::limits::ConnectionLimiter;
+use crate::requests::Owner;
+use crate::tls_port::{TlsPort, TlsPortSettings};
 
 /// Settings of one server run.
 #[derive(Debug, Clone)]
@@ -41,6 +42,10 @@ pub struct ServerConfig {
     pub turn_credential_lifetime: Duration,
     /// The built-in TURN server (`None`: `--no-turn`).
     pub turn: Option<crate::turn::TurnSettings>,
+    /// The TLS port (`None`: `--no-tls`). Its connection limits also bound TURN over TCP.
+    pub tls: Option<TlsPortSettings>,
+    /// Connection limits of TURN over TCP when there is no TLS port: (in all, per IP).
+    pub tcp_limits: (usize, usize),
 }
 
 /// Which TURN server the rendezvous offers nodes, and how it makes their credentials (the
@@ -55,7 +60,7 @@ pub struct RelayOffering {
 
 impl RelayOffering {
     /// An offer for `peer`, valid from now.
-    fn offer(&self, peer: &PeerId) -> TurnOffer {
+    pub fn offer(&self, peer: &PeerId) -> TurnOffer {
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -89,24 +94,29 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Turn(#[from] crate::turn::TurnError),
+    #[error(transparent)]
+    TlsPort(#[from] crate::tls_port::TlsPortError),
 }
 
 /// Shared state: the registry and which connection holds each registration.
-struct State {
-    registry: Mutex<Registry>,
-    /// peer -> the connection that registered it last (pushes go there).
-    owners: Mutex<HashMap<PeerId, quinn::Connection>>,
-    connections: AtomicUsize,
-    registry_changed: tokio::sync::Notify,
+pub struct State {
+    pub registry: Mutex<Registry>,
+    /// peer -> the connection (QUIC or TLS) that registered it last (pushes go there).
+    pub owners: Mutex<HashMap<PeerId, Owner>>,
+    /// Numbers control connections, QUIC and TLS alike ([`Owner::conn`]).
+    pub next_conn: AtomicU64,
+    /// QUIC connections now (TCP connections are counted by the TLS port's limiter).
+    pub connections: AtomicUsize,
+    pub registry_changed: tokio::sync::Notify,
     /// `--stun-listen` addresses told to nodes for NAT mapping detection.
-    stun_alternates: Vec<SocketAddr>,
+    pub stun_alternates: Vec<SocketAddr>,
     /// Punch requests each node may cause: bounds how hard one node can make others probe it.
-    punch_limits: Mutex<TokenBuckets<PeerId>>,
+    pub punch_limits: Mutex<TokenBuckets<PeerId>>,
     /// The inbound probe's address (see [`Poker`]), told to registering nodes.
-    inbound_probe: Option<SocketAddr>,
+    pub inbound_probe: Option<SocketAddr>,
     /// The relay offered to nodes: the external one configured, or the built-in one once its
     /// listener is bound.
-    relay_offer: std::sync::OnceLock<RelayOffering>,
+    pub relay_offer: std::sync::OnceLock<RelayOffering>,
 }
 
 /// What the inbound probe sends: a STUN Binding indication (20 bytes, no attributes). A node
@@ -115,18 +125,6 @@ const INBOUND_PROBE_DATAGRAM: [u8; 20] = [
     0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, b'p', b'2', b'p', b'N', b'i', b'n', b'b', b'o',
     b'u', b'n', b'd', b'!',
 ];
-
-impl State {
-    /// `record` of `peer` with `observed` taken from its registration connection as it is now.
-    fn fresh(&self, peer: &PeerId, mut record: PeerRecord) -> PeerRecord {
-        if let Some(owner) = self.owners.lock().expect("owners lock").get(peer) {
-            if owner.close_reason().is_none() {
-                record.observed = p2pnat_proto::path::normalize(owner.remote_address());
-            }
-        }
-        record
-    }
-}
 
 fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
     std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })
@@ -184,6 +182,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let state = Arc::new(State {
         registry: Mutex::new(Registry::new(config.limits.clone())),
         owners: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(0),
         connections: AtomicUsize::new(0),
         registry_changed: tokio::sync::Notify::new(),
         stun_alternates,
@@ -202,6 +201,13 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
 
     tokio::spawn(expire_registrations(state.clone()));
 
+    // One limiter for every TCP connection: the TLS port's and TURN over TCP's.
+    let (max_tcp, max_tcp_per_ip) = config.tls.as_ref().map_or(config.tcp_limits, |tls| {
+        (tls.max_connections, tls.max_per_ip)
+    });
+    let limiter = ConnectionLimiter::new(max_tcp, max_tcp_per_ip);
+    let mut turn_streams = None;
+
     if let Some(settings) = config.turn.clone() {
         // The TURN server relays only toward registered peers' observed IPs.
         let registry = state.clone();
@@ -213,19 +219,43 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
                 .has_observed_ip(ip)
         });
         let secret = settings.secret.clone();
-        if let Some(bound) = crate::turn::spawn(settings, policy)? {
+        if let Some(bound) = crate::turn::spawn(settings, policy, limiter.clone())? {
+            turn_streams = Some(bound.streams.clone());
             let _ = state.relay_offer.set(RelayOffering {
-                server: TurnServerAddr::SameHost { port: bound.port() },
+                server: TurnServerAddr::SameHost {
+                    port: bound.udp.port(),
+                },
                 secret,
                 credential_lifetime: config.turn_credential_lifetime,
             });
         }
     }
 
+    let mut tls_listening = None;
+    if let Some(settings) = config.tls.clone() {
+        if let Some(listener) = crate::tls_port::bind(&settings)? {
+            let bound = listener.local_addr()?;
+            tracing::info!(addr = %bound, "tls listening {bound}");
+            tls_listening = Some(bound);
+            let port = TlsPort {
+                configs: p2pnat::rendezvous_tls::server_configs(&identity)?,
+                limiter: limiter.clone(),
+                state: state.clone(),
+                turn: turn_streams,
+                settings,
+            };
+            tokio::spawn(port.run(listener));
+        }
+    }
+
     tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
     {
+        // `listening` stays the first line (scripts read it); the TLS port's follows.
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening {local} {}", identity.peer_id());
+        if let Some(bound) = tls_listening {
+            let _ = writeln!(stdout, "tls listening {bound}");
+        }
         let _ = stdout.flush();
     }
 
@@ -236,7 +266,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
                 incoming.refuse();
                 continue;
             }
-            tokio::spawn(serve_connection(incoming, state.clone()));
+            tokio::spawn(crate::control_quic::serve_connection(
+                incoming,
+                state.clone(),
+            ));
         }
     };
     tokio::select! {
@@ -366,226 +399,5 @@ async fn expire_registrations(state: Arc<State>) {
             }
             None => state.registry_changed.notified().await,
         }
-    }
-}
-
-async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
-    let remote = incoming.remote_address();
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(e) => {
-            tracing::debug!(%remote, "handshake failed: {e}");
-            return;
-        }
-    };
-    let Some(peer) = tls::peer_id_of(&connection) else {
-        connection.close(1u32.into(), b"no peer identity");
-        return;
-    };
-    let span = tracing::info_span!("node", peer = %peer, %remote);
-    state.connections.fetch_add(1, Ordering::Relaxed);
-    async {
-        tracing::debug!("connected");
-        let reason = loop {
-            match connection.accept_bi().await {
-                Ok((send, recv)) => {
-                    let connection = connection.clone();
-                    let state = state.clone();
-                    tokio::spawn(
-                        async move {
-                            if let Err(e) =
-                                serve_request(&connection, peer, send, recv, &state).await
-                            {
-                                tracing::debug!("request failed: {e}");
-                            }
-                        }
-                        .in_current_span(),
-                    );
-                }
-                Err(e) => break e,
-            }
-        };
-        tracing::debug!("connection closed: {reason}");
-        let stable = connection.stable_id();
-        let mut owners = state.owners.lock().expect("owners lock");
-        if owners.get(&peer).map(|c| c.stable_id()) == Some(stable) {
-            owners.remove(&peer);
-            state
-                .registry
-                .lock()
-                .expect("registry lock")
-                .unregister(&peer);
-            tracing::info!("unregistered (connection closed)");
-        }
-    }
-    .instrument(span)
-    .await;
-    state.connections.fetch_sub(1, Ordering::Relaxed);
-}
-
-#[derive(Debug, thiserror::Error)]
-enum RequestError {
-    #[error("reading request: {0}")]
-    Read(#[from] quinn::ReadToEndError),
-    #[error("writing response: {0}")]
-    Write(#[from] quinn::WriteError),
-    #[error("stream closed: {0}")]
-    Closed(#[from] quinn::ClosedStream),
-}
-
-async fn serve_request(
-    connection: &quinn::Connection,
-    peer: PeerId,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    state: &State,
-) -> Result<(), RequestError> {
-    let bytes = recv.read_to_end(MAX_CONTROL_MESSAGE).await?;
-    let response = match control::decode::<Request>(&bytes) {
-        Err(e) => {
-            tracing::warn!("malformed request: {e}");
-            let code = match e {
-                control::ControlDecodeError::UnsupportedVersion(_) => {
-                    RefusalCode::UnsupportedVersion
-                }
-                _ => RefusalCode::BadRequest,
-            };
-            Response::Refused {
-                code,
-                message: e.to_string(),
-            }
-        }
-        Ok(Request::Register {
-            local_addrs,
-            nat,
-            relayed,
-        }) => {
-            let observed = p2pnat_proto::path::normalize(connection.remote_address());
-            let now = Instant::now().into_std();
-            let result = state.registry.lock().expect("registry lock").register(
-                now,
-                peer,
-                observed,
-                local_addrs,
-                nat,
-                relayed,
-            );
-            match result {
-                Ok(ttl) => {
-                    state
-                        .owners
-                        .lock()
-                        .expect("owners lock")
-                        .insert(peer, connection.clone());
-                    state.registry_changed.notify_one();
-                    tracing::debug!(%observed, "registered");
-                    Response::Registered {
-                        observed,
-                        ttl_secs: ttl.as_secs().try_into().unwrap_or(u32::MAX),
-                        stun_alternates: state.stun_alternates.clone(),
-                        inbound_probe: state.inbound_probe,
-                        turn: state
-                            .relay_offer
-                            .get()
-                            .map(|offering| offering.offer(&peer)),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("registration refused: {e}");
-                    Response::Refused {
-                        code: e.code(),
-                        message: e.to_string(),
-                    }
-                }
-            }
-        }
-        Ok(Request::Lookup { peer: wanted }) => {
-            let now = Instant::now().into_std();
-            let registry = state.registry.lock().expect("registry lock");
-            match registry.lookup(now, &wanted) {
-                Some(record) => Response::Found {
-                    peer: wanted,
-                    record: record.clone(),
-                },
-                None => Response::NotFound { peer: wanted },
-            }
-        }
-        Ok(Request::Connect { peer: wanted }) => {
-            let now = Instant::now().into_std();
-            let (found, requester) = {
-                let registry = state.registry.lock().expect("registry lock");
-                (
-                    registry.lookup(now, &wanted).cloned(),
-                    registry.lookup(now, &peer).cloned(),
-                )
-            };
-            // A NAT may have rebound since the last registration refresh: the registration
-            // connection's current address (quinn follows a migrating client) is the fresh one.
-            let found = found.map(|record| state.fresh(&wanted, record));
-            let requester = requester.map(|mut record| {
-                record.observed = p2pnat_proto::path::normalize(connection.remote_address());
-                record
-            });
-            match found {
-                Some(record) => {
-                    // Tell the target to probe the requester: both NATs then expect the other.
-                    let requester = requester.unwrap_or_else(|| PeerRecord {
-                        observed: p2pnat_proto::path::normalize(connection.remote_address()),
-                        local_addrs: Vec::new(),
-                        nat: p2pnat_proto::nat::NatReport::UNKNOWN,
-                        relayed: None,
-                    });
-                    let target = state
-                        .owners
-                        .lock()
-                        .expect("owners lock")
-                        .get(&wanted)
-                        .cloned();
-                    let allowed = state
-                        .punch_limits
-                        .lock()
-                        .expect("punch limits lock")
-                        .take(now, peer);
-                    match target {
-                        Some(target) if allowed => {
-                            let push = Push::PunchRequest {
-                                peer,
-                                record: requester,
-                            };
-                            tokio::spawn(push_to(target, push).in_current_span());
-                        }
-                        Some(_) => tracing::warn!(
-                            target_peer = %wanted.short(),
-                            "punch request not pushed: this node asked too often (rate limited)"
-                        ),
-                        None => {}
-                    }
-                    Response::Found {
-                        peer: wanted,
-                        record,
-                    }
-                }
-                None => Response::NotFound { peer: wanted },
-            }
-        }
-    };
-    send.write_all(&control::encode(&response)).await?;
-    send.finish()?;
-    Ok(())
-}
-
-/// Sends one push message on a new unidirectional stream; failures are logged (the target may
-/// have just gone away) and never affect the requester.
-async fn push_to(target: quinn::Connection, push: Push) {
-    let send = async {
-        let mut stream = target.open_uni().await?;
-        stream.write_all(&control::encode(&push)).await?;
-        stream.finish()?;
-        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), send).await {
-        Ok(Ok(())) => tracing::debug!("punch request pushed"),
-        Ok(Err(e)) => tracing::debug!("punch request not pushed: {e}"),
-        Err(_) => tracing::debug!("punch request not pushed: timed out"),
     }
 }

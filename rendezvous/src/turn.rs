@@ -7,6 +7,11 @@
 //! are dropped and counted, never buffered without bound. Sends are non-blocking (`try_send_to`):
 //! a full socket buffer drops the datagram (UDP semantics), it never stalls the machine.
 //!
+//! TURN clients over TCP (a listener on the UDP listener's port number) and TLS (handed over by
+//! the TLS port) each have a task of their own (`turn_stream`): their frames reach this task
+//! over one bounded channel, and what the machine sends them goes to their own byte-bounded
+//! queue without waiting (dropped and counted when full).
+//!
 //! Why not port 3478: the rendezvous's QUIC and STUN own it, and TURN ChannelData (first byte
 //! 0x40-0x4F) cannot be told from QUIC short-header packets (0x40-0x7F) on one port: a node
 //! talks both to the same server address, so the two services need two ports (RFC 9443).
@@ -26,12 +31,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use p2pnat_proto::path::normalize;
 use p2pnat_proto::turn::credentials::SharedSecret;
 use p2pnat_proto::turn::server::{
-    AllocationId, Family, Output, RelayBindError, TurnServer, TurnServerConfig, Via,
+    AllocationId, Client, ClientTransport, Family, Output, RelayBindError, TurnServer,
+    TurnServerConfig, Via,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::limits::ConnectionLimiter;
+use crate::turn_stream::{StreamEvent, StreamLimits, StreamLink, StreamOut, STREAM_EVENTS};
 
 /// Relayed datagrams waiting for the machine, all relay sockets together.
 pub const RELAY_QUEUE: usize = 4096;
@@ -55,6 +64,17 @@ pub struct TurnSettings {
     pub relay_ip: IpAddr,
     pub secret: SharedSecret,
     pub config: TurnServerConfig,
+    /// Limits of TURN clients over TCP and TLS.
+    pub stream: StreamLimits,
+}
+
+/// A running built-in TURN server.
+#[derive(Clone)]
+pub struct TurnHandle {
+    /// The UDP listener's address.
+    pub udp: SocketAddr,
+    /// Hands TLS connections (from the TLS port) to the server.
+    pub streams: StreamLink,
 }
 
 /// The relay IP when none is given: the listen IP if specific, else the first non-loopback IPv4
@@ -94,12 +114,15 @@ pub enum TurnError {
     Random(String),
 }
 
-/// Binds the listener and spawns the server task; returns the listener's address, or `None`
-/// when the default address was busy and TURN is off (logged).
+/// Binds the listeners (UDP, and TCP on the same port) and spawns the server task; returns
+/// them, or `None` when the default address was busy and TURN is off (logged). The TCP listener
+/// is optional unless its port was given: a busy TCP port is logged and TURN goes on over UDP.
+/// TCP connections count against `limiter`.
 pub fn spawn(
     settings: TurnSettings,
     policy: PeerIpPolicy,
-) -> Result<Option<SocketAddr>, TurnError> {
+    limiter: Arc<ConnectionLimiter>,
+) -> Result<Option<TurnHandle>, TurnError> {
     let bound = std::net::UdpSocket::bind(settings.listen)
         .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
         .and_then(UdpSocket::from_std);
@@ -128,7 +151,29 @@ pub fn spawn(
         u64::from_le_bytes(seed),
     );
     let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
-    tracing::info!(addr = %local, relay_ip = %settings.relay_ip, "turn listening {local}");
+    let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENTS);
+    let link = StreamLink::new(stream_tx, settings.stream);
+    let tcp = match std::net::TcpListener::bind(local)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+    {
+        Ok(listener) => {
+            let bound = listener.local_addr().ok();
+            tokio::spawn(accept_tcp(listener, link.clone(), limiter));
+            bound
+        }
+        Err(source) if settings.listen_required && settings.listen.port() != 0 => {
+            return Err(TurnError::Bind {
+                addr: local,
+                source,
+            });
+        }
+        Err(e) => {
+            tracing::error!(addr = %local, "TURN over TCP off: cannot bind: {e}");
+            None
+        }
+    };
+    tracing::info!(addr = %local, tcp = ?tcp, relay_ip = %settings.relay_ip, "turn listening {local}");
     let driver = Driver {
         machine,
         listener: Arc::new(listener),
@@ -138,9 +183,43 @@ pub fn spawn(
         policy,
         queue_drops: Arc::new(AtomicU64::new(0)),
         send_drops: 0,
+        streams: HashMap::new(),
+        stream_drops: 0,
     };
-    tokio::spawn(driver.run(relay_rx));
-    Ok(Some(local))
+    tokio::spawn(driver.run(relay_rx, stream_rx));
+    Ok(Some(TurnHandle {
+        udp: local,
+        streams: link,
+    }))
+}
+
+/// Accepts TURN clients over plain TCP.
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    link: StreamLink,
+    limiter: Arc<ConnectionLimiter>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::debug!("TURN TCP accept error: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let from = normalize(from);
+        let Ok(permit) = limiter.admit(Instant::now().into_std(), from.ip()) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let client = Client {
+            transport: ClientTransport::Tcp,
+            addr: from,
+        };
+        tokio::spawn(link.clone().serve(stream, client, permit));
+    }
 }
 
 struct Relay {
@@ -162,6 +241,10 @@ struct Driver {
     queue_drops: Arc<AtomicU64>,
     /// Datagrams not sent (socket buffer full, or a forbidden destination).
     send_drops: u64,
+    /// TCP and TLS clients' outbound queues, with the connection number that opened each.
+    streams: HashMap<Client, (u64, StreamOut)>,
+    /// Messages for stream clients dropped because their queue was full.
+    stream_drops: u64,
 }
 
 fn unix_now() -> u64 {
@@ -171,7 +254,11 @@ fn unix_now() -> u64 {
 }
 
 impl Driver {
-    async fn run(mut self, mut relay_rx: mpsc::Receiver<RelayDatagram>) {
+    async fn run(
+        mut self,
+        mut relay_rx: mpsc::Receiver<RelayDatagram>,
+        mut stream_rx: mpsc::Receiver<StreamEvent>,
+    ) {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut stats_due = Instant::now() + Duration::from_secs(60);
         loop {
@@ -192,6 +279,7 @@ impl Driver {
                         tracing::trace!(%relayed, %peer, "relayed datagram dropped: {reason}");
                     }
                 }
+                Some(event) = stream_rx.recv() => self.stream_event(event),
                 _ = tokio::time::sleep_until(wake) => {
                     self.machine.handle_timeout(Instant::now().into_std());
                     if Instant::now() >= stats_due {
@@ -200,6 +288,8 @@ impl Driver {
                             stats = ?self.machine.stats(),
                             queue_drops = self.queue_drops.load(Ordering::Relaxed),
                             send_drops = self.send_drops,
+                            stream_drops = self.stream_drops,
+                            stream_clients = self.streams.len(),
                             allocations = self.machine.allocation_count(),
                             "TURN counters"
                         );
@@ -211,15 +301,37 @@ impl Driver {
     }
 
     fn client_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        self.client_message(Client::udp(from), datagram);
+    }
+
+    fn client_message(&mut self, from: Client, message: &[u8]) {
         let policy = self.policy.clone();
         let relay_ip = self.relay_ip;
         let allowed = move |ip: IpAddr| ip == relay_ip || policy(ip);
         let now = Instant::now().into_std();
         if let Err(reason) =
             self.machine
-                .handle_client_datagram(now, unix_now(), from, datagram, &allowed)
+                .handle_client_message(now, unix_now(), from, message, &allowed)
         {
-            tracing::trace!(%from, "TURN datagram dropped: {reason}");
+            tracing::trace!(from = %from.addr, transport = ?from.transport, "TURN message dropped: {reason}");
+        }
+    }
+
+    fn stream_event(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Opened { client, conn, out } => {
+                // A new connection from an address still listed: the old one is gone.
+                if self.streams.insert(client, (conn, out)).is_some() {
+                    self.machine.client_closed(client);
+                }
+            }
+            StreamEvent::Frame { client, bytes } => self.client_message(client, &bytes),
+            StreamEvent::Closed { client, conn } => {
+                if self.streams.get(&client).is_some_and(|(c, _)| *c == conn) {
+                    self.streams.remove(&client);
+                    self.machine.client_closed(client);
+                }
+            }
         }
     }
 
@@ -228,7 +340,21 @@ impl Driver {
             match output {
                 Output::Transmit(transmit) => {
                     let socket = match transmit.from {
-                        Via::Listener => &self.listener,
+                        Via::Client(ClientTransport::Udp) => &self.listener,
+                        Via::Client(transport) => {
+                            let client = Client {
+                                transport,
+                                addr: transmit.to,
+                            };
+                            let queued = self
+                                .streams
+                                .get(&client)
+                                .is_some_and(|(_, out)| out.try_queue(transmit.contents));
+                            if !queued {
+                                self.stream_drops += 1;
+                            }
+                            continue;
+                        }
                         Via::Relay(relayed) => {
                             if !self.may_send_to(transmit.to) {
                                 self.send_drops += 1;

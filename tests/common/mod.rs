@@ -32,6 +32,8 @@ pub struct Rendezvous {
     pub child: Child,
     pub addr: String,
     pub id: String,
+    /// The TLS port's address, when the test asked for one with `--tls-listen`.
+    pub tls_addr: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -42,7 +44,8 @@ impl Rendezvous {
 
     /// Starts a rendezvous on `listen`. Its built-in TURN server gets a port of its own on the
     /// same IP (tests run in parallel: the default 3479 would be taken) unless `extra` says
-    /// otherwise.
+    /// otherwise. The TLS port is off (`--no-tls`: its default, 443, is shared) unless `extra`
+    /// gives `--tls-listen`; then its address is read from the rendezvous's second line.
     pub fn start_on(listen: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let turn_given = extra
@@ -55,30 +58,45 @@ impl Rendezvous {
         } else {
             &["--turn-listen", &turn_listen]
         };
+        let tls_given = extra
+            .iter()
+            .any(|arg| arg.starts_with("--tls-listen") || *arg == "--no-tls");
+        let wants_tls = extra.iter().any(|arg| arg.starts_with("--tls-listen"));
+        let default_tls: &[&str] = if tls_given { &[] } else { &["--no-tls"] };
         let mut child = Command::new(rendezvous_binary())
             .args(["--listen", listen, "--identity"])
             .arg(dir.path().join("rv.key"))
             .args(default_turn)
+            .args(default_tls)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
             words.first(),
             Some(&"listening"),
             "rendezvous said {line:?}"
         );
+        let tls_addr = wants_tls.then(|| {
+            let mut tls_line = String::new();
+            stdout.read_line(&mut tls_line).unwrap();
+            tls_line
+                .strip_prefix("tls listening ")
+                .unwrap_or_else(|| panic!("rendezvous said {tls_line:?}"))
+                .trim()
+                .to_string()
+        });
         Rendezvous {
             child,
             addr: words[1].to_string(),
             id: words[2].to_string(),
+            tls_addr,
             _dir: dir,
         }
     }

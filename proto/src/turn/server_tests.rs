@@ -38,6 +38,7 @@ fn policy(ip: IpAddr) -> bool {
 }
 
 struct Client {
+    transport: ClientTransport,
     addr: SocketAddr,
     username: String,
     password: String,
@@ -50,6 +51,7 @@ impl Client {
         let secret = SharedSecret::new(SECRET).unwrap();
         let issued = secret.issue(user, UNIX, 86_400);
         Client {
+            transport: ClientTransport::Udp,
             addr,
             username: issued.username,
             password: issued.password,
@@ -153,9 +155,20 @@ impl Harness {
 
     /// Feeds a client datagram, answers every BindRelay, and returns the rest of the outputs.
     fn client(&mut self, from: SocketAddr, bytes: &[u8]) -> Vec<Output> {
+        self.client_on(ClientTransport::Udp, from, bytes)
+    }
+
+    /// [`Self::client`] over any transport.
+    fn client_on(
+        &mut self,
+        transport: ClientTransport,
+        addr: SocketAddr,
+        bytes: &[u8],
+    ) -> Vec<Output> {
+        let from = super::Client { transport, addr };
         let _ = self
             .server
-            .handle_client_datagram(self.now, self.unix, from, bytes, &policy);
+            .handle_client_message(self.now, self.unix, from, bytes, &policy);
         let mut rest = Vec::new();
         for output in self.outputs() {
             match output {
@@ -174,12 +187,12 @@ impl Harness {
 
     /// Sends a request and returns the one response to the client.
     fn ask(&mut self, client: &Client, bytes: &[u8]) -> (StunMessage, Vec<u8>) {
-        let outputs = self.client(client.addr, bytes);
+        let outputs = self.client_on(client.transport, client.addr, bytes);
         assert_eq!(outputs.len(), 1, "{outputs:?}");
         let Output::Transmit(t) = &outputs[0] else {
             panic!("{outputs:?}")
         };
-        assert_eq!((t.from, t.to), (Via::Listener, client.addr));
+        assert_eq!((t.from, t.to), (Via::Client(client.transport), client.addr));
         (decode(&t.contents), t.contents.clone())
     }
 

@@ -26,7 +26,10 @@ fn peer_data_as_data_indication_then_channel_data_and_back() {
     let Some(Output::Transmit(t)) = h.server.poll_output() else {
         panic!()
     };
-    assert_eq!((t.from, t.to), (Via::Listener, client.addr));
+    assert_eq!(
+        (t.from, t.to),
+        (Via::Client(ClientTransport::Udp), client.addr)
+    );
     let indication = decode(&t.contents);
     assert_eq!(
         (indication.method(), indication.class()),
@@ -288,4 +291,77 @@ fn garbage_never_panics_and_memory_stays_bounded() {
         assert!(permissions <= 64 && channels <= 64);
     }
     assert!(h.server.stats().dropped_malformed > 1000);
+}
+
+#[test]
+fn stream_clients_are_their_own_5_tuple_and_get_padded_channel_data() {
+    let mut h = Harness::new(TurnServerConfig::default());
+    // A UDP client and a TCP client with the same address: two allocations.
+    let mut over_udp = Client::new(addr("192.0.2.10:4000"), "alice");
+    let mut over_tcp = Client::new(addr("192.0.2.10:4000"), "alice");
+    over_tcp.transport = ClientTransport::Tcp;
+    let relayed_udp = h.allocate(&mut over_udp).unwrap();
+    let relayed_tcp = h.allocate(&mut over_tcp).unwrap();
+    assert_ne!(relayed_udp, relayed_tcp);
+    assert_eq!(h.server.allocation_count(), 2);
+
+    let peer = addr("203.0.113.5:5000");
+    assert_eq!(
+        h.simple(
+            &mut over_tcp,
+            CHANNEL_BIND,
+            vec![ChannelNumber::new(0x4001).into(), peer_attr(peer)]
+        ),
+        None
+    );
+    // Peer -> TCP client: ChannelData padded to a multiple of 4, over the TCP connection.
+    h.server
+        .handle_relay_datagram(h.now, relayed_tcp, peer, b"odd")
+        .unwrap();
+    let Some(Output::Transmit(t)) = h.server.poll_output() else {
+        panic!()
+    };
+    assert_eq!(
+        (t.from, t.to),
+        (Via::Client(ClientTransport::Tcp), over_tcp.addr)
+    );
+    assert_eq!(t.contents, [0x40, 0x01, 0x00, 0x03, b'o', b'd', b'd', 0]);
+    // TCP client -> peer: a frame as the stream decoder hands it out (no padding).
+    let outputs = h.client_on(
+        ClientTransport::Tcp,
+        over_tcp.addr,
+        &channel_data::encode(0x4001, b"up"),
+    );
+    assert_eq!(
+        outputs,
+        vec![Output::Transmit(Transmit {
+            from: Via::Relay(relayed_tcp),
+            to: peer,
+            contents: b"up".to_vec()
+        })]
+    );
+    // The UDP client's allocation has no such channel.
+    assert!(h
+        .client(over_udp.addr, &channel_data::encode(0x4001, b"up"))
+        .is_empty());
+
+    // The TCP connection closes: its allocation goes, the UDP one stays.
+    h.server.client_closed(crate::turn::server::Client {
+        transport: ClientTransport::Tcp,
+        addr: over_tcp.addr,
+    });
+    assert_eq!(
+        h.outputs(),
+        vec![Output::ReleaseRelay {
+            id: AllocationId(1),
+            relayed: relayed_tcp
+        }]
+    );
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(
+        h.server
+            .handle_relay_datagram(h.now, relayed_tcp, peer, b"late"),
+        Err(DropReason::NoAllocation)
+    );
+    assert_eq!(h.simple(&mut over_udp, REFRESH, vec![]), None);
 }

@@ -30,7 +30,8 @@ pub(super) enum Phase {
 }
 
 pub(super) struct Allocation {
-    pub client: SocketAddr,
+    /// The client's side of the 5-tuple (its transport and address).
+    pub client: super::Client,
     pub user: String,
     pub key: HMACKey,
     /// Transaction of the Allocate that created it.
@@ -55,7 +56,7 @@ pub enum BindError {
 
 impl Allocation {
     pub fn new(
-        client: SocketAddr,
+        client: super::Client,
         credentials: super::auth::Credentials,
         transaction: [u8; 12],
         phase: Phase,

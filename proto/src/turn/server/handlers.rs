@@ -14,10 +14,12 @@ use stun_rs::{AddressFamily, MessageClass, StunMessage};
 use super::allocation::{Allocation, BindError, ByteBucket, Phase};
 use super::auth::{self, Credentials};
 use super::{
-    never_relayed, wire, AllocationId, DropReason, Family, Output, PeerPolicy, TurnServer, Via,
+    never_relayed, wire, AllocationId, Client, DropReason, Family, Output, PeerPolicy, TurnServer,
+    Via,
 };
 use crate::path::normalize;
 use crate::turn::channel_data::CHANNEL_MIN;
+use crate::turn::stream::pad_channel_data;
 
 /// Why an authenticated request was refused; each is answered with its STUN error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +74,7 @@ pub(super) fn allocate_success(
         vec![
             XorRelayedAddress::from(relayed).into(),
             LifeTime::new(lifetime.as_secs().try_into().unwrap_or(u32::MAX)).into(),
-            XorMappedAddress::from(allocation.client).into(),
+            XorMappedAddress::from(allocation.client.addr).into(),
         ],
         Some(&allocation.key),
     )
@@ -107,7 +109,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         unix_now: u64,
-        from: SocketAddr,
+        from: Client,
         datagram: &[u8],
         policy: &dyn PeerPolicy,
     ) -> Result<(), DropReason> {
@@ -131,7 +133,7 @@ impl TurnServer {
                     BINDING,
                     MessageClass::SuccessResponse,
                     transaction,
-                    vec![XorMappedAddress::from(from).into()],
+                    vec![XorMappedAddress::from(from.addr).into()],
                     None,
                 )
             } else {
@@ -151,16 +153,17 @@ impl TurnServer {
             &self.config.realm,
             &self.nonces,
             unix_now,
-            from.ip(),
+            from.addr.ip(),
         ) {
             Ok(credentials) => credentials,
             Err(e) => {
                 self.stats.unauthorized += 1;
                 let extra = match e {
                     auth::AuthError::Incomplete => Vec::new(),
-                    _ => {
-                        wire::challenge(&self.config.realm, &self.nonces.issue(unix_now, from.ip()))
-                    }
+                    _ => wire::challenge(
+                        &self.config.realm,
+                        &self.nonces.issue(unix_now, from.addr.ip()),
+                    ),
                 };
                 let answer = wire::error(method, transaction, e.code(), extra, None);
                 return self.answer_unauthenticated(now, from, datagram.len(), answer);
@@ -204,7 +207,7 @@ impl TurnServer {
                 )
             }
         };
-        self.transmit(Via::Listener, from, answer);
+        self.transmit_to_client(from, answer);
         Ok(())
     }
 
@@ -212,17 +215,17 @@ impl TurnServer {
     fn answer_unauthenticated(
         &mut self,
         now: Instant,
-        to: SocketAddr,
+        to: Client,
         request_len: usize,
         answer: Vec<u8>,
     ) -> Result<(), DropReason> {
         if answer.len() > super::MAX_AMPLIFICATION * request_len {
             return Err(DropReason::Amplification);
         }
-        if !self.unauthenticated.take(now, to.ip()) {
+        if !self.unauthenticated.take(now, to.addr.ip()) {
             return Err(DropReason::SourceLimited);
         }
-        self.transmit(Via::Listener, to, answer);
+        self.transmit_to_client(to, answer);
         Ok(())
     }
 
@@ -238,7 +241,7 @@ impl TurnServer {
     /// The active allocation of `from`, used by the same user.
     fn allocation_of(
         &self,
-        from: SocketAddr,
+        from: Client,
         credentials: &Credentials,
     ) -> Result<AllocationId, RequestError> {
         let id = *self
@@ -258,7 +261,7 @@ impl TurnServer {
     fn allocate(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         message: &StunMessage,
         credentials: &Credentials,
     ) -> Result<Option<Vec<u8>>, RequestError> {
@@ -332,7 +335,7 @@ impl TurnServer {
     fn refresh(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         message: &StunMessage,
         credentials: &Credentials,
     ) -> Result<Option<Vec<u8>>, RequestError> {
@@ -375,7 +378,7 @@ impl TurnServer {
     fn create_permission(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         message: &StunMessage,
         credentials: &Credentials,
         policy: &dyn PeerPolicy,
@@ -412,7 +415,7 @@ impl TurnServer {
     fn channel_bind(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         message: &StunMessage,
         credentials: &Credentials,
         policy: &dyn PeerPolicy,
@@ -452,7 +455,7 @@ impl TurnServer {
     }
 
     /// The allocation of `from` and its relayed address, for data from the client.
-    fn active_of_client(&self, from: SocketAddr) -> Result<(AllocationId, SocketAddr), DropReason> {
+    fn active_of_client(&self, from: Client) -> Result<(AllocationId, SocketAddr), DropReason> {
         let id = *self.by_client.get(&from).ok_or(DropReason::NoAllocation)?;
         let relayed = self.allocations[&id]
             .relayed()
@@ -463,7 +466,7 @@ impl TurnServer {
     fn send_indication(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         message: &StunMessage,
     ) -> Result<(), DropReason> {
         let (id, relayed) = self.active_of_client(from)?;
@@ -483,7 +486,7 @@ impl TurnServer {
     pub(super) fn client_channel_data(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
         let (channel, data) = wire::decode_channel_data(datagram).ok_or(DropReason::Malformed)?;
@@ -539,6 +542,10 @@ impl TurnServer {
         }
         let client = allocation.client;
         let contents = match allocation.peer_channel(now, from_peer) {
+            // Over TCP and TLS, ChannelData is padded to a multiple of 4 (RFC 8656 12.5).
+            Some(channel) if client.transport.is_stream() => {
+                pad_channel_data(wire::encode_channel_data(channel, data))
+            }
             Some(channel) => wire::encode_channel_data(channel, data),
             None => {
                 let transaction = self.next_indication_id();
@@ -547,7 +554,7 @@ impl TurnServer {
         };
         self.stats.relayed_to_clients += 1;
         self.stats.bytes_to_clients += data.len() as u64;
-        self.transmit(Via::Listener, client, contents);
+        self.transmit_to_client(client, contents);
         Ok(())
     }
 }

@@ -1,15 +1,18 @@
-//! The TURN server (RFC 8656, UDP), sans-IO: the rendezvous's built-in relay.
+//! The TURN server (RFC 8656; clients over UDP, TCP or TLS, relayed side UDP), sans-IO: the
+//! rendezvous's built-in relay.
 //!
 //! # Driving it
 //! The driver owns a listener socket and one relay socket per allocation, and feeds the machine:
-//! - [`TurnServer::handle_client_datagram`] for every datagram on the listener (STUN requests,
-//!   Send indications, ChannelData);
+//! - [`TurnServer::handle_client_datagram`] for every datagram on the UDP listener (STUN
+//!   requests, Send indications, ChannelData), [`TurnServer::handle_client_message`] for every
+//!   frame of a TCP or TLS client (cut by [`crate::turn::stream::StreamDecoder`]), and
+//!   [`TurnServer::client_closed`] when such a connection ends (its allocation goes with it);
 //! - [`TurnServer::handle_relay_datagram`] for every datagram a peer sends to a relayed address;
 //! - [`TurnServer::relay_bound`] to answer [`Output::BindRelay`];
 //! - [`TurnServer::handle_timeout`] once [`TurnServer::poll_timeout`] has passed.
 //!
 //! After each input it drains [`TurnServer::poll_output`]: [`Output::Transmit`] (send `contents`
-//! to `to` from the listener or the named relayed address), [`Output::BindRelay`] (bind a UDP
+//! to `to` over the client's transport, or from the named relayed address), [`Output::BindRelay`] (bind a UDP
 //! socket of `family`, an even port if asked, and report its address with `relay_bound`; the
 //! Allocate's answer waits for it), [`Output::ReleaseRelay`] (close that relay socket).
 //! Time comes in as `now` ([`Instant`], for lifetimes and rates) and `unix_now` (seconds, for
@@ -160,10 +163,47 @@ pub fn never_relayed(ip: IpAddr) -> bool {
     }
 }
 
+/// The transport between a client and the server (RFC 8656 section 3.1). The relayed side is
+/// always UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl ClientTransport {
+    /// TCP or TLS: a byte stream, where ChannelData is padded to a multiple of 4.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, ClientTransport::Udp)
+    }
+}
+
+/// The client's side of an allocation's 5-tuple: its transport and address. A UDP client and a
+/// TCP client may have the same address; they are different clients. (The server's side is the
+/// listener of that transport, one per transport.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client {
+    pub transport: ClientTransport,
+    pub addr: SocketAddr,
+}
+
+impl Client {
+    pub fn udp(addr: SocketAddr) -> Self {
+        Client {
+            transport: ClientTransport::Udp,
+            addr,
+        }
+    }
+}
+
 /// Which socket a datagram leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    Listener,
+    /// To a client (`Transmit::to` is its address) over its transport: the UDP listener, or
+    /// the client's TCP or TLS connection. Messages for a stream client are already framed
+    /// for the stream (ChannelData padded).
+    Client(ClientTransport),
     /// The relay socket bound to this (relayed) address.
     Relay(SocketAddr),
 }
@@ -263,7 +303,7 @@ pub struct TurnServer {
     seed: u64,
     indications: u64,
     allocations: HashMap<AllocationId, Allocation>,
-    by_client: HashMap<SocketAddr, AllocationId>,
+    by_client: HashMap<Client, AllocationId>,
     by_relay: HashMap<SocketAddr, AllocationId>,
     per_user: HashMap<String, usize>,
     /// Exactly one `(expires, id)` per allocation.
@@ -334,12 +374,25 @@ impl TurnServer {
         }
     }
 
-    /// A datagram from a client on the listener. `Err` says why nothing came of it.
+    /// A datagram from a client on the UDP listener. `Err` says why nothing came of it.
     pub fn handle_client_datagram(
         &mut self,
         now: Instant,
         unix_now: u64,
         from: SocketAddr,
+        datagram: &[u8],
+        policy: &dyn PeerPolicy,
+    ) -> Result<(), DropReason> {
+        self.handle_client_message(now, unix_now, Client::udp(from), datagram, policy)
+    }
+
+    /// One message from `from`: a UDP datagram, or a frame cut from a TCP/TLS stream by
+    /// [`crate::turn::stream::StreamDecoder`] (ChannelData without its stream padding).
+    pub fn handle_client_message(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        from: Client,
         datagram: &[u8],
         policy: &dyn PeerPolicy,
     ) -> Result<(), DropReason> {
@@ -357,6 +410,14 @@ impl TurnServer {
             self.count_drop(reason);
         }
         result
+    }
+
+    /// The TCP or TLS connection of `client` closed: its allocation (if any) goes with it, as
+    /// its 5-tuple is gone (RFC 8656 section 3.1).
+    pub fn client_closed(&mut self, client: Client) {
+        if let Some(&id) = self.by_client.get(&client) {
+            self.remove(id);
+        }
     }
 
     /// A datagram from `from_peer` to the relayed address `relayed`.
@@ -409,7 +470,7 @@ impl TurnServer {
                     Some(&allocation.key),
                 );
                 let client = allocation.client;
-                self.transmit(Via::Listener, client, answer);
+                self.transmit_to_client(client, answer);
                 self.remove(id);
             }
         }
@@ -446,6 +507,10 @@ impl TurnServer {
         if !contents.is_empty() {
             self.push(Output::Transmit(Transmit { from, to, contents }));
         }
+    }
+
+    fn transmit_to_client(&mut self, client: Client, contents: Vec<u8>) {
+        self.transmit(Via::Client(client.transport), client.addr, contents);
     }
 
     fn next_indication_id(&mut self) -> [u8; 12] {
@@ -493,7 +558,7 @@ impl TurnServer {
         }
         self.set_expiry(id, now + lifetime);
         self.stats.allocations_created += 1;
-        self.transmit(Via::Listener, client, answer);
+        self.transmit_to_client(client, answer);
     }
 
     fn remove(&mut self, id: AllocationId) {
