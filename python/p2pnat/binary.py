@@ -134,8 +134,8 @@ def find_rendezvous_binary() -> str:
     return find_binary(RENDEZVOUS)
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
-    """``python -m p2pnat.binary``: print where each executable is found (or why not)."""
+def report() -> int:
+    """``python -m p2pnat``: print where each executable is found (or why not); 0 if both are."""
     status = 0
     for name in (NODE, RENDEZVOUS):
         try:
@@ -145,6 +145,3 @@ def _main(argv: Optional[List[str]] = None) -> int:
             status = 1
     return status
 
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
