@@ -67,9 +67,19 @@ wheel=$(sed -n 's/.*Built wheel.* to \(.*\.whl\).*/\1/p' "$log" | tail -1)
 rm -f "$log"
 [ -n "$wheel" ] && [ -f "$wheel" ] || { echo "build-wheel: maturin named no wheel" >&2; exit 1; }
 
-python3 - "$wheel" <<'PY'
-import stat, sys, zipfile
-wheel = sys.argv[1]
+# maturin's auditwheel step chose the platform tag (manylinux_X_Y: oldest glibc) from p2p-node only;
+# the staged p2p-rendezvous must not need a newer glibc than the tag promises.
+python3 - "$wheel" "$stage/scripts/p2p-rendezvous" <<'PY'
+import re, shutil, stat, subprocess, sys, zipfile
+wheel, rendezvous = sys.argv[1], sys.argv[2]
+tag = re.search(r"manylinux_(\d+)_(\d+)", wheel)
+if tag and shutil.which("objdump"):
+    syms = subprocess.run(["objdump", "-T", rendezvous], capture_output=True, text=True, check=True).stdout
+    need = max((tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_([\d.]+)", syms)), default=(0,))
+    if need > (int(tag[1]), int(tag[2])):
+        sys.exit(f"build-wheel: p2p-rendezvous needs glibc {need}, newer than the wheel's tag {tag[0]}")
+elif tag:
+    print("build-wheel: objdump missing: p2p-rendezvous's glibc needs not checked against the tag", file=sys.stderr)
 with zipfile.ZipFile(wheel) as zf:
     names = zf.namelist()
     for exe in ("p2p-node", "p2p-rendezvous"):
