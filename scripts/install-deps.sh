@@ -6,8 +6,9 @@
 # - coturn: turnutils_uclient / turnutils_peer for tests/turn_interop.rs (root only). Its
 #   turnserver daemon is left stopped and disabled: it would take UDP 3478.
 # - Python: pytest, msgpack, cbor2 for the wrapper tests; maturin builds the wheel
-#   (scripts/build-wheel.sh); python3-venv (root only, if `python3 -m venv` lacks ensurepip, as
-#   on Debian/Ubuntu) lets scripts/check-wheel.sh install the wheel into a fresh venv.
+#   (scripts/build-wheel.sh); python3-pip and python3-venv (root only, when pip is missing or
+#   `python3 -m venv` fails, as on a fresh Debian/Ubuntu) let scripts/check-wheel.sh install the
+#   wheel into a fresh venv.
 set -euo pipefail
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "install-deps: could not add rustfmt/clippy components" >&2
@@ -19,7 +20,10 @@ if [ "$(id -u)" = 0 ]; then
   command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
   command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
-  python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+  # Debian's python3 without python3-venv imports ensurepip but cannot make a venv: try one.
+  venv_probe=$(mktemp -d)
+  python3 -m venv "$venv_probe/v" >/dev/null 2>&1 || need+=(python3-venv)
+  rm -rf "$venv_probe"
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
