@@ -47,6 +47,12 @@ out=${out:-$target_dir/wheels}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
+# The staging directory is shared by every build in this checkout: one at a time.
+if command -v flock >/dev/null 2>&1; then
+  mkdir -p "$target_dir"
+  exec 9>"$target_dir/.build-wheel.lock"
+  flock 9
+fi
 stage=$root/python/wheel-data
 cleanup() { rm -rf "$stage"; }
 trap cleanup EXIT
