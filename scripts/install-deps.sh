@@ -5,7 +5,10 @@
 #   makes lab NATs forget their mappings for the NAT rebinding cell).
 # - coturn: turnutils_uclient / turnutils_peer for tests/turn_interop.rs (root only). Its
 #   turnserver daemon is left stopped and disabled: it would take UDP 3478.
-# - Python: pytest, msgpack, cbor2 for the wrapper tests.
+# - Python: pytest, msgpack, cbor2 for the wrapper tests; maturin builds the wheel
+#   (scripts/build-wheel.sh); python3-pip and python3-venv (root only, when pip is missing or
+#   `python3 -m venv` fails, as on a fresh Debian/Ubuntu) let scripts/check-wheel.sh install the
+#   wheel into a fresh venv.
 set -euo pipefail
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "install-deps: could not add rustfmt/clippy components" >&2
@@ -16,6 +19,11 @@ if [ "$(id -u)" = 0 ]; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
   command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+  python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+  # Debian's python3 without python3-venv imports ensurepip but cannot make a venv: try one.
+  venv_probe=$(mktemp -d)
+  python3 -m venv "$venv_probe/v" >/dev/null 2>&1 || need+=(python3-venv)
+  rm -rf "$venv_probe"
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -29,4 +37,20 @@ if [ "$(id -u)" = 0 ]; then
     /etc/init.d/coturn stop >/dev/null 2>&1 || true
   fi
 fi
-python3 -m pip install -q --disable-pip-version-check pytest msgpack cbor2 2>&1 | grep -v "Running pip as the 'root' user" || true
+# A Python that marks itself externally managed (PEP 668: Debian's and Ubuntu's own python3) refuses
+# plain `pip install`; then install beside its packages with --break-system-packages (user-level
+# tools only: pytest, two codecs, maturin). A failure is reported, not fatal, as before: the step
+# that needs the package says what is missing.
+pip_install() {
+  local out
+  if ! out=$(python3 -m pip install -q --disable-pip-version-check "$@" 2>&1); then
+    if grep -q externally-managed-environment <<<"$out"; then
+      out=$(python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@" 2>&1) \
+        || { echo "install-deps: pip install $* failed:" >&2; echo "$out" >&2; return 0; }
+    else
+      echo "install-deps: pip install $* failed:" >&2; echo "$out" >&2; return 0
+    fi
+  fi
+  grep -v "Running pip as the 'root' user" <<<"$out" || true
+}
+pip_install pytest msgpack cbor2 'maturin>=1.5,<2'

@@ -12,6 +12,8 @@ echo "== cargo test"
 cargo test --workspace
 echo "== pytest (python wrappers, real binaries on loopback)"
 python3 -m pytest -q python/tests
+echo "== wheel (dev profile, reusing the build above): fresh venv outside the checkout, README example"
+./scripts/check-wheel.sh dev
 if [ "$(id -u)" = 0 ]; then
   echo "== netsim check and matrix (root: NAT lab in network namespaces)"
   target/debug/netsim check

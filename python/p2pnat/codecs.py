@@ -139,8 +139,7 @@ class MsgpackCodec:
             import msgpack
         except ImportError as exc:
             raise ImportError(
-                "the msgpack codec needs the 'msgpack' package: pip install msgpack "
-                "(or pip install 'p2pnat[msgpack]')") from exc
+                "the msgpack codec needs the 'msgpack' package: pip install msgpack") from exc
         self._msgpack = msgpack
 
     def encode(self, obj: Any) -> bytes:
@@ -170,8 +169,7 @@ class CborCodec:
             import cbor2
         except ImportError as exc:
             raise ImportError(
-                "the cbor codec needs the 'cbor2' package: pip install cbor2 "
-                "(or pip install 'p2pnat[cbor2]')") from exc
+                "the cbor codec needs the 'cbor2' package: pip install cbor2") from exc
         self._cbor2 = cbor2
 
     def encode(self, obj: Any) -> bytes:
