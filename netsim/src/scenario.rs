@@ -26,6 +26,9 @@ pub enum PeerKind {
     DoubleNat,
     /// A port-restricted NAT whose firewall drops all UDP.
     UdpBlocked,
+    /// Two bare Linux NAT boxes in a row (a carrier's and a home's, neither with a WAN
+    /// firewall): not in [`PeerKind::ALL`]; the matrix has cells of its own for it.
+    LinuxDoubleNat,
 }
 
 impl PeerKind {
@@ -40,6 +43,9 @@ impl PeerKind {
         PeerKind::UdpBlocked,
     ];
 
+    /// Kinds outside [`PeerKind::ALL`], used only by the cells that name them.
+    pub const EXTRA: [PeerKind; 1] = [PeerKind::LinuxDoubleNat];
+
     pub fn name(self) -> &'static str {
         match self {
             PeerKind::Public => "public",
@@ -50,6 +56,7 @@ impl PeerKind {
             PeerKind::Symmetric => "symmetric",
             PeerKind::DoubleNat => "double-nat",
             PeerKind::UdpBlocked => "udp-blocked",
+            PeerKind::LinuxDoubleNat => "linux-double-nat",
         }
     }
 
@@ -87,6 +94,15 @@ impl PeerKind {
                     .router(&home, nat(NatKind::FullCone).behind(&cgn))
                     .host_behind(peer, &home)
             }
+            PeerKind::LinuxDoubleNat => {
+                let cgn = format!("{peer}-cgn");
+                let home = format!("{peer}-home");
+                let bare = || nat(NatKind::PortRestrictedCone).wan_firewall(false);
+                builder
+                    .router(&cgn, bare())
+                    .router(&home, bare().behind(&cgn))
+                    .host_behind(peer, &home)
+            }
             PeerKind::UdpBlocked => {
                 let fw = format!("{peer}-fw");
                 builder
@@ -106,16 +122,14 @@ impl fmt::Display for PeerKind {
 impl FromStr for PeerKind {
     type Err = NetsimError;
     fn from_str(s: &str) -> Result<Self> {
-        PeerKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = PeerKind::ALL.iter().map(|k| k.name()).collect();
-                NetsimError::Topology(format!(
-                    "unknown peer kind `{s}` (one of {})",
-                    names.join(", ")
-                ))
-            })
+        let all = || PeerKind::ALL.into_iter().chain(PeerKind::EXTRA);
+        all().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = all().map(|k| k.name()).collect();
+            NetsimError::Topology(format!(
+                "unknown peer kind `{s}` (one of {})",
+                names.join(", ")
+            ))
+        })
     }
 }
 
@@ -257,13 +271,19 @@ mod tests {
                 by_name(&name).unwrap().topology().plan("t").unwrap();
             }
         }
+        for name in [
+            "linux-double-nat+linux-double-nat",
+            "linux-nat+linux-double-nat",
+        ] {
+            by_name(name).unwrap().topology().plan("t").unwrap();
+        }
         assert!(by_name("nonsense").is_err());
         assert!(by_name("public+nonsense").is_err());
     }
 
     #[test]
     fn peer_kinds_round_trip_through_their_names() {
-        for k in PeerKind::ALL {
+        for k in PeerKind::ALL.into_iter().chain(PeerKind::EXTRA) {
             assert_eq!(k.name().parse::<PeerKind>().unwrap(), k);
         }
     }

@@ -112,6 +112,16 @@ pub fn all_cells() -> Vec<CellSpec> {
             }
         }
     }
+    // Bare Linux NATs two deep (issue #11's "double NAT pairs"): against each other and
+    // against a single bare Linux NAT, both ways.
+    let bare_double = PeerKind::LinuxDoubleNat;
+    for (a, b) in [
+        (bare_double, bare_double),
+        (bare_double, PeerKind::LinuxNat),
+        (PeerKind::LinuxNat, bare_double),
+    ] {
+        cells.push(cell(format!("{a}+{b}"), scenario::pair(a, b), Phase::Plain));
+    }
     cells.push(cell(
         "same-nat".into(),
         scenario::same_nat(false),
@@ -420,9 +430,10 @@ mod tests {
     #[test]
     fn the_shipped_expectations_cover_every_cell() {
         let cells = all_cells();
-        // Every ordered pair of kinds (same kind once), two same-NAT cells, keepalive, rebind,
-        // address change, relay cut, coturn, relayed throughput.
-        assert_eq!(cells.len(), 8 * 8 + 8);
+        // Every ordered pair of kinds (same kind once), three bare-double-NAT cells, two
+        // same-NAT cells, keepalive, rebind, address change, relay cut, coturn, relayed
+        // throughput.
+        assert_eq!(cells.len(), 8 * 8 + 3 + 8);
         let mut names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
         names.sort();
         names.dedup();
