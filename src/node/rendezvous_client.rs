@@ -175,12 +175,28 @@ pub struct Keeper {
     pub sessions: u64,
 }
 
+/// How the node reaches the TURN server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayTransport {
+    /// UDP datagrams from the node's one socket to [`RelayOffer::server`].
+    Udp,
+    /// TURN over TLS (RFC 8656 section 3.1, ALPN `stun.turn`) to the rendezvous's TLS port
+    /// `addr`, its key checked as the control connection checks it (`pinned`: must equal).
+    /// Used when the node reaches the rendezvous only over TLS (UDP blocked).
+    Tls {
+        addr: SocketAddr,
+        pinned: Option<PeerId>,
+    },
+}
+
 /// A TURN server to allocate on and the credentials for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayOffer {
     pub server: SocketAddr,
     pub username: String,
     pub password: String,
+    /// How to reach it: over UDP to `server`, or over TLS to the rendezvous's TLS port.
+    pub transport: RelayTransport,
     /// Counts connections to the rendezvous. A new one means the rendezvous restarted or this
     /// node's network changed: either way the old allocation is likely gone (a restarted
     /// built-in server forgot it; a new address is a new 5-tuple), so the relay driver
@@ -199,6 +215,7 @@ impl RelayOffer {
             server,
             username: offer.username,
             password: offer.password,
+            transport: RelayTransport::Udp,
             session,
         }
     }
