@@ -25,6 +25,13 @@ struct Args {
     /// Rendezvous server, `host:port` or `<rendezvous_peer_id>@host:port` to pin its key.
     #[arg(long, default_value = "127.0.0.1:3478", global = true)]
     rendezvous: RendezvousTarget,
+    /// How to reach the rendezvous: `auto` (QUIC over UDP, and its TLS port over TCP when UDP
+    /// does not answer within a second), `udp` or `tls`.
+    #[arg(long, default_value = "auto")]
+    rendezvous_over: p2pnat::node::rendezvous_session::RendezvousOver,
+    /// The rendezvous's TLS port, `host:port` [default: the rendezvous's host, port 443].
+    #[arg(long)]
+    rendezvous_tls: Option<String>,
     /// Identity key file (created with mode 0600 if missing).
     /// [default: $XDG_CONFIG_HOME/p2pnat/identity.key]
     #[arg(long, global = true)]
@@ -91,6 +98,8 @@ fn main() -> ExitCode {
     let config = NodeConfig {
         identity,
         rendezvous: args.rendezvous,
+        rendezvous_over: args.rendezvous_over,
+        rendezvous_tls: args.rendezvous_tls,
         listen: args.listen,
         io: args.io,
         max_message: args.max_message,

@@ -453,7 +453,16 @@ impl Lab {
         netns::nft_load(&node.netns, &nft::cut_ruleset(remote))
     }
 
-    /// Removes what [`Lab::cut_udp`] added to `router`.
+    /// Makes `router` drop every UDP datagram it forwards, until [`Lab::restore_udp`].
+    pub fn block_udp(&self, router: &str) -> Result<()> {
+        let node = self.node(router)?;
+        if node.router.is_none() {
+            return Err(NetsimError::Topology(format!("`{router}` is not a router")));
+        }
+        netns::nft_load(&node.netns, &nft::block_udp_ruleset())
+    }
+
+    /// Removes what [`Lab::cut_udp`] or [`Lab::block_udp`] added to `router`.
     pub fn restore_udp(&self, router: &str) -> Result<()> {
         let node = self.node(router)?;
         netns::run(

@@ -194,6 +194,14 @@ pub fn cut_ruleset(remote: std::net::Ipv4Addr) -> String {
     )
 }
 
+/// A table (the same one [`cut_ruleset`] uses, removed the same way) that drops all UDP a
+/// router forwards, both ways: a network that blocks UDP until the table goes.
+pub fn block_udp_ruleset() -> String {
+    format!(
+        "table ip {CUT_TABLE} {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    oifname \"wan0\" meta l4proto udp drop\n    iifname \"wan0\" meta l4proto udp drop\n  }}\n}}\n"
+    )
+}
+
 /// A UDP mapping as `conntrack -L` lists it: the inside endpoint, the public port the NAT
 /// gave it, and the remote endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -229,9 +229,13 @@ pub enum Event {
         inbound: crate::nat::InboundBehaviour,
         /// The node's relayed address (its TURN allocation), once it has one.
         relay: Option<std::net::SocketAddr>,
+        /// How the node reaches the rendezvous: `udp` (QUIC), `tls` (TCP, UDP blocked), or
+        /// `None` while it does not.
+        over: Option<&'static str>,
     },
     Registered {
         observed: std::net::SocketAddr,
+        over: &'static str,
     },
     Connected {
         peer: PeerId,
@@ -286,17 +290,21 @@ impl Event {
                 nat,
                 inbound,
                 relay,
+                over,
             } => {
                 let local: Vec<String> = local.iter().map(|a| a.to_string()).collect();
                 let observed = observed.map_or("-".to_string(), |a| a.to_string());
                 let relay = relay.map_or("-".to_string(), |a| a.to_string());
                 write!(
                     line,
-                    "ready {id} local={} observed={observed} nat={nat} inbound={inbound} relay={relay}",
-                    local.join(",")
+                    "ready {id} local={} observed={observed} nat={nat} inbound={inbound} relay={relay} over={}",
+                    local.join(","),
+                    over.unwrap_or("-")
                 )
             }
-            Event::Registered { observed } => write!(line, "registered {observed}"),
+            Event::Registered { observed, over } => {
+                write!(line, "registered {observed} over={over}")
+            }
             Event::Connected { peer, path, remote } => {
                 write!(line, "connected {peer} {path} {remote}")
             }
@@ -427,11 +435,12 @@ mod tests {
             nat: crate::nat::NatBehaviour::Unknown,
             inbound: crate::nat::InboundBehaviour::MovesPort,
             relay: None,
+            over: None,
         };
         assert_eq!(
             ready.to_line(),
             format!(
-                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown inbound=moves-port relay=-",
+                "ready {} local=127.0.0.1:5,10.0.0.1:5 observed=- nat=unknown inbound=moves-port relay=- over=-",
                 id()
             )
         );

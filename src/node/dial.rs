@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p2pnat_proto::control::{PeerRecord, Push};
+use p2pnat_proto::control::{PeerRecord, Push, RegisteredOver};
 use p2pnat_proto::path::{CheckRole, PeerCandidates};
 use p2pnat_proto::{stun, PeerId};
 use tokio::sync::mpsc;
@@ -161,10 +161,13 @@ fn start(
     role: CheckRole,
 ) -> Result<SocketAddr, DialError> {
     let addrs = candidates_of(record);
-    tracing::debug!(candidates = ?addrs, nat = %record.nat.mapping, inbound = %record.nat.inbound, ?role, "checking candidates");
+    tracing::debug!(candidates = ?addrs, nat = %record.nat.mapping, inbound = %record.nat.inbound, over = ?record.over, ?role, "checking candidates");
+    // A peer registered over TLS was observed at a TCP address, no UDP one: it is reached
+    // through its relayed address (and its host addresses, on a shared LAN).
+    let observed = (record.over == RegisteredOver::Quic).then_some(record.observed);
     let candidates = PeerCandidates {
         addrs: &addrs,
-        observed: Some(record.observed),
+        observed,
         nat: record.nat,
         relayed: record.relayed,
     };
@@ -174,7 +177,9 @@ fn start(
 /// A peer's candidate addresses, host addresses first: the ones this IPv4 socket can use.
 fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
     let mut candidates = record.local_addrs.clone();
-    candidates.push(record.observed);
+    if record.over == RegisteredOver::Quic {
+        candidates.push(record.observed);
+    }
     candidates.retain(|addr| addr.is_ipv4() && !addr.ip().is_unspecified() && addr.port() != 0);
     candidates
 }

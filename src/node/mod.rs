@@ -14,6 +14,7 @@ pub mod nat_detection;
 pub mod paths;
 pub mod peer;
 pub mod rendezvous_client;
+pub mod rendezvous_session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +43,10 @@ pub const MAX_PEERS: usize = 1024;
 pub struct NodeConfig {
     pub identity: Identity,
     pub rendezvous: RendezvousTarget,
+    /// Which transports the rendezvous may be reached over (`--rendezvous-over`), and its TLS
+    /// port (`--rendezvous-tls`; default: its host, port 443).
+    pub rendezvous_over: rendezvous_session::RendezvousOver,
+    pub rendezvous_tls: Option<String>,
     pub listen: SocketAddr,
     pub io: IoMode,
     pub max_message: usize,
@@ -196,6 +201,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     }
     let (rendezvous, first_registration) = rendezvous_client::spawn(rendezvous_client::Keeper {
         target: config.rendezvous.clone(),
+        over: config.rendezvous_over,
+        tls_address: config.rendezvous_tls.clone(),
+        identity: config.identity.clone(),
         endpoint: endpoint.clone(),
         socket: socket.clone(),
         client_config: rendezvous_client,
@@ -249,6 +257,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             ),
         };
     let nat = match &registration {
+        // Over TLS the network drops UDP: there is no UDP mapping to detect.
+        Some(registration) if registration.over == "tls" => NatReport::UNKNOWN,
         Some(registration) => {
             let mut servers = vec![registration.server];
             servers.extend(&registration.stun_alternates);
@@ -290,6 +300,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         }
     }
     let relay = *relayed_registered.borrow();
+    let over = registration.as_ref().map(|r| r.over);
     let observed = registration.map(|r| r.observed);
     outputs
         .event(Event::Ready {
@@ -299,6 +310,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             nat: nat.mapping,
             inbound: nat.inbound,
             relay,
+            over,
         })
         .await;
     if let Some(problem) = problem {
@@ -345,8 +357,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     let _ = shutdown_tx.send(true);
-    if let Some(connection) = rendezvous.current() {
-        connection.close(0u32.into(), b"quit");
+    if let Some(session) = rendezvous.current() {
+        session.close(b"quit");
     }
     endpoint.close(0u32.into(), b"quit");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;

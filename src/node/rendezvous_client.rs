@@ -1,25 +1,29 @@
 //! The node's connection to the rendezvous: keeps it up, keeps the registration fresh, and runs
 //! lookups.
 //!
-//! The keeper task connects (by real address, as a passthrough on the node's one socket, so the
-//! rendezvous observes the same NAT mapping peers will use), registers with the node's local
-//! addresses, refreshes every third of the granted TTL, and reconnects with backoff (1 s doubling
-//! to 30 s) when the connection or a refresh fails. Lookups wait up to [`LOOKUP_TIMEOUT`] for a
-//! connection and an answer.
+//! The keeper task connects (QUIC by real address, as a passthrough on the node's one socket,
+//! so the rendezvous observes the same NAT mapping peers will use; or TLS over TCP to the
+//! rendezvous's TLS port where UDP is blocked: [`super::rendezvous_session`]), registers with
+//! the node's local addresses, refreshes every third of the granted TTL, and reconnects with
+//! backoff (1 s doubling to 30 s) when the connection or a refresh fails. Registered over TLS, it
+//! tries QUIC again every [`UDP_RETRY`] and moves the registration back when QUIC answers.
+//! Lookups wait up to [`LOOKUP_TIMEOUT`] for a connection and an answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use p2pnat_proto::app::Event;
-use p2pnat_proto::control::{
-    self, PeerRecord, Push, Request, Response, TurnOffer, TurnServerAddr, MAX_CONTROL_MESSAGE,
-};
+use p2pnat_proto::control::{self, PeerRecord, Push, Request, Response, TurnOffer, TurnServerAddr};
 use p2pnat_proto::nat::NatReport;
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::app_io::Outputs;
+use super::rendezvous_session::{
+    self as session, Dialing, RendezvousOver, Session, DEFAULT_TLS_PORT, UDP_RETRY,
+};
+use crate::identity::Identity;
 use crate::socket::NodeSocket;
 
 /// How long a lookup (or a registration) may take, connection wait included.
@@ -80,36 +84,11 @@ pub enum RendezvousError {
 /// Cloneable handle for lookups.
 #[derive(Debug, Clone)]
 pub struct RendezvousClient {
-    connection: watch::Receiver<Option<quinn::Connection>>,
+    session: watch::Receiver<Option<Session>>,
     /// Woken when a request times out: the keeper then drops the connection and reconnects
     /// (a restarted rendezvous forgets connections silently; waiting for QUIC's idle timeout
     /// would leave this node unregistered and its relay allocation lost for 30 s).
     unanswered: Arc<tokio::sync::Notify>,
-}
-
-async fn request(
-    connection: &quinn::Connection,
-    request: &Request,
-) -> Result<Response, RendezvousError> {
-    let exchange = async {
-        let (mut send, mut recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        send.write_all(&control::encode(request))
-            .await
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        send.finish()
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        let bytes = recv
-            .read_to_end(MAX_CONTROL_MESSAGE)
-            .await
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        Ok(control::decode::<Response>(&bytes)?)
-    };
-    tokio::time::timeout(LOOKUP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| RendezvousError::Timeout)?
 }
 
 impl RendezvousClient {
@@ -119,14 +98,14 @@ impl RendezvousClient {
         &self,
         peer: PeerId,
     ) -> Result<Option<PeerRecord>, RendezvousError> {
-        let mut watch = self.connection.clone();
-        let connection = tokio::time::timeout(LOOKUP_TIMEOUT, watch.wait_for(|c| c.is_some()))
+        let mut watch = self.session.clone();
+        let session = tokio::time::timeout(LOOKUP_TIMEOUT, watch.wait_for(|c| c.is_some()))
             .await
             .map_err(|_| RendezvousError::NotConnected)?
             .map_err(|_| RendezvousError::NotConnected)?
             .clone()
             .ok_or(RendezvousError::NotConnected)?;
-        let answer = request(&connection, &Request::Connect { peer }).await;
+        let answer = session.request(&Request::Connect { peer }).await;
         if let Err(RendezvousError::Timeout) = answer {
             self.unanswered.notify_one();
         }
@@ -143,15 +122,21 @@ impl RendezvousClient {
         }
     }
 
-    /// The current connection, if any (closed at shutdown).
-    pub fn current(&self) -> Option<quinn::Connection> {
-        self.connection.borrow().clone()
+    /// The current session, if any (closed at shutdown).
+    pub fn current(&self) -> Option<Session> {
+        self.session.borrow().clone()
     }
 }
 
 /// Everything the keeper needs.
 pub struct Keeper {
     pub target: RendezvousTarget,
+    /// Which transports the node may reach the rendezvous over, and the TLS port's address
+    /// (`host:port`; `None`: the rendezvous's host, port 443).
+    pub over: RendezvousOver,
+    pub tls_address: Option<String>,
+    /// The node's identity: the client certificate over TLS.
+    pub identity: Identity,
     pub endpoint: quinn::Endpoint,
     pub socket: Arc<NodeSocket>,
     pub client_config: quinn::ClientConfig,
@@ -206,7 +191,12 @@ pub struct RelayOffer {
 
 impl RelayOffer {
     /// Resolves where the offered server is: the built-in one is on the rendezvous's host.
-    fn from_offer(offer: TurnOffer, rendezvous: SocketAddr, session: u64) -> Self {
+    fn from_offer(
+        offer: TurnOffer,
+        rendezvous: SocketAddr,
+        session: u64,
+        transport: RelayTransport,
+    ) -> Self {
         let server = match offer.server {
             TurnServerAddr::SameHost { port } => SocketAddr::new(rendezvous.ip(), port),
             TurnServerAddr::Addr(addr) => p2pnat_proto::path::normalize(addr),
@@ -215,7 +205,7 @@ impl RelayOffer {
             server,
             username: offer.username,
             password: offer.password,
-            transport: RelayTransport::Udp,
+            transport,
             session,
         }
     }
@@ -224,8 +214,10 @@ impl RelayOffer {
 /// A successful registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
-    /// The rendezvous's address (where it answers QUIC and STUN).
+    /// The rendezvous's address on the transport used (QUIC and STUN on UDP, or its TLS port).
     pub server: SocketAddr,
+    /// `udp` or `tls` (see [`Session::over`]).
+    pub over: &'static str,
     /// This node's address as the rendezvous sees it.
     pub observed: SocketAddr,
     /// Other addresses where the rendezvous answers STUN.
@@ -245,13 +237,13 @@ pub fn spawn(
     RendezvousClient,
     oneshot::Receiver<Result<Registration, String>>,
 ) {
-    let (conn_tx, conn_rx) = watch::channel(None);
+    let (session_tx, session_rx) = watch::channel(None);
     let (first_tx, first_rx) = oneshot::channel();
     let unanswered = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(keep(keeper, conn_tx, first_tx, unanswered.clone()));
+    tokio::spawn(keep(keeper, session_tx, first_tx, unanswered.clone()));
     (
         RendezvousClient {
-            connection: conn_rx,
+            session: session_rx,
             unanswered,
         },
         first_rx,
@@ -266,43 +258,52 @@ async fn resolve(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{address} has no IPv4 address"))
 }
 
+/// The rendezvous's UDP and TLS addresses.
+async fn addresses(keeper: &Keeper) -> Result<(SocketAddr, SocketAddr), String> {
+    let udp = resolve(&keeper.target.address).await?;
+    let tls = match &keeper.tls_address {
+        Some(address) => resolve(address).await?,
+        None => SocketAddr::new(udp.ip(), DEFAULT_TLS_PORT),
+    };
+    Ok((udp, tls))
+}
+
+fn dialing(keeper: &Keeper, (udp, tls): (SocketAddr, SocketAddr)) -> Dialing<'_> {
+    Dialing {
+        endpoint: &keeper.endpoint,
+        socket: &keeper.socket,
+        client_config: &keeper.client_config,
+        identity: &keeper.identity,
+        pinned: keeper.target.pinned,
+        udp,
+        tls,
+    }
+}
+
 async fn connect_and_register(
     keeper: &mut Keeper,
-) -> Result<(quinn::Connection, Registration), String> {
-    let addr = resolve(&keeper.target.address).await?;
-    keeper.socket.add_passthrough(addr);
-    let server_name = keeper
-        .target
-        .pinned
-        .map_or(crate::tls::UNPINNED_SERVER_NAME.to_string(), |id| {
-            id.to_text()
-        });
-    let connecting = keeper
-        .endpoint
-        .connect_with(keeper.client_config.clone(), addr, &server_name)
-        .map_err(|e| format!("cannot connect to rendezvous {addr}: {e}"))?;
-    let connection = tokio::time::timeout(LOOKUP_TIMEOUT, connecting)
-        .await
-        .map_err(|_| format!("rendezvous {addr} did not answer"))?
-        .map_err(|e| format!("rendezvous {addr}: {e}"))?;
+) -> Result<(Session, Option<mpsc::Receiver<Push>>, Registration), String> {
+    let addresses = addresses(keeper).await?;
+    let (session, pushes) = session::connect(&dialing(keeper, addresses), keeper.over).await?;
     keeper.sessions += 1;
-    let registration = register_now(keeper, &connection).await?;
-    Ok((connection, registration))
+    let registration = register_now(keeper, &session).await?;
+    Ok((session, pushes, registration))
 }
 
 async fn register(
-    connection: &quinn::Connection,
+    session: &Session,
     local_addrs: &[SocketAddr],
     nat: NatReport,
     relayed: Option<SocketAddr>,
-    session: u64,
+    session_count: u64,
+    pinned: Option<PeerId>,
 ) -> Result<Registration, String> {
     let request_message = Request::Register {
         local_addrs: local_addrs.to_vec(),
         nat,
         relayed,
     };
-    match request(connection, &request_message).await {
+    match session.request(&request_message).await {
         Ok(Response::Registered {
             observed,
             ttl_secs,
@@ -311,14 +312,24 @@ async fn register(
             turn,
         }) => {
             stun_alternates.truncate(p2pnat_proto::control::MAX_STUN_ALTERNATES);
-            let server = crate::socket::peer_address(connection);
+            let server = session.server();
+            let transport = match session {
+                Session::Quic(_) => RelayTransport::Udp,
+                Session::Tls { .. } => RelayTransport::Tls {
+                    addr: server,
+                    pinned,
+                },
+            };
             Ok(Registration {
                 server,
+                over: session.over(),
                 observed,
                 stun_alternates,
                 ttl: Duration::from_secs(u64::from(ttl_secs.max(3))),
                 inbound_probe,
-                relay: turn.map(|offer| RelayOffer::from_offer(offer, server, session)),
+                relay: turn.map(|offer| {
+                    RelayOffer::from_offer(offer, server, session_count, transport.clone())
+                }),
             })
         }
         Ok(Response::Refused { code, message }) => {
@@ -329,9 +340,40 @@ async fn register(
     }
 }
 
+/// Starts delivering `session`'s pushes to the node.
+fn deliver_pushes(keeper: &Keeper, session: &Session, pushes: Option<mpsc::Receiver<Push>>) {
+    match (session, pushes) {
+        (Session::Quic(connection), _) => {
+            tokio::spawn(session::receive_quic_pushes(
+                connection.clone(),
+                keeper.pushes.clone(),
+            ));
+        }
+        (Session::Tls { .. }, Some(pushes)) => {
+            tokio::spawn(session::forward_tls_pushes(pushes, keeper.pushes.clone()));
+        }
+        (Session::Tls { .. }, None) => {}
+    }
+}
+
+/// Registered over TLS: whether QUIC answers now; if so, the registration moves to it.
+async fn try_udp_again(keeper: &mut Keeper) -> Option<(Session, Registration)> {
+    let addresses = addresses(keeper).await.ok()?;
+    let quic = session::connect_quic(&dialing(keeper, addresses)).await.ok()?;
+    keeper.sessions += 1;
+    match register_now(keeper, &quic).await {
+        Ok(registration) => Some((quic, registration)),
+        Err(e) => {
+            tracing::debug!("QUIC answered but registering over it failed: {e}");
+            quic.close(b"registration failed");
+            None
+        }
+    }
+}
+
 async fn keep(
     mut keeper: Keeper,
-    conn_tx: watch::Sender<Option<quinn::Connection>>,
+    session_tx: watch::Sender<Option<Session>>,
     first_tx: oneshot::Sender<Result<Registration, String>>,
     unanswered: Arc<tokio::sync::Notify>,
 ) {
@@ -339,9 +381,9 @@ async fn keep(
     let mut backoff = Duration::from_secs(1);
     loop {
         match connect_and_register(&mut keeper).await {
-            Ok((connection, registration)) => {
+            Ok((mut session, pushes, registration)) => {
                 let (observed, ttl) = (registration.observed, registration.ttl);
-                tracing::info!(%observed, "registered with the rendezvous");
+                tracing::info!(%observed, over = session.over(), "registered with the rendezvous");
                 backoff = Duration::from_secs(1);
                 // The first success is reported in `ready`; any later one (after a failure,
                 // or once `ready` went out without it) as a `registered` event.
@@ -349,40 +391,54 @@ async fn keep(
                     .take()
                     .is_some_and(|first| first.send(Ok(registration)).is_ok());
                 if !reported_in_ready {
-                    keeper.outputs.event(Event::Registered { observed }).await;
+                    let over = session.over();
+                    keeper.outputs.event(Event::Registered { observed, over }).await;
                 }
-                let _ = conn_tx.send(Some(connection.clone()));
-                tokio::spawn(receive_pushes(connection.clone(), keeper.pushes.clone()));
+                let _ = session_tx.send(Some(session.clone()));
+                deliver_pushes(&keeper, &session, pushes);
+                let retry_udp = keeper.over == RendezvousOver::Auto;
                 let reason = loop {
+                    let over_tls = matches!(session, Session::Tls { .. });
                     tokio::select! {
                         biased;
                         _ = stopped(&mut keeper.shutdown) => {
-                            connection.close(0u32.into(), b"quit");
+                            session.close(b"quit");
                             return;
                         }
                         _ = tokio::time::sleep(ttl / 3) => {
-                            if let Err(e) = refresh(&mut keeper, &connection).await {
+                            if let Err(e) = refresh(&mut keeper, &session).await {
                                 break e;
                             }
                         }
                         Ok(()) = keeper.nat.changed() => {
-                            if let Err(e) = refresh(&mut keeper, &connection).await {
+                            if let Err(e) = refresh(&mut keeper, &session).await {
                                 break e;
                             }
                         }
                         Ok(()) = keeper.relayed.changed() => {
-                            if let Err(e) = refresh(&mut keeper, &connection).await {
+                            if let Err(e) = refresh(&mut keeper, &session).await {
                                 break e;
                             }
                         }
-                        e = connection.closed() => break e.to_string(),
+                        _ = tokio::time::sleep(UDP_RETRY), if over_tls && retry_udp => {
+                            if let Some((quic, registration)) = try_udp_again(&mut keeper).await {
+                                let observed = registration.observed;
+                                tracing::info!(%observed, "UDP answers again: registered over QUIC");
+                                session = quic;
+                                let _ = session_tx.send(Some(session.clone()));
+                                deliver_pushes(&keeper, &session, None);
+                                let over = session.over();
+                                keeper.outputs.event(Event::Registered { observed, over }).await;
+                            }
+                        }
+                        e = session.closed() => break e,
                         _ = unanswered.notified() => {
                             break "a request went unanswered".to_string();
                         }
                     }
                 };
-                let _ = conn_tx.send(None);
-                connection.close(0u32.into(), b"reconnecting");
+                let _ = session_tx.send(None);
+                session.close(b"reconnecting");
                 if *keeper.shutdown.borrow() {
                     return;
                 }
@@ -405,7 +461,7 @@ async fn keep(
             }
         }
         let stopping = *keeper.shutdown.borrow();
-        if conn_tx.is_closed() || stopping {
+        if session_tx.is_closed() || stopping {
             return;
         }
         tokio::select! {
@@ -418,25 +474,23 @@ async fn keep(
 
 /// Registers again with what the node knows now (NAT report, relayed address) and takes the
 /// fresh relay credentials.
-async fn refresh(keeper: &mut Keeper, connection: &quinn::Connection) -> Result<(), String> {
-    register_now(keeper, connection).await.map(|_| ())
+async fn refresh(keeper: &mut Keeper, session: &Session) -> Result<(), String> {
+    register_now(keeper, session).await.map(|_| ())
 }
 
 /// Registers with what the node knows now and publishes what the rendezvous then has on
 /// record (NAT report, relayed address) and the relay it offered (only when it changed, so
 /// the relay driver is not woken for nothing).
-async fn register_now(
-    keeper: &mut Keeper,
-    connection: &quinn::Connection,
-) -> Result<Registration, String> {
+async fn register_now(keeper: &mut Keeper, session: &Session) -> Result<Registration, String> {
     let nat = *keeper.nat.borrow_and_update();
     let relayed = *keeper.relayed.borrow_and_update();
     let registration = register(
-        connection,
+        session,
         &keeper.local_addrs,
         nat,
         relayed,
         keeper.sessions,
+        keeper.target.pinned,
     )
     .await?;
     keeper.nat_registered.send_replace(nat);
@@ -456,28 +510,6 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
         }
         if shutdown.changed().await.is_err() {
             std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// Reads the messages the rendezvous pushes on `connection` (one per unidirectional stream) until
-/// it closes. Malformed ones are logged and dropped.
-async fn receive_pushes(connection: quinn::Connection, pushes: mpsc::Sender<Push>) {
-    while let Ok(mut stream) = connection.accept_uni().await {
-        let bytes = match stream.read_to_end(MAX_CONTROL_MESSAGE).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::debug!("push stream failed: {e}");
-                continue;
-            }
-        };
-        match control::decode::<Push>(&bytes) {
-            Ok(push) => {
-                if pushes.try_send(push).is_err() {
-                    tracing::warn!("too many pushes from the rendezvous at once: one dropped");
-                }
-            }
-            Err(e) => tracing::warn!("malformed push from the rendezvous dropped: {e}"),
         }
     }
 }

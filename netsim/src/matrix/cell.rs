@@ -172,6 +172,8 @@ pub struct LabSetup {
     pub rendezvous_args: Vec<String>,
     /// Start coturn on [`super::coturn::COTURN_HOST`] and have the rendezvous offer it.
     pub coturn: bool,
+    /// A router that drops all UDP from before the nodes start ([`Lab::block_udp`]).
+    pub block_udp: Option<String>,
 }
 
 impl LabSetup {
@@ -186,7 +188,11 @@ impl LabSetup {
                 rendezvous_args: super::relaybench::RENDEZVOUS_ARGS
                     .map(String::from)
                     .to_vec(),
-                coturn: false,
+                ..LabSetup::default()
+            },
+            Phase::Disrupt(super::rebind::Disruption::Unblock { router }) => LabSetup {
+                block_udp: Some(router.clone()),
+                ..LabSetup::default()
             },
             _ => LabSetup::default(),
         }
@@ -306,6 +312,12 @@ pub fn in_lab(
     if let Some(link) = cfg.link {
         lab.set_impairment("alice", link)?;
         lab.set_impairment("bob", link)?;
+    }
+    if let Some(router) = &setup.block_udp {
+        if let Err(e) = lab.block_udp(router) {
+            result.lab_problem = Some(format!("blocking UDP in {router} failed: {e}"));
+            return lab.teardown();
+        }
     }
     let mut rendezvous_args = setup.rendezvous_args.clone();
     let coturn = if setup.coturn {

@@ -88,7 +88,8 @@ pub struct MatrixArgs {
 /// directions (cell `A+B`: alice behind A dials bob behind B; `B+A` follows right after),
 /// two peers behind one NAT without and with hairpinning, a keepalive cell (a short NAT
 /// mapping timeout and an idle period longer than it), the NAT rebinding cell, the
-/// address-change cell, the relay-cut cell, the coturn cell and the relayed-throughput cell.
+/// address-change cell, the relay-cut cell, the UDP-unblock cell, the coturn cell and the
+/// relayed-throughput cell.
 pub fn all_cells() -> Vec<CellSpec> {
     let cell = |name: String, builder, phase| CellSpec {
         name,
@@ -162,6 +163,13 @@ pub fn all_cells() -> Vec<CellSpec> {
         }),
     ));
     cells.push(cell(
+        UDP_UNBLOCK_CELL.into(),
+        prc().scenario(UDP_UNBLOCK_CELL),
+        Phase::Disrupt(Disruption::Unblock {
+            router: "alice-nat".into(),
+        }),
+    ));
+    cells.push(cell(
         COTURN_CELL.into(),
         scenario::pair(PeerKind::Symmetric, PeerKind::Symmetric)
             .public_host(coturn::COTURN_HOST)
@@ -185,6 +193,8 @@ pub const REBIND_CELL: &str = "rebind";
 pub const ADDRESS_CHANGE_CELL: &str = "address-change";
 /// The relay-cut cell's name (the direct path is cut mid-transfer, then restored).
 pub const RELAY_CUT_CELL: &str = "relay-cut";
+/// The UDP-unblock cell's name (alice's network blocks UDP until a third has arrived).
+pub const UDP_UNBLOCK_CELL: &str = "udp-unblock";
 /// The cell relaying through coturn instead of the built-in TURN server.
 pub const COTURN_CELL: &str = "coturn";
 /// The cell measuring relayed against direct throughput.
@@ -431,9 +441,9 @@ mod tests {
     fn the_shipped_expectations_cover_every_cell() {
         let cells = all_cells();
         // Every ordered pair of kinds (same kind once), three bare-double-NAT cells, two
-        // same-NAT cells, keepalive, rebind, address change, relay cut, coturn, relayed
-        // throughput.
-        assert_eq!(cells.len(), 8 * 8 + 3 + 8);
+        // same-NAT cells, keepalive, rebind, address change, relay cut, UDP unblock, coturn,
+        // relayed throughput.
+        assert_eq!(cells.len(), 8 * 8 + 3 + 9);
         let mut names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
         names.sort();
         names.dedup();

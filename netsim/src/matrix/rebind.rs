@@ -17,6 +17,11 @@
 //! reachable. The transfer must go on over the relay (a `path <peer> relayed` event); when it
 //! is done the rule goes, and the connection must return to a direct path by itself.
 //!
+//! The UDP-unblock cell ([`Disruption::Unblock`]): alice's router drops all UDP from before
+//! the nodes start, so her node registers over TLS and her relay runs over TLS; at a third the
+//! block goes ([`Lab::restore_udp`]) and the connection must move to UDP without loss, direct
+//! in the end.
+//!
 //! After every disruption, once the transfer is done, the cell waits (at most
 //! [`BACK_TO_DIRECT_WAIT`]) until both sides' last `path` events are direct again: a node
 //! that fell back to the relay retries for a direct path 10 s later, then at doubling gaps.
@@ -55,6 +60,10 @@ pub enum Disruption {
     /// `router` drops UDP between its public address and router `remote`'s until the
     /// transfer is done ([`Lab::cut_udp`]).
     Cut { router: String, remote: String },
+    /// `router` drops all UDP from the start (alice reaches the rendezvous and its relay over
+    /// TLS); when a third has arrived the block goes ([`Lab::restore_udp`]) and the connection
+    /// must move to UDP, direct in the end.
+    Unblock { router: String },
 }
 
 impl Disruption {
@@ -63,7 +72,8 @@ impl Disruption {
         match self {
             Disruption::Rebind { router }
             | Disruption::Move { router, .. }
-            | Disruption::Cut { router, .. } => router,
+            | Disruption::Cut { router, .. }
+            | Disruption::Unblock { router } => router,
         }
     }
 }
@@ -86,6 +96,8 @@ pub struct RebindResult {
     pub lan_after: Option<Ipv4Addr>,
     /// Relay-cut cell: what was cut (`UDP 192.0.2.1 <-> 192.0.2.2 dropped in alice-nat`).
     pub cut: Option<String>,
+    /// UDP-unblock cell: the block that was lifted.
+    pub unblocked: Option<String>,
     /// When the disruption happened (for times relative to it).
     #[serde(skip)]
     pub disrupted_at: Option<Instant>,
@@ -164,6 +176,7 @@ pub fn run(
         Disruption::Cut { remote, .. } => Some(lab.addr(remote)),
         _ => None,
     };
+    let unblock = matches!(disruption, Disruption::Unblock { .. });
     let mut bytes = cfg.rebind_bytes.max(MIN_REBIND_BYTES);
     if move_host.is_some() {
         bytes = bytes.min(ADDRESS_CHANGE_BYTES);
@@ -265,6 +278,9 @@ pub fn run(
                 Some(SocketAddrV4::new(r.public_ip?, m.public_port))
             });
             let done = match (move_host, alice_ip) {
+                _ if unblock => lab.restore_udp(router).map(|()| {
+                    r.unblocked = Some(format!("UDP block in {router} lifted"));
+                }),
                 _ if cut.is_some() => match &cut {
                     Some(Ok(remote)) => lab.cut_udp(router, *remote).map(|()| {
                         r.cut = Some(format!(
@@ -297,6 +313,7 @@ pub fn run(
                 }
                 Err(e) => {
                     result.lab_problem = Some(match (move_host, &cut) {
+                        _ if unblock => format!("lifting the UDP block in {router} failed: {e}"),
                         (_, Some(_)) => format!("cutting UDP in {router} failed: {e}"),
                         (None, _) => format!("rebinding {router} failed: {e}"),
                         (Some(host), _) => format!("moving {host} to a new address failed: {e}"),
@@ -306,7 +323,7 @@ pub fn run(
             }
         }
         let inside = r.lan_after.or(alice_ip);
-        if cut.is_some() {
+        if cut.is_some() || unblock {
             verified = true; // nothing moved: no mapping to verify
         }
         if let (Some(at), Some(ip), false) = (rebound_at, inside, verified) {
@@ -544,6 +561,15 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
     }
     if !r.in_order {
         r.problems.push("messages arrived out of order".into());
+    }
+    if r.unblocked.is_some()
+        && r.messages_arrived == r.messages
+        && r.back_direct_ms.is_none()
+    {
+        r.problems.push(format!(
+            "not direct {} s after UDP was unblocked",
+            BACK_TO_DIRECT_WAIT.as_secs()
+        ));
     }
     if r.cut.is_some() {
         if r.fallback_ms.is_none() {

@@ -1,0 +1,267 @@
+//! One control session with the rendezvous: QUIC on its UDP port, or TLS over TCP on its TLS
+//! port (docs/PROTOCOL.md section 7) where UDP is blocked. The keeper
+//! ([`super::rendezvous_client`]) chooses; requests, pushes and closing look the same either way.
+//!
+//! Choosing ([`connect`]): with [`RendezvousOver::Auto`] QUIC is tried first, and if its
+//! handshake has not completed after [`UDP_GRACE`] a TLS connection is started beside it; the
+//! first to complete wins (QUIC also wins a tie, and a late QUIC success while TLS is still
+//! connecting). A node registered over TLS keeps trying QUIC in the background
+//! ([`UDP_RETRY`]) and moves back to it when it answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2pnat_proto::control::{self, Push, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::PeerId;
+use tokio::sync::mpsc;
+
+use super::rendezvous_client::{RendezvousError, LOOKUP_TIMEOUT};
+use crate::identity::Identity;
+use crate::rendezvous_tls::{RendezvousTls, TlsRequestError};
+use crate::socket::NodeSocket;
+
+/// How long QUIC may take to answer before TLS is tried beside it.
+pub const UDP_GRACE: Duration = Duration::from_secs(1);
+/// While registered over TLS, how often QUIC is tried again.
+pub const UDP_RETRY: Duration = Duration::from_secs(10);
+/// The TLS port assumed when none is given: the one web traffic uses, so it passes
+/// firewalls that allow nothing else.
+pub const DEFAULT_TLS_PORT: u16 = 443;
+
+/// Which transport the node may reach the rendezvous over (`--rendezvous-over`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RendezvousOver {
+    /// QUIC, and TLS when QUIC does not answer within [`UDP_GRACE`].
+    #[default]
+    Auto,
+    Udp,
+    Tls,
+}
+
+impl std::str::FromStr for RendezvousOver {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(RendezvousOver::Auto),
+            "udp" => Ok(RendezvousOver::Udp),
+            "tls" => Ok(RendezvousOver::Tls),
+            other => Err(format!("{other:?} is not auto, udp or tls")),
+        }
+    }
+}
+
+/// A live control session.
+#[derive(Clone)]
+pub enum Session {
+    Quic(quinn::Connection),
+    Tls {
+        connection: Arc<RendezvousTls>,
+        server: SocketAddr,
+    },
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({} to {})", self.over(), self.server())
+    }
+}
+
+impl Session {
+    /// `udp` or `tls`, as the `ready` and `registered` events say it.
+    pub fn over(&self) -> &'static str {
+        match self {
+            Session::Quic(_) => "udp",
+            Session::Tls { .. } => "tls",
+        }
+    }
+
+    /// The rendezvous's address on this transport.
+    pub fn server(&self) -> SocketAddr {
+        match self {
+            Session::Quic(connection) => crate::socket::peer_address(connection),
+            Session::Tls { server, .. } => *server,
+        }
+    }
+
+    /// Sends `request` and waits (at most [`LOOKUP_TIMEOUT`]) for the answer.
+    pub async fn request(&self, request: &Request) -> Result<Response, RendezvousError> {
+        match self {
+            Session::Quic(connection) => quic_request(connection, request).await,
+            Session::Tls { connection, .. } => {
+                connection.request(request).await.map_err(|e| match e {
+                    TlsRequestError::Timeout => RendezvousError::Timeout,
+                    TlsRequestError::Malformed(e) => RendezvousError::Malformed(e),
+                    other => RendezvousError::Stream(other.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Completes when the session has closed; says why.
+    pub async fn closed(&self) -> String {
+        match self {
+            Session::Quic(connection) => connection.closed().await.to_string(),
+            Session::Tls { connection, .. } => {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                while !connection.is_closed() {
+                    tick.tick().await;
+                }
+                "the TLS connection closed".to_string()
+            }
+        }
+    }
+
+    /// Closes the session (a TLS one closes when its last handle is dropped).
+    pub fn close(&self, reason: &'static [u8]) {
+        if let Session::Quic(connection) = self {
+            connection.close(0u32.into(), reason);
+        }
+    }
+}
+
+async fn quic_request(
+    connection: &quinn::Connection,
+    request: &Request,
+) -> Result<Response, RendezvousError> {
+    let exchange = async {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        send.write_all(&control::encode(request))
+            .await
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        send.finish()
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        let bytes = recv
+            .read_to_end(MAX_CONTROL_MESSAGE)
+            .await
+            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
+        Ok(control::decode::<Response>(&bytes)?)
+    };
+    tokio::time::timeout(LOOKUP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| RendezvousError::Timeout)?
+}
+
+/// Where and how to reach the rendezvous.
+pub struct Dialing<'a> {
+    pub endpoint: &'a quinn::Endpoint,
+    pub socket: &'a NodeSocket,
+    pub client_config: &'a quinn::ClientConfig,
+    pub identity: &'a Identity,
+    pub pinned: Option<PeerId>,
+    /// The rendezvous's UDP (QUIC) address and its TLS address.
+    pub udp: SocketAddr,
+    pub tls: SocketAddr,
+}
+
+/// A QUIC session to the rendezvous, or why not (within [`LOOKUP_TIMEOUT`]).
+pub async fn connect_quic(dialing: &Dialing<'_>) -> Result<Session, String> {
+    let addr = dialing.udp;
+    dialing.socket.add_passthrough(addr);
+    let server_name = dialing
+        .pinned
+        .map_or(crate::tls::UNPINNED_SERVER_NAME.to_string(), |id| {
+            id.to_text()
+        });
+    let connecting = dialing
+        .endpoint
+        .connect_with(dialing.client_config.clone(), addr, &server_name)
+        .map_err(|e| format!("cannot connect to rendezvous {addr}: {e}"))?;
+    let connection = tokio::time::timeout(LOOKUP_TIMEOUT, connecting)
+        .await
+        .map_err(|_| format!("rendezvous {addr} did not answer over UDP"))?
+        .map_err(|e| format!("rendezvous {addr}: {e}"))?;
+    Ok(Session::Quic(connection))
+}
+
+/// A TLS session to the rendezvous's TLS port, and the pushes that arrive on it.
+pub async fn connect_tls(dialing: &Dialing<'_>) -> Result<(Session, mpsc::Receiver<Push>), String> {
+    let addr = dialing.tls;
+    let (connection, pushes) = RendezvousTls::connect(dialing.identity, addr, dialing.pinned)
+        .await
+        .map_err(|e| format!("rendezvous TLS port {addr}: {e}"))?;
+    let session = Session::Tls {
+        connection: Arc::new(connection),
+        server: addr,
+    };
+    Ok((session, pushes))
+}
+
+/// Connects over the allowed transports (see the module documentation). A TLS session comes
+/// with its pushes; a QUIC session's pushes arrive on its own streams.
+pub async fn connect(
+    dialing: &Dialing<'_>,
+    over: RendezvousOver,
+) -> Result<(Session, Option<mpsc::Receiver<Push>>), String> {
+    match over {
+        RendezvousOver::Udp => connect_quic(dialing).await.map(|s| (s, None)),
+        RendezvousOver::Tls => connect_tls(dialing).await.map(|(s, p)| (s, Some(p))),
+        RendezvousOver::Auto => {
+            let quic = connect_quic(dialing);
+            tokio::pin!(quic);
+            // QUIC alone for the grace period.
+            let quic_error = tokio::select! {
+                biased;
+                result = &mut quic => match result {
+                    Ok(session) => return Ok((session, None)),
+                    Err(e) => Some(e),
+                },
+                _ = tokio::time::sleep(UDP_GRACE) => None,
+            };
+            tracing::info!("no answer over UDP within {UDP_GRACE:?}; trying the rendezvous's TLS port {} too", dialing.tls);
+            let tls = connect_tls(dialing);
+            tokio::pin!(tls);
+            let (mut quic_failed, mut tls_failed) = (quic_error, None::<String>);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut quic, if quic_failed.is_none() => match result {
+                        Ok(session) => return Ok((session, None)),
+                        Err(e) => quic_failed = Some(e),
+                    },
+                    result = &mut tls, if tls_failed.is_none() => match result {
+                        Ok((session, pushes)) => return Ok((session, Some(pushes))),
+                        Err(e) => tls_failed = Some(e),
+                    },
+                }
+                if let (Some(quic), Some(tls)) = (&quic_failed, &tls_failed) {
+                    return Err(format!("{quic}; {tls}"));
+                }
+            }
+        }
+    }
+}
+
+/// Reads the messages the rendezvous pushes on a QUIC session (one per unidirectional stream)
+/// until it closes. Malformed ones are logged and dropped.
+pub async fn receive_quic_pushes(connection: quinn::Connection, pushes: mpsc::Sender<Push>) {
+    while let Ok(mut stream) = connection.accept_uni().await {
+        let bytes = match stream.read_to_end(MAX_CONTROL_MESSAGE).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!("push stream failed: {e}");
+                continue;
+            }
+        };
+        match control::decode::<Push>(&bytes) {
+            Ok(push) => forward(&pushes, push),
+            Err(e) => tracing::warn!("malformed push from the rendezvous dropped: {e}"),
+        }
+    }
+}
+
+/// Forwards a TLS session's pushes until it closes.
+pub async fn forward_tls_pushes(mut from: mpsc::Receiver<Push>, pushes: mpsc::Sender<Push>) {
+    while let Some(push) = from.recv().await {
+        forward(&pushes, push);
+    }
+}
+
+fn forward(pushes: &mpsc::Sender<Push>, push: Push) {
+    if pushes.try_send(push).is_err() {
+        tracing::warn!("too many pushes from the rendezvous at once: one dropped");
+    }
+}
