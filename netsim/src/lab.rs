@@ -198,6 +198,7 @@ impl LabBuilder {
         let mut lab = Lab {
             plan,
             shapers: Vec::new(),
+            udp_blocked: Mutex::new(Vec::new()),
             rebinds: Mutex::new(Vec::new()),
             torn_down: false,
         };
@@ -226,6 +227,8 @@ pub struct Lab {
     shapers: Vec<(String, Shaper)>,
     /// (router name, how many times [`Lab::rebind_nat`] has rebound it).
     rebinds: Mutex<Vec<(String, u32)>>,
+    /// Routers that drop all UDP now ([`Lab::block_udp`]).
+    udp_blocked: Mutex<Vec<String>>,
     torn_down: bool,
 }
 
@@ -459,11 +462,38 @@ impl Lab {
         if node.router.is_none() {
             return Err(NetsimError::Topology(format!("`{router}` is not a router")));
         }
-        netns::nft_load(&node.netns, &nft::block_udp_ruleset())
+        netns::nft_load(&node.netns, &nft::block_udp_ruleset())?;
+        self.udp_blocked
+            .lock()
+            .expect("blocked lock")
+            .push(router.to_string());
+        Ok(())
+    }
+
+    /// Whether UDP between `host` and the internet is blocked now: by a router of the plan
+    /// that blocks UDP, or by [`Lab::block_udp`] on a router in front of it.
+    pub fn udp_blocked(&self, host: &str) -> Result<bool> {
+        let plan = self.plan();
+        let mut node = plan.node(host)?;
+        if plan.expected_behaviour(node).is_none() {
+            return Ok(true);
+        }
+        let blocked = self.udp_blocked.lock().expect("blocked lock");
+        while let Some(router) = plan.router_of(node) {
+            if blocked.contains(&router.name) {
+                return Ok(true);
+            }
+            node = router;
+        }
+        Ok(false)
     }
 
     /// Removes what [`Lab::cut_udp`] or [`Lab::block_udp`] added to `router`.
     pub fn restore_udp(&self, router: &str) -> Result<()> {
+        self.udp_blocked
+            .lock()
+            .expect("blocked lock")
+            .retain(|b| b != router);
         let node = self.node(router)?;
         netns::run(
             "ip",

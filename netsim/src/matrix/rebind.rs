@@ -562,10 +562,7 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
     if !r.in_order {
         r.problems.push("messages arrived out of order".into());
     }
-    if r.unblocked.is_some()
-        && r.messages_arrived == r.messages
-        && r.back_direct_ms.is_none()
-    {
+    if r.unblocked.is_some() && r.messages_arrived == r.messages && r.back_direct_ms.is_none() {
         r.problems.push(format!(
             "not direct {} s after UDP was unblocked",
             BACK_TO_DIRECT_WAIT.as_secs()

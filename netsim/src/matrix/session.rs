@@ -244,16 +244,39 @@ fn peer_id(cfg: &CellConfig, lab: &Lab, host: &str, identity: &Path) -> Result<S
 fn observed_mismatch(lab: &Lab, host: &str, ready: &str) -> Result<Option<String>> {
     let plan = lab.plan();
     let node = plan.node(host)?;
-    let expected = match plan.expected_behaviour(node) {
-        None => None,
-        Some(_) => {
-            let mut outermost = node;
-            while let Some(router) = plan.router_of(outermost) {
-                outermost = router;
-            }
-            Some(outermost.addrs[0])
-        }
+    let mut outermost = node;
+    while let Some(router) = plan.router_of(outermost) {
+        outermost = router;
+    }
+    let field = |key: &str| {
+        ready
+            .split(' ')
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or("")
+            .to_string()
     };
+    // Where UDP is blocked the node registers over TLS: the rendezvous then sees its TCP
+    // connection, from the same outermost public address, and no NAT behaviour is measured.
+    if lab.udp_blocked(host)? {
+        let observed = field("observed=");
+        let observed_ip = observed
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip());
+        let mut problems = Vec::new();
+        if field("over=") != "tls" || observed_ip != Some(outermost.addrs[0].into()) {
+            problems.push(format!(
+                "{host} reported over={} observed={observed}, the lab blocks UDP: expected over=tls observed={}:<port>",
+                field("over="),
+                outermost.addrs[0]
+            ));
+        }
+        if field("nat=") != "unknown" {
+            problems.push(format!("{host} reported nat={} over TLS", field("nat=")));
+        }
+        return Ok((!problems.is_empty()).then(|| problems.join("; ")));
+    }
+    let expected = outermost.addrs[0];
     let observed = ready
         .split(' ')
         .find_map(|w| w.strip_prefix("observed="))
@@ -262,15 +285,16 @@ fn observed_mismatch(lab: &Lab, host: &str, ready: &str) -> Result<Option<String
         .parse::<std::net::SocketAddr>()
         .ok()
         .map(|a| a.ip());
-    let ok = match expected {
-        Some(ip) => observed_ip == Some(ip.into()),
-        None => observed == "-",
-    };
     let mut problems = Vec::new();
-    if !ok {
+    if observed_ip != Some(expected.into()) {
         problems.push(format!(
-            "{host} reported observed={observed}, the lab expects {}",
-            expected.map_or("- (UDP blocked)".to_string(), |ip| format!("{ip}:<port>"))
+            "{host} reported observed={observed}, the lab expects {expected}:<port>"
+        ));
+    }
+    if !matches!(field("over=").as_str(), "udp" | "") {
+        problems.push(format!(
+            "{host} reported over={}, the lab lets UDP through",
+            field("over=")
         ));
     }
     // The node's own NAT mapping detection must agree with the lab's self-checked plan.
