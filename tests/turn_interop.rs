@@ -114,20 +114,34 @@ fn report(text: &str) -> Option<(usize, usize, usize)> {
     ))
 }
 
+/// Whether coturn's test tools are installed; under CI as root they must be (else this fails).
+fn coturn_tools_present() -> bool {
+    if have("turnutils_uclient") && have("turnutils_peer") {
+        return true;
+    }
+    let must = std::env::var("CI").is_ok_and(|v| v == "true") && is_root();
+    assert!(
+        !must,
+        "coturn's turnutils_uclient/turnutils_peer are missing under CI as root: run scripts/install-deps.sh"
+    );
+    eprintln!("turn_interop skipped: coturn's turnutils_uclient is not installed (scripts/install-deps.sh as root installs it)");
+    false
+}
+
+/// The shared TURN secret, in a file the rendezvous reads.
+fn write_secret(dir: &std::path::Path) -> std::path::PathBuf {
+    let secret_file = dir.join("turn-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    secret_file
+}
+
 #[test]
 fn coturn_uclient_through_the_built_in_turn_server() {
-    if !have("turnutils_uclient") || !have("turnutils_peer") {
-        let must = std::env::var("CI").is_ok_and(|v| v == "true") && is_root();
-        assert!(
-            !must,
-            "coturn's turnutils_uclient/turnutils_peer are missing under CI as root: run scripts/install-deps.sh"
-        );
-        eprintln!("turn_interop skipped: coturn's turnutils_uclient is not installed (scripts/install-deps.sh as root installs it)");
+    if !coturn_tools_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("turn-secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let secret_file = write_secret(dir.path());
     let turn_port = free_udp_port();
     let peer_port = free_udp_port();
     let turn_listen = format!("127.0.0.1:{turn_port}");
@@ -228,18 +242,11 @@ fn free_udp_and_tcp_port() -> u16 {
 /// the rendezvous's TLS port, where no ALPN means TURN): relayed side UDP, REST credentials.
 #[test]
 fn coturn_uclient_over_tcp_and_tls() {
-    if !have("turnutils_uclient") || !have("turnutils_peer") {
-        let must = std::env::var("CI").is_ok_and(|v| v == "true") && is_root();
-        assert!(
-            !must,
-            "coturn's turnutils_uclient/turnutils_peer are missing under CI as root: run scripts/install-deps.sh"
-        );
-        eprintln!("turn_interop skipped: coturn's turnutils_uclient is not installed (scripts/install-deps.sh as root installs it)");
+    if !coturn_tools_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("turn-secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let secret_file = write_secret(dir.path());
     let turn_port = free_udp_and_tcp_port();
     let peer_port = free_udp_port();
     let turn_listen = format!("127.0.0.1:{turn_port}");
