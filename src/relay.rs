@@ -405,7 +405,13 @@ pub async fn drive(mut driver: RelayDriver) {
             Wake::Offer(offer) => take_offer(&driver, &mut current, offer),
             Wake::Stream(event) => on_stream_event(&driver, &mut current, event).await,
             Wake::Timer => {
-                if let Some(client) = driver.link.client.lock().expect("relay client lock").as_mut() {
+                if let Some(client) = driver
+                    .link
+                    .client
+                    .lock()
+                    .expect("relay client lock")
+                    .as_mut()
+                {
                     client.handle_timeout(Instant::now());
                 }
             }
@@ -474,9 +480,7 @@ fn stream_config(config: &TurnClientConfig) -> TurnClientConfig {
 fn take_offer(driver: &RelayDriver, current: &mut Current, offer: Option<RelayOffer>) {
     let same_place = match (&offer, &current.offer) {
         (Some(new), Some(old)) => {
-            new.server == old.server
-                && new.transport == old.transport
-                && new.session == old.session
+            new.server == old.server && new.transport == old.transport && new.session == old.session
         }
         _ => false,
     };
@@ -602,7 +606,10 @@ async fn on_stream_event(driver: &RelayDriver, current: &mut Current, event: Str
             let retry_in = current.backoff;
             current.retry_at = Some(Instant::now() + retry_in);
             current.backoff = (retry_in * 2).min(STREAM_BACKOFF_MAX);
-            tracing::warn!(?retry_in, "relay connection over TLS ended: {reason}; reconnecting");
+            tracing::warn!(
+                ?retry_in,
+                "relay connection over TLS ended: {reason}; reconnecting"
+            );
             if !driver.failing.swap(true, Ordering::Relaxed) {
                 let message = format!(
                     "no relay allocation (TLS connection to the relay: {reason}); peers that \
