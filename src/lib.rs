@@ -7,6 +7,7 @@ pub mod identity;
 pub mod node;
 pub mod process;
 pub mod relay;
+pub mod relay_stream;
 pub mod rendezvous_tls;
 pub mod socket;
 pub mod tls;

@@ -22,7 +22,9 @@
 //!
 //! Datagrams from the node's TURN server go to the relay link first ([`crate::relay`]); the
 //! QUIC it unwraps reaches quinn from a queue, on local socket [`LocalSocketId::RELAY`], and
-//! datagrams for that local socket leave wrapped for the relay.
+//! datagrams for that local socket leave wrapped for the relay. When the relay is reached over
+//! TLS ([`crate::relay_stream`]) they leave on its connection instead, and what it unwraps from
+//! there arrives the same way (its task wakes quinn's receive for relayed QUIC).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -229,6 +231,11 @@ impl NodeSocket {
             .segment_size
             .unwrap_or(transmit.contents.len())
             .max(1);
+        if self.relay.on_stream() {
+            // TURN over TLS: each datagram is queued for the relay's connection, never waited on.
+            self.relay.send_on_stream(peer, transmit.contents, size);
+            return Ok(());
+        }
         let mut wrapped = Vec::with_capacity(transmit.contents.len() + 64);
         if transmit.contents.len() > size {
             // Several datagrams on a bound channel: one segmented send, as on a direct path.
@@ -306,10 +313,27 @@ impl NodeSocket {
         }
         self.has_extras.store(!extras.is_empty(), Ordering::Release);
         drop(extras);
+        self.wake_receiver();
+        opened
+    }
+
+    /// Wakes quinn's endpoint driver so that it polls [`NodeSocket::poll_recv`] again: for a
+    /// newly opened extra socket, and for relayed QUIC that arrived over the relay's TLS
+    /// stream (nothing on a UDP socket would wake quinn for it).
+    pub(crate) fn wake_receiver(&self) {
         if let Some(waker) = self.recv_waker.lock().expect("waker lock").as_ref() {
             waker.wake_by_ref();
         }
-        opened
+    }
+
+    /// Hands a STUN or project datagram that did not come from a UDP socket (unwrapped from
+    /// the relay's TLS stream) to the side channel; a full channel drops it (counted).
+    pub(crate) fn deliver_side(&self, datagram: SideDatagram) {
+        if self.side.try_send(datagram).is_err() {
+            self.counters
+                .side_channel_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Looks up the socket and the on-the-wire address for a datagram to `destination` from
