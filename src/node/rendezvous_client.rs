@@ -359,7 +359,9 @@ fn deliver_pushes(keeper: &Keeper, session: &Session, pushes: Option<mpsc::Recei
 /// Registered over TLS: whether QUIC answers now; if so, the registration moves to it.
 async fn try_udp_again(keeper: &mut Keeper) -> Option<(Session, Registration)> {
     let addresses = addresses(keeper).await.ok()?;
-    let quic = session::connect_quic(&dialing(keeper, addresses)).await.ok()?;
+    let quic = session::connect_quic(&dialing(keeper, addresses))
+        .await
+        .ok()?;
     keeper.sessions += 1;
     match register_now(keeper, &quic).await {
         Ok(registration) => Some((quic, registration)),
@@ -392,7 +394,10 @@ async fn keep(
                     .is_some_and(|first| first.send(Ok(registration)).is_ok());
                 if !reported_in_ready {
                     let over = session.over();
-                    keeper.outputs.event(Event::Registered { observed, over }).await;
+                    keeper
+                        .outputs
+                        .event(Event::Registered { observed, over })
+                        .await;
                 }
                 let _ = session_tx.send(Some(session.clone()));
                 deliver_pushes(&keeper, &session, pushes);

@@ -211,7 +211,10 @@ pub async fn connect(
                 },
                 _ = tokio::time::sleep(UDP_GRACE) => None,
             };
-            tracing::info!("no answer over UDP within {UDP_GRACE:?}; trying the rendezvous's TLS port {} too", dialing.tls);
+            tracing::info!(
+                "no answer over UDP within {UDP_GRACE:?}; trying the rendezvous's TLS port {} too",
+                dialing.tls
+            );
             let tls = connect_tls(dialing);
             tokio::pin!(tls);
             let (mut quic_failed, mut tls_failed) = (quic_error, None::<String>);

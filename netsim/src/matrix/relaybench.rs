@@ -4,7 +4,11 @@
 //! nodes started with `--relay-only` (every byte through the rendezvous's built-in TURN
 //! server, started with `--turn-max-bps 0`: no per-allocation quota). Measured: both rates,
 //! their ratio, and the rendezvous process's CPU time (utime + stime from /proc) during the
-//! relayed transfer, per GiB relayed.
+//! relayed transfer, per GiB relayed. A third pair, started with `--relay-only
+//! --rendezvous-over tls`, moves it once more with both nodes registered and allocated over
+//! TLS on the rendezvous's TLS port (TURN over TLS, issue #13): each direction then crosses
+//! one TCP leg (UDP from the sender to the receiver's allocation, TLS from the relay to the
+//! receiver), as it does for a peer whose network blocks UDP.
 
 use super::cell::{CellConfig, CellResult};
 use super::session::{Session, BULK_CHUNK};
@@ -35,6 +39,11 @@ pub struct RelayBenchResult {
     pub relayed_mib_s: Option<f64>,
     /// relayed / direct, in percent.
     pub relayed_percent: Option<f64>,
+    /// The same transfer with both nodes over TLS (`--rendezvous-over tls`): path, rate and
+    /// percent of direct.
+    pub tls_path: Option<String>,
+    pub tls_mib_s: Option<f64>,
+    pub tls_percent: Option<f64>,
     /// CPU seconds (user + system) the rendezvous spent during the relayed transfer.
     pub rendezvous_cpu_s: Option<f64>,
     /// The same per GiB of payload relayed.
@@ -106,8 +115,43 @@ pub fn run(
             .problems
             .push(format!("the --relay-only pair did not start: {e}")),
     }
+    // Over TLS: both nodes reach the rendezvous and relay over its TLS port. Their `ready`
+    // lines say over=tls in a lab that lets UDP through, so their observed-address checks are
+    // not this cell's business and are not added.
+    let tls_dir = dir.join("relay-tls");
+    let mut tls_cfg = relay_cfg.clone();
+    tls_cfg
+        .node_args
+        .extend(["--rendezvous-over".to_string(), "tls".to_string()]);
+    let mut third = CellResult::new(&result.cell);
+    let outcome = std::fs::create_dir_all(&tls_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            Session::start(&tls_cfg, lab, &tls_dir, &rendezvous.id, &mut third)
+                .map_err(|e| e.to_string())
+        });
+    match outcome {
+        Ok(mut tls) => {
+            let hello = tls.hello(cfg.message_timeout);
+            super::cell::bulk(&tls_cfg, &mut tls, &hello, &mut third);
+            tls.finish(&hello, Duration::from_secs(2), &mut third);
+            r.tls_mib_s = third.throughput_mib_s;
+            r.tls_path = third.path.clone();
+        }
+        Err(e) => r.problems.push(format!("the TLS pair did not start: {e}")),
+    }
+    if r.tls_mib_s.is_none() {
+        r.problems
+            .push("the transfer over the TLS relay did not complete".into());
+    }
+    for note in third.notes {
+        result.notes.push(format!("TLS pair: {note}"));
+    }
     if let (Some(d), Some(rl)) = (r.direct_mib_s, r.relayed_mib_s) {
         r.relayed_percent = Some(rl / d * 100.0);
+    }
+    if let (Some(d), Some(t)) = (r.direct_mib_s, r.tls_mib_s) {
+        r.tls_percent = Some(t / d * 100.0);
     }
     if r.relayed_mib_s.is_none() {
         r.problems
@@ -128,5 +172,6 @@ pub fn run(
             .push(format!("--relay-only pair: {m}"));
     }
     r.relay_only_messages = second.messages;
+    r.relay_only_messages.add(&third.messages);
     result.relay_bench = Some(r);
 }

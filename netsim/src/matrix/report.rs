@@ -396,6 +396,13 @@ fn relay_bench_section(md: &mut String, cell: &str, b: &super::relaybench::Relay
     );
     let _ = writeln!(
         md,
+        "- over the TLS relay (both nodes `--relay-only --rendezvous-over tls`, ended {}): {} MiB/s ({}% of direct)",
+        b.tls_path.as_deref().unwrap_or("-"),
+        opt(b.tls_mib_s, 1),
+        opt(b.tls_percent, 0)
+    );
+    let _ = writeln!(
+        md,
         "- rendezvous CPU (user + system) during the relayed transfer: {} s, {} s per GiB relayed",
         opt(b.rendezvous_cpu_s, 2),
         opt(b.cpu_s_per_gib, 1)

@@ -1,14 +1,19 @@
 //! Relayed paths in the agent: the fallback that always works while a relay does.
 //!
-//! Two kinds of pair are relayed ([`PathKind::Relayed`]):
+//! Three kinds of pair are relayed ([`PathKind::Relayed`]):
 //! - *through our relay*: local [`LocalSocketId::RELAY`] (our TURN allocation; the driver wraps
 //!   the datagram for the relay server) to the peer's observed address, or to wherever the
 //!   peer's checks reach our relayed address from (a triggered check: a symmetric NAT gives the
 //!   peer a new port towards the relay);
 //! - *through the peer's relay*: our main socket to the peer's relayed address (from the
-//!   rendezvous). A check the peer sent through its own relay says so (the `relayed` flag of
-//!   the check, covered by its tag), so the pair it arrives on is known to be relayed even when
-//!   its address was never advertised.
+//!   rendezvous);
+//! - *through both relays*: our allocation to the peer's relayed address, only when the peer
+//!   has no UDP address (it registered over TLS: UDP is blocked on its side), so that two
+//!   peers without UDP still meet.
+//!
+//! A check the peer sent through its own relay says so (the `relayed` flag of the check,
+//! covered by its tag), so the pair it arrives on is known to be relayed even when its address
+//! was never advertised.
 //!
 //! Relayed pairs are checked beside the direct ones from the first instant of a round (on the
 //! answering side too: the answer delay only protects NATs from early direct checks), so the
@@ -80,15 +85,26 @@ impl PathAgent {
             state.peer_relayed = Some(relayed);
             schedule(state, LocalSocketId::MAIN, relayed, max_pairs, first, until);
         }
-        if let (true, Some(observed)) = (relay_ready, observed) {
-            schedule(
+        match (relay_ready, observed, peer_relayed) {
+            (true, Some(observed), _) => schedule(
                 state,
                 LocalSocketId::RELAY,
                 observed,
                 max_pairs,
                 first,
                 until,
-            );
+            ),
+            // No UDP address for the peer (it reaches the rendezvous over TLS): relay to relay,
+            // through our allocation to its, the one path left when neither side has UDP.
+            (true, None, Some(relayed)) => schedule(
+                state,
+                LocalSocketId::RELAY,
+                relayed,
+                max_pairs,
+                first,
+                until,
+            ),
+            _ => {}
         }
     }
 
