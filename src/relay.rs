@@ -247,7 +247,7 @@ impl RelayLink {
     /// Wraps several datagrams of `size` bytes (the last may be shorter) for `peer` into `out`
     /// as ChannelData segments of one stride, for a single segmented (GSO) send. Returns the
     /// server and the stride; `None` when no channel is bound yet or a segment would not fit
-    /// (then wrap them one by one with [`RelayLink::wrap`]).
+    /// (then wrap them one by one with [`RelayLink::wrap`]). UDP only: `None` over TLS.
     pub fn wrap_segments(
         &self,
         peer: SocketAddr,
@@ -255,6 +255,9 @@ impl RelayLink {
         size: usize,
         out: &mut Vec<u8>,
     ) -> Option<(SocketAddr, usize)> {
+        if self.on_stream() {
+            return None;
+        }
         let mut guard = self.client.lock().expect("relay client lock");
         let client = guard.as_mut()?;
         if size > client.max_payload(RELAY_PATH_MTU, peer) {
@@ -271,8 +274,13 @@ impl RelayLink {
     }
 
     /// Wraps `payload` for `peer` into `out`; returns the server to send it to, or `None` (the
-    /// datagram is dropped, as on a dead link).
+    /// datagram is dropped, as on a dead link). UDP only: `None` over TLS (use
+    /// [`RelayLink::send_on_stream`]).
     pub fn wrap(&self, peer: SocketAddr, payload: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
+        if self.on_stream() {
+            // Over TLS there is no UDP address to send to: see `send_on_stream`.
+            return None;
+        }
         let mut guard = self.client.lock().expect("relay client lock");
         let client = guard.as_mut()?;
         let max = client.max_payload(RELAY_PATH_MTU, peer);
