@@ -487,8 +487,11 @@ fn stream_config(config: &TurnClientConfig) -> TurnClientConfig {
 /// allocating just takes the new credentials (and a TLS reconnect uses the latest).
 fn take_offer(driver: &RelayDriver, current: &mut Current, offer: Option<RelayOffer>) {
     let same_place = match (&offer, &current.offer) {
+        // Over TLS the connection goes to the transport's address; `server` is not used.
         (Some(new), Some(old)) => {
-            new.server == old.server && new.transport == old.transport && new.session == old.session
+            new.transport == old.transport
+                && new.session == old.session
+                && (new.server == old.server || new.transport != RelayTransport::Udp)
         }
         _ => false,
     };
