@@ -486,16 +486,19 @@ fn stream_config(config: &TurnClientConfig) -> TurnClientConfig {
 /// ([`CREDENTIAL_RENEWAL`]) the driver allocates afresh with the new one; a client still
 /// allocating just takes the new credentials (and a TLS reconnect uses the latest).
 fn take_offer(driver: &RelayDriver, current: &mut Current, offer: Option<RelayOffer>) {
+    let mut guard = driver.link.client.lock().expect("relay client lock");
     let same_place = match (&offer, &current.offer) {
-        // Over TLS the connection goes to the transport's address; `server` is not used.
-        (Some(new), Some(old)) => {
-            new.transport == old.transport
+        // Over UDP the client is the allocation. Over TLS the connection goes to the
+        // transport's address (`server` is not used), and its client comes and goes with it.
+        (Some(new), Some(old)) if new.transport == RelayTransport::Udp => {
+            old.transport == RelayTransport::Udp
                 && new.session == old.session
-                && (new.server == old.server || new.transport != RelayTransport::Udp)
+                && new.server == old.server
+                && guard.is_some()
         }
+        (Some(new), Some(old)) => new.transport == old.transport && new.session == old.session,
         _ => false,
     };
-    let mut guard = driver.link.client.lock().expect("relay client lock");
     let allocated = guard.as_ref().is_some_and(TurnClient::is_allocated);
     if let Some(offer) = offer.clone().filter(|_| same_place) {
         if !allocated || !expiring(driver) {
