@@ -247,7 +247,7 @@ impl RelayLink {
     /// Wraps several datagrams of `size` bytes (the last may be shorter) for `peer` into `out`
     /// as ChannelData segments of one stride, for a single segmented (GSO) send. Returns the
     /// server and the stride; `None` when no channel is bound yet or a segment would not fit
-    /// (then wrap them one by one with [`RelayLink::wrap`]).
+    /// (then wrap them one by one with [`RelayLink::wrap`]). UDP only: `None` over TLS.
     pub fn wrap_segments(
         &self,
         peer: SocketAddr,
@@ -255,6 +255,9 @@ impl RelayLink {
         size: usize,
         out: &mut Vec<u8>,
     ) -> Option<(SocketAddr, usize)> {
+        if self.on_stream() {
+            return None;
+        }
         let mut guard = self.client.lock().expect("relay client lock");
         let client = guard.as_mut()?;
         if size > client.max_payload(RELAY_PATH_MTU, peer) {
@@ -271,8 +274,13 @@ impl RelayLink {
     }
 
     /// Wraps `payload` for `peer` into `out`; returns the server to send it to, or `None` (the
-    /// datagram is dropped, as on a dead link).
+    /// datagram is dropped, as on a dead link). UDP only: `None` over TLS (use
+    /// [`RelayLink::send_on_stream`]).
     pub fn wrap(&self, peer: SocketAddr, payload: &[u8], out: &mut Vec<u8>) -> Option<SocketAddr> {
+        if self.on_stream() {
+            // Over TLS there is no UDP address to send to: see `send_on_stream`.
+            return None;
+        }
         let mut guard = self.client.lock().expect("relay client lock");
         let client = guard.as_mut()?;
         let max = client.max_payload(RELAY_PATH_MTU, peer);
@@ -478,13 +486,19 @@ fn stream_config(config: &TurnClientConfig) -> TurnClientConfig {
 /// ([`CREDENTIAL_RENEWAL`]) the driver allocates afresh with the new one; a client still
 /// allocating just takes the new credentials (and a TLS reconnect uses the latest).
 fn take_offer(driver: &RelayDriver, current: &mut Current, offer: Option<RelayOffer>) {
+    let mut guard = driver.link.client.lock().expect("relay client lock");
     let same_place = match (&offer, &current.offer) {
-        (Some(new), Some(old)) => {
-            new.server == old.server && new.transport == old.transport && new.session == old.session
+        // Over UDP the client is the allocation. Over TLS the connection goes to the
+        // transport's address (`server` is not used), and its client comes and goes with it.
+        (Some(new), Some(old)) if new.transport == RelayTransport::Udp => {
+            old.transport == RelayTransport::Udp
+                && new.session == old.session
+                && new.server == old.server
+                && guard.is_some()
         }
+        (Some(new), Some(old)) => new.transport == old.transport && new.session == old.session,
         _ => false,
     };
-    let mut guard = driver.link.client.lock().expect("relay client lock");
     let allocated = guard.as_ref().is_some_and(TurnClient::is_allocated);
     if let Some(offer) = offer.clone().filter(|_| same_place) {
         if !allocated || !expiring(driver) {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use p2pnat_proto::turn::stream::{pad_channel_data, StreamDecoder, StreamError};
 use p2pnat_proto::PeerId;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -305,8 +305,11 @@ impl StreamConnection {
 }
 
 /// Moves frames both ways until either side ends. See the module documentation.
-async fn serve(tls: Tls, link: &RelayLink, socket: &NodeSocket, mut rx: OutRx) -> StreamClosed {
-    let (mut reader, mut writer) = tokio::io::split(tls);
+async fn serve<S>(stream: S, link: &RelayLink, socket: &NodeSocket, mut rx: OutRx) -> StreamClosed
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let write = async {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while let Some(first) = rx.recv().await {
@@ -421,6 +424,36 @@ mod tests {
             p2pnat_proto::turn::client::overhead_send_indication(true)
         );
         assert_eq!(STREAM_MAX_PAYLOAD % 4, 0);
+    }
+
+    #[tokio::test]
+    async fn the_connection_pads_what_it_writes_and_closes_on_a_malformed_stream() {
+        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (socket, _side) = NodeSocket::new(std_socket, None).unwrap();
+        let link = socket.relay().clone();
+        let (ours, mut server) = tokio::io::duplex(4096);
+        let (out, rx) = out_queue();
+        let task = tokio::spawn(async move { serve(ours, &link, &socket, rx).await });
+
+        // A 5-byte ChannelData payload leaves as 4 + 5 bytes and 3 of padding.
+        assert!(out.try_queue(channel_data::encode(0x4001, b"hello")));
+        let mut wire = [0xEE; 12];
+        server.read_exact(&mut wire).await.unwrap();
+        assert_eq!(&wire, b"\x40\x01\x00\x05hello\x00\x00\x00");
+
+        // A frame that starts neither STUN nor ChannelData ends the connection.
+        server.write_all(&[0xFF, 0, 0, 0]).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("closed in time")
+            .unwrap();
+        assert!(
+            matches!(
+                closed,
+                StreamClosed::Malformed(StreamError::UnknownFrame(0xFF))
+            ),
+            "{closed:?}"
+        );
     }
 
     #[tokio::test]
