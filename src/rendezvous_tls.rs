@@ -12,8 +12,8 @@
 //! - [`peer_id_of_server_connection`]: the client's peer ID from a rustls server connection, the
 //!   TLS-over-TCP counterpart of [`crate::tls::peer_id_of`].
 //!
-//! What is not here yet: the node's fallback from QUIC to this connection, and TURN over TLS
-//! on the node side.
+//! The node's choice between QUIC and this connection is `crate::node::rendezvous_session`'s;
+//! its TURN client over TLS is `crate::relay_stream`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
