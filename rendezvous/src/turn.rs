@@ -3,14 +3,16 @@
 //!
 //! One task owns the machine and reads every UDP socket itself: the listener (`--turn-listen`,
 //! default: the rendezvous's --listen IP, port 3479) and each allocation's relay socket (bound
-//! to `relay_ip:0`). It drains a ready socket with non-blocking receives, up to [`BATCH`]
-//! datagrams a turn, into one buffer. A relay socket has a small task that only waits for it to
-//! become readable and names it on one bounded channel ([`RELAY_READY`]), then waits until the
-//! driver has drained it: one hop per batch, not per datagram, and no copy. Datagrams waiting
-//! are the kernel's (the socket's receive buffer; beyond it the kernel drops them). Relayed
-//! data takes the machine's direct path (no allocation per datagram) and is sent at once.
-//! Sends are non-blocking (`try_send_to`): a full socket buffer drops the datagram (UDP
-//! semantics), it never stalls the machine.
+//! to `relay_ip:0`). It drains a ready socket with non-blocking batched receives (recvmmsg and
+//! GRO, [`crate::turn_udp`]), up to [`BATCH`] datagrams a turn, into one set of buffers. A
+//! relay socket has a small task that only waits for it to become readable and names it on one
+//! bounded channel ([`RELAY_READY`]), then waits until the driver has drained it: one hop per
+//! batch, not per datagram, and no copy. Datagrams waiting are the kernel's (the socket's
+//! receive buffer; beyond it the kernel drops them). Relayed data takes the machine's direct
+//! path (no allocation per datagram); consecutive datagrams from one socket to one destination
+//! and of one size leave as one segmented send (GSO) at the end of the batch. Sends are
+//! non-blocking: a full socket buffer drops the datagrams (UDP semantics), it never stalls the
+//! machine.
 //!
 //! TURN clients over TCP (a listener on the UDP listener's port number) and TLS (handed over by
 //! the TLS port) each have a task of their own (`turn_stream`): their frames reach this task
@@ -38,13 +40,13 @@ use p2pnat_proto::turn::server::{
     AllocationId, Client, ClientTransport, Family, Output, RelayBindError, TurnServer,
     TurnServerConfig, Via,
 };
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::limits::ConnectionLimiter;
 use crate::turn_stream::{StreamEvent, StreamLimits, StreamLink, StreamOut, STREAM_EVENTS};
+use crate::turn_udp::{BatchSocket, Outbox, RecvBufs, Segmented};
 
 /// Relay sockets named as readable and waiting for the driver. Each relay's task names it at
 /// most once until the driver has drained it, so this is never the limit below 4,096
@@ -52,9 +54,7 @@ use crate::turn_stream::{StreamEvent, StreamLimits, StreamLink, StreamOut, STREA
 /// kernel).
 pub const RELAY_READY: usize = 4096;
 /// Datagrams read from one socket before the driver looks at its other inputs.
-pub const BATCH: usize = 64;
-/// Bytes read at once (a UDP datagram is at most 65,507 bytes over IPv4).
-const RECV_BUFFER: usize = 65_536;
+pub const BATCH: usize = 256;
 /// Largest datagram a peer may send to a relayed address; larger ones are dropped and counted.
 /// Relayed traffic is QUIC packets of at most about 1,500 bytes.
 const RELAY_MAX_DATAGRAM: usize = 4096;
@@ -131,9 +131,7 @@ pub fn spawn(
     policy: PeerIpPolicy,
     limiter: Arc<ConnectionLimiter>,
 ) -> Result<Option<TurnHandle>, TurnError> {
-    let bound = std::net::UdpSocket::bind(settings.listen)
-        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-        .and_then(UdpSocket::from_std);
+    let bound = std::net::UdpSocket::bind(settings.listen).and_then(BatchSocket::new);
     let listener = match bound {
         Ok(listener) => listener,
         Err(source) if !settings.listen_required => {
@@ -184,7 +182,8 @@ pub fn spawn(
     tracing::info!(addr = %local, tcp = ?tcp, relay_ip = %settings.relay_ip, "turn listening {local}");
     let driver = Driver {
         machine,
-        listener: Arc::new(listener),
+        listener,
+        outbox: Outbox::new(),
         relay_ip: settings.relay_ip,
         relays: HashMap::new(),
         relay_tx,
@@ -231,7 +230,7 @@ async fn accept_tcp(
 }
 
 struct Relay {
-    socket: Arc<UdpSocket>,
+    socket: Arc<BatchSocket>,
     /// Its readiness task ([`watch_relay`]), and how the driver tells it the socket is drained.
     task: JoinHandle<()>,
     drained: Arc<Notify>,
@@ -239,7 +238,9 @@ struct Relay {
 
 struct Driver {
     machine: TurnServer,
-    listener: Arc<UdpSocket>,
+    listener: BatchSocket,
+    /// Relayed datagrams waiting to leave together (sent at the end of each batch).
+    outbox: Outbox<Via>,
     relay_ip: IpAddr,
     relays: HashMap<SocketAddr, Relay>,
     /// Where relay sockets' tasks name the sockets that became readable.
@@ -267,7 +268,7 @@ impl Driver {
         mut relay_rx: mpsc::Receiver<SocketAddr>,
         mut stream_rx: mpsc::Receiver<StreamEvent>,
     ) {
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut bufs = RecvBufs::new();
         // The message for a client, reused for every relayed datagram.
         let mut out = Vec::with_capacity(RELAY_MAX_DATAGRAM + 64);
         let mut stats_due = Instant::now() + Duration::from_secs(60);
@@ -286,10 +287,10 @@ impl Driver {
             }
             tokio::select! {
                 ready = self.listener.readable() => match ready {
-                    Ok(()) => self.drain_listener(&mut buf),
+                    Ok(()) => self.drain_listener(&mut bufs),
                     Err(e) => tracing::debug!("TURN listener error: {e}"),
                 },
-                Some(relayed) = relay_rx.recv() => self.drain_relay(relayed, &mut buf, &mut out),
+                Some(relayed) = relay_rx.recv() => self.drain_relay(relayed, &mut bufs, &mut out),
                 Some(event) = stream_rx.recv() => self.stream_event(event),
                 () = &mut sleep => {
                     self.machine.handle_timeout(Instant::now().into_std());
@@ -311,105 +312,152 @@ impl Driver {
         }
     }
 
-    /// Up to [`BATCH`] datagrams from the UDP listener. ChannelData goes straight out of the
-    /// relay socket; anything else is answered through the machine's outputs, drained after
+    /// Up to about [`BATCH`] datagrams from the UDP listener. ChannelData joins the outbox of
+    /// its relay socket; anything else is answered through the machine's outputs, drained after
     /// each message so that what leaves keeps the order in which it came.
-    fn drain_listener(&mut self, buf: &mut [u8]) {
+    fn drain_listener(&mut self, bufs: &mut RecvBufs) {
         let allowed = self.allowed();
         let now = Instant::now().into_std();
         let unix = unix_now();
-        for _ in 0..BATCH {
-            let (len, from) = match self.listener.try_recv_from(buf) {
-                Ok(received) => received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        let mut handled = 0;
+        while handled < BATCH {
+            let filled = match self.listener.try_recv(bufs) {
+                Ok(filled) => filled,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::debug!("TURN listener receive error: {e}");
+                    handled += 1;
                     continue;
                 }
             };
-            let client = Client::udp(normalize(from));
-            let message = &buf[..len];
-            match self
-                .machine
-                .handle_client_message_direct(now, unix, client, message, &allowed)
-            {
-                Ok(Some(to)) => self.send_from_relay(to.relayed, to.peer, to.data),
-                Ok(None) => self.drain(),
-                Err(reason) => {
-                    tracing::trace!(from = %client.addr, "TURN message dropped: {reason}");
-                    self.drain();
+            for i in 0..filled {
+                let (from, messages) = bufs.datagrams(i);
+                let client = Client::udp(normalize(from));
+                for message in messages {
+                    handled += 1;
+                    match self
+                        .machine
+                        .handle_client_message_direct(now, unix, client, message, &allowed)
+                    {
+                        Ok(Some(to)) => self.relay_out(Via::Relay(to.relayed), to.peer, to.data),
+                        Ok(None) => self.drain(),
+                        Err(reason) => {
+                            tracing::trace!(from = %client.addr, "TURN message dropped: {reason}");
+                            self.drain();
+                        }
+                    }
                 }
             }
         }
+        self.flush();
     }
 
-    /// Up to [`BATCH`] datagrams from the relay socket `relayed`, each sent on at once to its
-    /// client; then its task may wait for the next.
-    fn drain_relay(&mut self, relayed: SocketAddr, buf: &mut [u8], out: &mut Vec<u8>) {
+    /// Up to about [`BATCH`] datagrams from the relay socket `relayed`, each for its client;
+    /// then its task may wait for the next.
+    fn drain_relay(&mut self, relayed: SocketAddr, bufs: &mut RecvBufs, out: &mut Vec<u8>) {
         // A socket released since it was named has nothing to drain.
         let Some(relay) = self.relays.get(&relayed) else {
             return;
         };
         let (socket, drained) = (relay.socket.clone(), relay.drained.clone());
         let now = Instant::now().into_std();
-        for _ in 0..BATCH {
-            let (len, peer) = match socket.try_recv_from(buf) {
-                Ok(received) => received,
+        let mut handled = 0;
+        while handled < BATCH {
+            let filled = match socket.try_recv(bufs) {
+                Ok(filled) => filled,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP errors (port unreachable) surface here on Linux: not fatal.
                 Err(e) => {
                     tracing::trace!(%relayed, "relay receive error: {e}");
+                    handled += 1;
                     continue;
                 }
             };
-            if len > RELAY_MAX_DATAGRAM {
-                self.oversize_drops += 1;
-                continue;
-            }
-            let peer = normalize(peer);
-            match self
-                .machine
-                .handle_relay_datagram_into(now, relayed, peer, &buf[..len], out)
-            {
-                Ok(client) => self.send_to_client(client, out),
-                Err(reason) => {
-                    tracing::trace!(%relayed, %peer, "relayed datagram dropped: {reason}");
+            for i in 0..filled {
+                let (peer, datagrams) = bufs.datagrams(i);
+                let peer = normalize(peer);
+                for datagram in datagrams {
+                    handled += 1;
+                    if datagram.len() > RELAY_MAX_DATAGRAM {
+                        self.oversize_drops += 1;
+                        continue;
+                    }
+                    match self
+                        .machine
+                        .handle_relay_datagram_into(now, relayed, peer, datagram, out)
+                    {
+                        Ok(client) if client.transport.is_stream() => {
+                            self.queue_to_stream(client, std::mem::take(out));
+                        }
+                        Ok(client) => {
+                            self.relay_out(Via::Client(ClientTransport::Udp), client.addr, out);
+                        }
+                        Err(reason) => {
+                            tracing::trace!(%relayed, %peer, "relayed datagram dropped: {reason}");
+                        }
+                    }
                 }
             }
         }
+        self.flush();
         drained.notify_one();
     }
 
-    /// Sends what a client asked relayed from the relay socket bound to `relayed`.
-    fn send_from_relay(&mut self, relayed: SocketAddr, to: SocketAddr, data: &[u8]) {
-        if !self.may_send_to(to) {
-            self.send_drops += 1;
-            tracing::debug!(%to, "relay to this host refused");
-            return;
-        }
-        let Some(relay) = self.relays.get(&relayed) else {
-            return;
+    /// Puts relayed `data` in the outbox (sending what waits there first when it cannot join).
+    fn relay_out(&mut self, from: Via, to: SocketAddr, data: &[u8]) {
+        let max = match from {
+            Via::Relay(relayed) => {
+                if !self.may_send_to(to) {
+                    self.send_drops += 1;
+                    tracing::debug!(%to, "relay to this host refused");
+                    return;
+                }
+                match self.relays.get(&relayed) {
+                    Some(relay) => relay.socket.max_segments(),
+                    None => return,
+                }
+            }
+            Via::Client(_) => self.listener.max_segments(),
         };
-        if let Err(e) = relay.socket.try_send_to(data, to) {
-            self.send_drops += 1;
-            tracing::trace!(%to, "TURN datagram not sent: {e}");
+        if !self.outbox.fits(from, to, data.len(), max) {
+            self.flush();
         }
+        self.outbox.push(from, to, data);
     }
 
-    /// Sends `message` to `client`: on the UDP listener, or queued for its TCP or TLS
-    /// connection.
-    fn send_to_client(&mut self, client: Client, message: &mut Vec<u8>) {
-        if client.transport.is_stream() {
-            let queued = self
-                .streams
-                .get(&client)
-                .is_some_and(|(_, queue)| queue.try_queue(std::mem::take(message)));
-            if !queued {
-                self.stream_drops += 1;
+    /// Sends what waits in the outbox.
+    fn flush(&mut self) {
+        let Driver {
+            outbox,
+            listener,
+            relays,
+            send_drops,
+            ..
+        } = self;
+        outbox.flush(|batch: Segmented<'_, Via>| {
+            let socket = match batch.from {
+                Via::Relay(relayed) => match relays.get(&relayed) {
+                    Some(relay) => &*relay.socket,
+                    None => return,
+                },
+                Via::Client(_) => listener,
+            };
+            let segment_size = (batch.count > 1).then_some(batch.stride);
+            if let Err(e) = socket.try_send(batch.to, batch.bytes, segment_size) {
+                *send_drops += batch.count as u64;
+                tracing::trace!(to = %batch.to, count = batch.count, "TURN datagrams not sent: {e}");
             }
-        } else if let Err(e) = self.listener.try_send_to(message, client.addr) {
-            self.send_drops += 1;
-            tracing::trace!(to = %client.addr, "TURN datagram not sent: {e}");
+        });
+    }
+
+    /// Queues `message` for a TCP or TLS client's connection.
+    fn queue_to_stream(&mut self, client: Client, message: Vec<u8>) {
+        let queued = self
+            .streams
+            .get(&client)
+            .is_some_and(|(_, queue)| queue.try_queue(message));
+        if !queued {
+            self.stream_drops += 1;
         }
     }
 
@@ -449,7 +497,9 @@ impl Driver {
         }
     }
 
+    /// Sends what waits in the outbox, then carries out the machine's outputs.
     fn drain(&mut self) {
+        self.flush();
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Transmit(transmit) => {
@@ -481,7 +531,7 @@ impl Driver {
                             }
                         }
                     };
-                    if let Err(e) = socket.try_send_to(&transmit.contents, transmit.to) {
+                    if let Err(e) = socket.try_send(transmit.to, &transmit.contents, None) {
                         self.send_drops += 1;
                         tracing::trace!(to = %transmit.to, "TURN datagram not sent: {e}");
                     }
@@ -545,8 +595,7 @@ impl Driver {
         }
         drop(odd);
         let socket = chosen
-            .and_then(|s| s.set_nonblocking(true).map(|()| s).ok())
-            .and_then(|s| UdpSocket::from_std(s).ok())
+            .and_then(|s| BatchSocket::new(s).ok())
             .ok_or(RelayBindError::NoPort)?;
         let relayed = socket.local_addr().map_err(|_| RelayBindError::NoPort)?;
         let socket = Arc::new(socket);
@@ -573,7 +622,7 @@ impl Driver {
 /// Names `relayed` to the driver whenever its socket becomes readable, then waits until the
 /// driver has drained it (the driver reads the datagrams itself).
 async fn watch_relay(
-    socket: Arc<UdpSocket>,
+    socket: Arc<BatchSocket>,
     relayed: SocketAddr,
     ready: mpsc::Sender<SocketAddr>,
     drained: Arc<Notify>,
