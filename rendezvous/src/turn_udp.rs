@@ -21,6 +21,18 @@ pub const SLOT: usize = 65_536;
 /// payload over IPv4).
 const MAX_SEGMENTED: usize = 65_000;
 
+/// Largest datagram sent segmented: one that fits a 1,500-byte MTU (IPv4 and IPv6 headers).
+/// The kernel refuses a segmented send whose segments exceed the path MTU, where a single
+/// datagram would have been fragmented; larger datagrams (rare: relayed QUIC is at most 1,456
+/// bytes with its ChannelData header) leave one by one as before.
+fn max_segment(to: SocketAddr) -> usize {
+    if to.is_ipv4() {
+        1500 - 28
+    } else {
+        1500 - 48
+    }
+}
+
 /// A UDP socket read and written in batches.
 #[derive(Debug)]
 pub struct BatchSocket {
@@ -153,6 +165,7 @@ impl<K: Copy + PartialEq> Outbox<K> {
             Some(key) => {
                 key == (from, to)
                     && !self.sealed
+                    && self.stride <= max_segment(to)
                     && len <= self.stride
                     && len > 0
                     && self.count < max
@@ -278,6 +291,10 @@ mod tests {
         outbox.push(1, addr(1), b"g");
         assert!(!outbox.fits(1, addr(1), 1, 64));
         outbox.flush(&mut record);
+        // Over a 1,500-byte MTU's worth: alone.
+        outbox.push(3, addr(3), &[0; 1473]);
+        assert!(!outbox.fits(3, addr(3), 1473, 64));
+        outbox.flush(&mut record);
         assert!(outbox.fits(2, addr(2), 9, 64));
         outbox.flush(&mut record);
         outbox.push(2, addr(2), b"xy");
@@ -286,6 +303,7 @@ mod tests {
             sent,
             vec![
                 (1, addr(1), b"abcdefg".to_vec(), 3, 3),
+                (3, addr(3), vec![0; 1473], 1473, 1),
                 (2, addr(2), b"xy".to_vec(), 2, 1)
             ]
         );
