@@ -56,7 +56,8 @@ impl TurnServer {
 
     /// [`Self::handle_relay_datagram`] for the driver's hot path: the message for the client
     /// (ChannelData, padded for a stream client, or a Data indication) replaces `out`'s
-    /// contents instead of being queued; returns the client to send it to.
+    /// contents instead of being queued (`out` is left empty when the datagram is refused);
+    /// returns the client to send it to.
     pub fn handle_relay_datagram_into(
         &mut self,
         now: Instant,
