@@ -638,3 +638,7 @@ async fn watch_relay(
         drained.notified().await;
     }
 }
+
+#[cfg(test)]
+#[path = "turn_tests.rs"]
+mod tests;
