@@ -403,8 +403,15 @@ impl Driver {
         drained.notify_one();
     }
 
-    /// Puts relayed `data` in the outbox (sending what waits there first when it cannot join).
+    /// Puts relayed `data` in the outbox: it joins what waits there for the same socket and
+    /// destination (checked when that send started), or what waits is sent and a new send
+    /// starts once the destination and the socket are checked.
     fn relay_out(&mut self, from: Via, to: SocketAddr, data: &[u8]) {
+        if self.outbox.joins(from, to, data.len()) {
+            self.outbox.push(data);
+            return;
+        }
+        self.flush();
         let max = match from {
             Via::Relay(relayed) => {
                 if !self.may_send_to(to) {
@@ -419,10 +426,7 @@ impl Driver {
             }
             Via::Client(_) => self.listener.max_segments(),
         };
-        if !self.outbox.fits(from, to, data.len(), max) {
-            self.flush();
-        }
-        self.outbox.push(from, to, data);
+        self.outbox.start(from, to, data, max);
     }
 
     /// Sends what waits in the outbox.

@@ -132,6 +132,8 @@ pub struct Outbox<K> {
     bytes: Vec<u8>,
     stride: usize,
     count: usize,
+    /// Most datagrams in this send (the socket's segment limit).
+    max: usize,
     /// A shorter datagram was added: it must be the last of this send.
     sealed: bool,
 }
@@ -153,37 +155,45 @@ impl<K: Copy + PartialEq> Outbox<K> {
             bytes: Vec::with_capacity(MAX_SEGMENTED),
             stride: 0,
             count: 0,
+            max: 1,
             sealed: false,
         }
     }
 
-    /// Whether `datagram` from `from` to `to` can join what is waiting (at most `max`
-    /// datagrams in one send). When not, [`Self::take`] and send what is waiting first.
-    pub fn fits(&self, from: K, to: SocketAddr, len: usize, max: usize) -> bool {
-        match self.from {
-            None => true,
-            Some(key) => {
-                key == (from, to)
-                    && !self.sealed
-                    && self.stride <= max_segment(to)
-                    && len <= self.stride
-                    && len > 0
-                    && self.count < max
-                    && self.bytes.len() + len <= MAX_SEGMENTED
-            }
-        }
+    /// Whether a datagram of `len` bytes from `from` to `to` can join what is waiting: the
+    /// same socket and destination (already checked by the caller when they started), not
+    /// longer than the first, none shorter before it, and room left. When not, flush and
+    /// [`Self::start`] anew.
+    pub fn joins(&self, from: K, to: SocketAddr, len: usize) -> bool {
+        self.from == Some((from, to))
+            && !self.sealed
+            && self.stride <= max_segment(to)
+            && len <= self.stride
+            && len > 0
+            && self.count < self.max
+            && self.bytes.len() + len <= MAX_SEGMENTED
     }
 
-    /// Adds a datagram ([`Self::fits`] said yes).
-    pub fn push(&mut self, from: K, to: SocketAddr, datagram: &[u8]) {
-        if self.from.is_none() {
-            self.from = Some((from, to));
-            self.stride = datagram.len();
-        } else if datagram.len() < self.stride {
+    /// Adds a datagram that [`Self::joins`] what is waiting.
+    pub fn push(&mut self, datagram: &[u8]) {
+        if datagram.len() < self.stride {
             self.sealed = true;
         }
         self.bytes.extend_from_slice(datagram);
         self.count += 1;
+    }
+
+    /// Starts a send (the outbox is empty: flushed) with its first datagram; at most `max`
+    /// datagrams will join it.
+    pub fn start(&mut self, from: K, to: SocketAddr, datagram: &[u8], max: usize) {
+        debug_assert!(self.from.is_none());
+        self.from = Some((from, to));
+        self.stride = datagram.len();
+        self.max = max;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(datagram);
+        self.count = 1;
+        self.sealed = false;
     }
 
     /// What is waiting, if anything; the outbox is empty again once `send` returns.
@@ -275,34 +285,39 @@ mod tests {
     fn outbox_coalesces_one_destination_and_size() {
         let mut outbox = Outbox::<u8>::new();
         let mut sent = Vec::new();
-        let mut record =
-            |s: Segmented<'_, u8>| sent.push((s.from, s.to, s.bytes.to_vec(), s.stride, s.count));
-        assert!(outbox.fits(1, addr(1), 3, 64));
-        outbox.push(1, addr(1), b"abc");
-        assert!(outbox.fits(1, addr(1), 3, 64));
-        outbox.push(1, addr(1), b"def");
-        // Longer, another destination, another socket, empty, or over the count: not here.
-        assert!(!outbox.fits(1, addr(1), 4, 64));
-        assert!(!outbox.fits(1, addr(2), 3, 64));
-        assert!(!outbox.fits(2, addr(1), 3, 64));
-        assert!(!outbox.fits(1, addr(1), 0, 64));
-        assert!(!outbox.fits(1, addr(1), 3, 2));
+        let mut record = |s: Segmented<'_, u8>| {
+            sent.push((s.from, s.to, s.bytes.to_vec(), s.stride, s.count));
+        };
+        assert!(!outbox.joins(1, addr(1), 3));
+        outbox.start(1, addr(1), b"abc", 3);
+        assert!(outbox.joins(1, addr(1), 3));
+        outbox.push(b"def");
+        // Longer, another destination, another socket, or empty: not here.
+        assert!(!outbox.joins(1, addr(1), 4));
+        assert!(!outbox.joins(1, addr(2), 3));
+        assert!(!outbox.joins(2, addr(1), 3));
+        assert!(!outbox.joins(1, addr(1), 0));
         // A shorter one ends the send.
-        outbox.push(1, addr(1), b"g");
-        assert!(!outbox.fits(1, addr(1), 1, 64));
+        outbox.push(b"g");
+        assert!(!outbox.joins(1, addr(1), 1));
+        outbox.flush(&mut record);
+        // At most `max`.
+        outbox.start(1, addr(1), b"ab", 2);
+        outbox.push(b"cd");
+        assert!(!outbox.joins(1, addr(1), 2));
         outbox.flush(&mut record);
         // Over a 1,500-byte MTU's worth: alone.
-        outbox.push(3, addr(3), &[0; 1473]);
-        assert!(!outbox.fits(3, addr(3), 1473, 64));
+        outbox.start(3, addr(3), &[0; 1473], 64);
+        assert!(!outbox.joins(3, addr(3), 1473));
         outbox.flush(&mut record);
-        assert!(outbox.fits(2, addr(2), 9, 64));
         outbox.flush(&mut record);
-        outbox.push(2, addr(2), b"xy");
+        outbox.start(2, addr(2), b"xy", 64);
         outbox.flush(&mut record);
         assert_eq!(
             sent,
             vec![
                 (1, addr(1), b"abcdefg".to_vec(), 3, 3),
+                (1, addr(1), b"abcd".to_vec(), 2, 2),
                 (3, addr(3), vec![0; 1473], 1473, 1),
                 (2, addr(2), b"xy".to_vec(), 2, 1)
             ]

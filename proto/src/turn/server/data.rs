@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{wire, AllocationId, Client, DropReason, PeerPolicy, TurnServer, Via};
+use super::allocation::Allocation;
+use super::{wire, AllocationId, Client, DropReason, PeerPolicy, TurnServer, TurnStats, Via};
 use crate::path::normalize;
 
 /// What a client's ChannelData asks relayed: `data` (a slice of the ChannelData message) from
@@ -93,11 +94,14 @@ impl TurnServer {
         datagram: &'a [u8],
     ) -> Result<ToPeer<'a>, DropReason> {
         let (channel, data) = wire::decode_channel_data(datagram).ok_or(DropReason::Malformed)?;
-        let (id, relayed) = self.active_of_client(from)?;
-        let peer = self.allocations[&id]
+        // One look-up of each table on this path (it runs for every relayed datagram).
+        let id = *self.by_client.get(&from).ok_or(DropReason::NoAllocation)?;
+        let allocation = self.allocations.get_mut(&id).expect("indexed allocation");
+        let relayed = allocation.relayed().ok_or(DropReason::NoAllocation)?;
+        let peer = allocation
             .channel_peer(now, channel)
             .ok_or(DropReason::NoChannel)?;
-        self.admit_to_peer(now, id, peer, data.len())?;
+        admit_to_peer(allocation, &mut self.stats, now, peer, data.len())?;
         Ok(ToPeer {
             relayed,
             peer,
@@ -113,28 +117,9 @@ impl TurnServer {
         peer: SocketAddr,
         data: &[u8],
     ) -> Result<(), DropReason> {
-        self.admit_to_peer(now, id, peer, data.len())?;
-        self.transmit(Via::Relay(relayed), peer, data.to_vec());
-        Ok(())
-    }
-
-    /// Permission, byte budget and counters of `len` bytes toward `peer`.
-    fn admit_to_peer(
-        &mut self,
-        now: Instant,
-        id: AllocationId,
-        peer: SocketAddr,
-        len: usize,
-    ) -> Result<(), DropReason> {
         let allocation = self.allocations.get_mut(&id).expect("indexed allocation");
-        if peer.port() == 0 || !allocation.has_permission(now, peer.ip()) {
-            return Err(DropReason::NoPermission);
-        }
-        if !allocation.bucket.take(now, len) {
-            return Err(DropReason::RateLimited);
-        }
-        self.stats.relayed_to_peers += 1;
-        self.stats.bytes_to_peers += len as u64;
+        admit_to_peer(allocation, &mut self.stats, now, peer, data.len())?;
+        self.transmit(Via::Relay(relayed), peer, data.to_vec());
         Ok(())
     }
 
@@ -197,4 +182,23 @@ impl TurnServer {
         self.stats.bytes_to_clients += data.len() as u64;
         Ok(client)
     }
+}
+
+/// Permission, byte budget and counters of `len` bytes toward `peer`.
+fn admit_to_peer(
+    allocation: &mut Allocation,
+    stats: &mut TurnStats,
+    now: Instant,
+    peer: SocketAddr,
+    len: usize,
+) -> Result<(), DropReason> {
+    if peer.port() == 0 || !allocation.has_permission(now, peer.ip()) {
+        return Err(DropReason::NoPermission);
+    }
+    if !allocation.bucket.take(now, len) {
+        return Err(DropReason::RateLimited);
+    }
+    stats.relayed_to_peers += 1;
+    stats.bytes_to_peers += len as u64;
+    Ok(())
 }
