@@ -47,9 +47,17 @@ fn bulk(a: &mut Node, b: &mut Node, count: usize, size: usize) -> f64 {
 
 fn main() {
     // `P2PNAT_BENCH=relay`: only the relayed transfer (for profiling the relay).
-    if std::env::var("P2PNAT_BENCH").as_deref() == Ok("relay") {
-        relayed(256, f64::NAN);
-        return;
+    // `P2PNAT_BENCH=pair`: the direct 1 MiB transfer, then the relayed one (the ratio).
+    match std::env::var("P2PNAT_BENCH").as_deref() {
+        Ok("relay") => {
+            relayed(256, f64::NAN);
+            return;
+        }
+        Ok("pair") => {
+            direct_then_relayed(256);
+            return;
+        }
+        _ => {}
     }
     let rendezvous = Rendezvous::start(&[]);
     let mut a = Node::start(&rendezvous, &[]);
@@ -103,6 +111,23 @@ fn main() {
     println!("| peak RSS, receiving node | {} MiB |", rss_b / 1024);
     drop((a, b, rendezvous));
     relayed(big_count, big_secs);
+}
+
+/// The direct 1 MiB transfer alone, then the relayed one beside it.
+fn direct_then_relayed(big_count: usize) {
+    let rendezvous = Rendezvous::start(&[]);
+    let mut a = Node::start(&rendezvous, &[]);
+    let mut b = Node::start(&rendezvous, &[]);
+    let b_id = b.id.clone();
+    a.command(&format!("connect {b_id}"));
+    a.wait_event(|e| e.starts_with("connected "));
+    let secs = bulk(&mut a, &mut b, big_count, 1024 * 1024);
+    println!(
+        "| 1 MiB messages, {big_count} one way | {:.0} MiB/s |",
+        big_count as f64 / secs
+    );
+    drop((a, b, rendezvous));
+    relayed(big_count, secs);
 }
 
 /// CPU seconds (user + system) a process has used so far.

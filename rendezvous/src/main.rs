@@ -19,6 +19,7 @@ mod server;
 mod tls_port;
 mod turn;
 mod turn_stream;
+mod turn_udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

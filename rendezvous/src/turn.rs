@@ -1,11 +1,18 @@
 //! The built-in TURN server's tokio driver: sockets and time around
 //! [`p2pnat_proto::turn::server::TurnServer`].
 //!
-//! One task owns the machine. The listener (`--turn-listen`, default: the rendezvous's --listen IP, port 3479) is read by
-//! that task; each allocation's relay socket (bound to `relay_ip:0`) has a small receive task
-//! forwarding datagrams into one bounded channel ([`RELAY_QUEUE`]); when it is full datagrams
-//! are dropped and counted, never buffered without bound. Sends are non-blocking (`try_send_to`):
-//! a full socket buffer drops the datagram (UDP semantics), it never stalls the machine.
+//! One task owns the machine and reads every UDP socket itself: the listener (`--turn-listen`,
+//! default: the rendezvous's --listen IP, port 3479) and each allocation's relay socket (bound
+//! to `relay_ip:0`). It drains a ready socket with non-blocking batched receives (recvmmsg and
+//! GRO, [`crate::turn_udp`]), up to [`BATCH`] datagrams a turn, into one set of buffers. A
+//! relay socket has a small task that only waits for it to become readable and names it on one
+//! bounded channel ([`RELAY_READY`]), then waits until the driver has drained it: one hop per
+//! batch, not per datagram, and no copy. Datagrams waiting are the kernel's (the socket's
+//! receive buffer; beyond it the kernel drops them). Relayed data takes the machine's direct
+//! path (no allocation per datagram); consecutive datagrams from one socket to one destination
+//! and of one size leave as one segmented send (GSO) at the end of the batch. Sends are
+//! non-blocking: a full socket buffer drops the datagrams (UDP semantics), it never stalls the
+//! machine.
 //!
 //! TURN clients over TCP (a listener on the UDP listener's port number) and TLS (handed over by
 //! the TLS port) each have a task of their own (`turn_stream`): their frames reach this task
@@ -24,7 +31,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,22 +40,24 @@ use p2pnat_proto::turn::server::{
     AllocationId, Client, ClientTransport, Family, Output, RelayBindError, TurnServer,
     TurnServerConfig, Via,
 };
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::limits::ConnectionLimiter;
 use crate::turn_stream::{StreamEvent, StreamLimits, StreamLink, StreamOut, STREAM_EVENTS};
+use crate::turn_udp::{BatchSocket, Outbox, RecvBufs, Segmented};
 
-/// Relayed datagrams waiting for the machine, all relay sockets together.
-pub const RELAY_QUEUE: usize = 4096;
-/// Bytes read at once from the listener (a UDP datagram is at most 65,507 bytes over IPv4).
-const RECV_BUFFER: usize = 65_536;
-/// Largest datagram a peer may send to a relayed address is one byte less (a datagram filling
-/// the buffer may have been cut, and is dropped). Small so that 1,024 relay sockets cost 4 MiB;
-/// relayed traffic is QUIC packets of at most about 1,500 bytes.
-const RELAY_RECV_BUFFER: usize = 4097;
+/// Relay sockets named as readable and waiting for the driver. Each relay's task names it at
+/// most once until the driver has drained it, so this is never the limit below 4,096
+/// allocations; beyond, a task waits for room (nothing is lost: the datagrams wait in the
+/// kernel).
+pub const RELAY_READY: usize = 4096;
+/// Datagrams read from one socket before the driver looks at its other inputs.
+pub const BATCH: usize = 256;
+/// Largest datagram a peer may send to a relayed address; larger ones are dropped and counted.
+/// Relayed traffic is QUIC packets of at most about 1,500 bytes.
+const RELAY_MAX_DATAGRAM: usize = 4096;
 /// Tries to find an even port when a client asks for EVEN-PORT.
 const EVEN_PORT_TRIES: usize = 16;
 
@@ -123,9 +131,7 @@ pub fn spawn(
     policy: PeerIpPolicy,
     limiter: Arc<ConnectionLimiter>,
 ) -> Result<Option<TurnHandle>, TurnError> {
-    let bound = std::net::UdpSocket::bind(settings.listen)
-        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-        .and_then(UdpSocket::from_std);
+    let bound = std::net::UdpSocket::bind(settings.listen).and_then(BatchSocket::new);
     let listener = match bound {
         Ok(listener) => listener,
         Err(source) if !settings.listen_required => {
@@ -150,7 +156,7 @@ pub fn spawn(
         settings.secret.clone(),
         u64::from_le_bytes(seed),
     );
-    let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
+    let (relay_tx, relay_rx) = mpsc::channel(RELAY_READY);
     let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENTS);
     let link = StreamLink::new(stream_tx, settings.stream);
     let tcp = match std::net::TcpListener::bind(local)
@@ -176,12 +182,13 @@ pub fn spawn(
     tracing::info!(addr = %local, tcp = ?tcp, relay_ip = %settings.relay_ip, "turn listening {local}");
     let driver = Driver {
         machine,
-        listener: Arc::new(listener),
+        listener,
+        outbox: Outbox::new(),
         relay_ip: settings.relay_ip,
         relays: HashMap::new(),
         relay_tx,
         policy,
-        queue_drops: Arc::new(AtomicU64::new(0)),
+        oversize_drops: 0,
         send_drops: 0,
         streams: HashMap::new(),
         stream_drops: 0,
@@ -223,22 +230,24 @@ async fn accept_tcp(
 }
 
 struct Relay {
-    socket: Arc<UdpSocket>,
+    socket: Arc<BatchSocket>,
+    /// Its readiness task ([`watch_relay`]), and how the driver tells it the socket is drained.
     task: JoinHandle<()>,
+    drained: Arc<Notify>,
 }
-
-/// A datagram a peer sent to a relayed address: (relayed, peer, payload).
-type RelayDatagram = (SocketAddr, SocketAddr, Vec<u8>);
 
 struct Driver {
     machine: TurnServer,
-    listener: Arc<UdpSocket>,
+    listener: BatchSocket,
+    /// Relayed datagrams waiting to leave together (sent at the end of each batch).
+    outbox: Outbox<Via>,
     relay_ip: IpAddr,
     relays: HashMap<SocketAddr, Relay>,
-    relay_tx: mpsc::Sender<RelayDatagram>,
+    /// Where relay sockets' tasks name the sockets that became readable.
+    relay_tx: mpsc::Sender<SocketAddr>,
     policy: PeerIpPolicy,
-    /// Relayed datagrams dropped because the queue to the machine was full.
-    queue_drops: Arc<AtomicU64>,
+    /// Datagrams to relayed addresses dropped for being over [`RELAY_MAX_DATAGRAM`].
+    oversize_drops: u64,
     /// Datagrams not sent (socket buffer full, or a forbidden destination).
     send_drops: u64,
     /// TCP and TLS clients' outbound queues, with the connection number that opened each.
@@ -256,11 +265,16 @@ fn unix_now() -> u64 {
 impl Driver {
     async fn run(
         mut self,
-        mut relay_rx: mpsc::Receiver<RelayDatagram>,
+        mut relay_rx: mpsc::Receiver<SocketAddr>,
         mut stream_rx: mpsc::Receiver<StreamEvent>,
     ) {
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut bufs = RecvBufs::new();
+        // The message for a client, reused for every relayed datagram.
+        let mut out = Vec::with_capacity(RELAY_MAX_DATAGRAM + 64);
         let mut stats_due = Instant::now() + Duration::from_secs(60);
+        // One timer, moved when the deadline changes (not a new one per wakeup).
+        let sleep = tokio::time::sleep_until(stats_due);
+        tokio::pin!(sleep);
         loop {
             let wake = self
                 .machine
@@ -268,25 +282,23 @@ impl Driver {
                 .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
                 .min(stats_due);
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
+            }
             tokio::select! {
-                received = self.listener.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => self.client_datagram(normalize(from), &buf[..len]),
-                    Err(e) => tracing::debug!("TURN listener receive error: {e}"),
+                ready = self.listener.readable() => match ready {
+                    Ok(()) => self.drain_listener(&mut bufs),
+                    Err(e) => tracing::debug!("TURN listener error: {e}"),
                 },
-                Some((relayed, peer, datagram)) = relay_rx.recv() => {
-                    let now = Instant::now().into_std();
-                    if let Err(reason) = self.machine.handle_relay_datagram(now, relayed, peer, &datagram) {
-                        tracing::trace!(%relayed, %peer, "relayed datagram dropped: {reason}");
-                    }
-                }
+                Some(relayed) = relay_rx.recv() => self.drain_relay(relayed, &mut bufs, &mut out),
                 Some(event) = stream_rx.recv() => self.stream_event(event),
-                _ = tokio::time::sleep_until(wake) => {
+                () = &mut sleep => {
                     self.machine.handle_timeout(Instant::now().into_std());
                     if Instant::now() >= stats_due {
                         stats_due = Instant::now() + Duration::from_secs(60);
                         tracing::debug!(
                             stats = ?self.machine.stats(),
-                            queue_drops = self.queue_drops.load(Ordering::Relaxed),
+                            oversize_drops = self.oversize_drops,
                             send_drops = self.send_drops,
                             stream_drops = self.stream_drops,
                             stream_clients = self.streams.len(),
@@ -300,14 +312,168 @@ impl Driver {
         }
     }
 
-    fn client_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
-        self.client_message(Client::udp(from), datagram);
+    /// Up to about [`BATCH`] datagrams from the UDP listener. ChannelData joins the outbox of
+    /// its relay socket; anything else is answered through the machine's outputs, drained after
+    /// each message so that what leaves keeps the order in which it came.
+    fn drain_listener(&mut self, bufs: &mut RecvBufs) {
+        let allowed = self.allowed();
+        let now = Instant::now().into_std();
+        let unix = unix_now();
+        let mut handled = 0;
+        while handled < BATCH {
+            let filled = match self.listener.try_recv(bufs) {
+                Ok(filled) => filled,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("TURN listener receive error: {e}");
+                    handled += 1;
+                    continue;
+                }
+            };
+            for i in 0..filled {
+                let (from, messages) = bufs.datagrams(i);
+                let client = Client::udp(normalize(from));
+                for message in messages {
+                    handled += 1;
+                    match self
+                        .machine
+                        .handle_client_message_direct(now, unix, client, message, &allowed)
+                    {
+                        Ok(Some(to)) => self.relay_out(Via::Relay(to.relayed), to.peer, to.data),
+                        Ok(None) => self.drain(),
+                        Err(reason) => {
+                            tracing::trace!(from = %client.addr, "TURN message dropped: {reason}");
+                            self.drain();
+                        }
+                    }
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Up to about [`BATCH`] datagrams from the relay socket `relayed`, each for its client;
+    /// then its task may wait for the next.
+    fn drain_relay(&mut self, relayed: SocketAddr, bufs: &mut RecvBufs, out: &mut Vec<u8>) {
+        // A socket released since it was named has nothing to drain.
+        let Some(relay) = self.relays.get(&relayed) else {
+            return;
+        };
+        let (socket, drained) = (relay.socket.clone(), relay.drained.clone());
+        let now = Instant::now().into_std();
+        let mut handled = 0;
+        while handled < BATCH {
+            let filled = match socket.try_recv(bufs) {
+                Ok(filled) => filled,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors (port unreachable) surface here on Linux: not fatal.
+                Err(e) => {
+                    tracing::trace!(%relayed, "relay receive error: {e}");
+                    handled += 1;
+                    continue;
+                }
+            };
+            for i in 0..filled {
+                let (peer, datagrams) = bufs.datagrams(i);
+                let peer = normalize(peer);
+                for datagram in datagrams {
+                    handled += 1;
+                    if datagram.len() > RELAY_MAX_DATAGRAM {
+                        self.oversize_drops += 1;
+                        continue;
+                    }
+                    match self
+                        .machine
+                        .handle_relay_datagram_into(now, relayed, peer, datagram, out)
+                    {
+                        Ok(client) if client.transport.is_stream() => {
+                            self.queue_to_stream(client, std::mem::take(out));
+                        }
+                        Ok(client) => {
+                            self.relay_out(Via::Client(ClientTransport::Udp), client.addr, out);
+                        }
+                        Err(reason) => {
+                            tracing::trace!(%relayed, %peer, "relayed datagram dropped: {reason}");
+                        }
+                    }
+                }
+            }
+        }
+        self.flush();
+        drained.notify_one();
+    }
+
+    /// Puts relayed `data` in the outbox: it joins what waits there for the same socket and
+    /// destination (checked when that send started), or what waits is sent and a new send
+    /// starts once the destination and the socket are checked.
+    fn relay_out(&mut self, from: Via, to: SocketAddr, data: &[u8]) {
+        if self.outbox.joins(from, to, data.len()) {
+            self.outbox.push(data);
+            return;
+        }
+        self.flush();
+        let max = match from {
+            Via::Relay(relayed) => {
+                if !self.may_send_to(to) {
+                    self.send_drops += 1;
+                    tracing::debug!(%to, "relay to this host refused");
+                    return;
+                }
+                match self.relays.get(&relayed) {
+                    Some(relay) => relay.socket.max_segments(),
+                    None => return,
+                }
+            }
+            Via::Client(_) => self.listener.max_segments(),
+        };
+        self.outbox.start(from, to, data, max);
+    }
+
+    /// Sends what waits in the outbox.
+    fn flush(&mut self) {
+        let Driver {
+            outbox,
+            listener,
+            relays,
+            send_drops,
+            ..
+        } = self;
+        outbox.flush(|batch: Segmented<'_, Via>| {
+            let socket = match batch.from {
+                Via::Relay(relayed) => match relays.get(&relayed) {
+                    Some(relay) => &*relay.socket,
+                    None => return,
+                },
+                Via::Client(_) => listener,
+            };
+            let segment_size = (batch.count > 1).then_some(batch.stride);
+            if let Err(e) = socket.try_send(batch.to, batch.bytes, segment_size) {
+                *send_drops += batch.count as u64;
+                tracing::trace!(to = %batch.to, count = batch.count, "TURN datagrams not sent: {e}");
+            }
+        });
+    }
+
+    /// Queues `message` for a TCP or TLS client's connection.
+    fn queue_to_stream(&mut self, client: Client, message: Vec<u8>) {
+        let queued = self
+            .streams
+            .get(&client)
+            .is_some_and(|(_, queue)| queue.try_queue(message));
+        if !queued {
+            self.stream_drops += 1;
+        }
+    }
+
+    /// Who may be relayed to: registered peers' IPs and the relay IP (see the module docs).
+    fn allowed(&self) -> impl Fn(IpAddr) -> bool {
+        let policy = self.policy.clone();
+        let relay_ip = self.relay_ip;
+        move |ip: IpAddr| ip == relay_ip || policy(ip)
     }
 
     fn client_message(&mut self, from: Client, message: &[u8]) {
-        let policy = self.policy.clone();
-        let relay_ip = self.relay_ip;
-        let allowed = move |ip: IpAddr| ip == relay_ip || policy(ip);
+        let allowed = self.allowed();
         let now = Instant::now().into_std();
         if let Err(reason) =
             self.machine
@@ -335,7 +501,9 @@ impl Driver {
         }
     }
 
+    /// Sends what waits in the outbox, then carries out the machine's outputs.
     fn drain(&mut self) {
+        self.flush();
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Transmit(transmit) => {
@@ -367,7 +535,7 @@ impl Driver {
                             }
                         }
                     };
-                    if let Err(e) = socket.try_send_to(&transmit.contents, transmit.to) {
+                    if let Err(e) = socket.try_send(transmit.to, &transmit.contents, None) {
                         self.send_drops += 1;
                         tracing::trace!(to = %transmit.to, "TURN datagram not sent: {e}");
                     }
@@ -431,45 +599,50 @@ impl Driver {
         }
         drop(odd);
         let socket = chosen
-            .and_then(|s| s.set_nonblocking(true).map(|()| s).ok())
-            .and_then(|s| UdpSocket::from_std(s).ok())
+            .and_then(|s| BatchSocket::new(s).ok())
             .ok_or(RelayBindError::NoPort)?;
         let relayed = socket.local_addr().map_err(|_| RelayBindError::NoPort)?;
         let socket = Arc::new(socket);
-        let task = tokio::spawn(read_relay(
+        let drained = Arc::new(Notify::new());
+        let task = tokio::spawn(watch_relay(
             socket.clone(),
             relayed,
             self.relay_tx.clone(),
-            self.queue_drops.clone(),
+            drained.clone(),
         ));
-        self.relays.insert(relayed, Relay { socket, task });
+        self.relays.insert(
+            relayed,
+            Relay {
+                socket,
+                task,
+                drained,
+            },
+        );
         tracing::debug!(%id, %relayed, "relay bound");
         Ok(relayed)
     }
 }
 
-/// Forwards what peers send to `relayed` into the machine's queue; drops when it is full.
-async fn read_relay(
-    socket: Arc<UdpSocket>,
+/// Names `relayed` to the driver whenever its socket becomes readable, then waits until the
+/// driver has drained it (the driver reads the datagrams itself).
+async fn watch_relay(
+    socket: Arc<BatchSocket>,
     relayed: SocketAddr,
-    tx: mpsc::Sender<RelayDatagram>,
-    drops: Arc<AtomicU64>,
+    ready: mpsc::Sender<SocketAddr>,
+    drained: Arc<Notify>,
 ) {
-    let mut buf = vec![0u8; RELAY_RECV_BUFFER];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((len, _)) if len == buf.len() => {
-                drops.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok((len, peer)) => match tx.try_send((relayed, normalize(peer), buf[..len].to_vec())) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    drops.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            },
-            // ICMP errors (port unreachable) surface here on Linux: not fatal.
-            Err(e) => tracing::trace!(%relayed, "relay receive error: {e}"),
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(%relayed, "relay socket error: {e}");
+            return;
         }
+        if ready.send(relayed).await.is_err() {
+            return;
+        }
+        drained.notified().await;
     }
 }
+
+#[cfg(test)]
+#[path = "turn_tests.rs"]
+mod tests;

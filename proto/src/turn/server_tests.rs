@@ -21,6 +21,8 @@ use crate::turn::channel_data;
 
 #[path = "server_tests_data.rs"]
 mod data;
+#[path = "server_tests_direct.rs"]
+mod direct;
 
 const SECRET: &[u8] = b"north";
 const UNIX: u64 = 1_700_000_000;

@@ -15,11 +15,9 @@ use super::allocation::{Allocation, BindError, ByteBucket, Phase};
 use super::auth::{self, Credentials};
 use super::{
     never_relayed, wire, AllocationId, Client, DropReason, Family, Output, PeerPolicy, TurnServer,
-    Via,
 };
 use crate::path::normalize;
 use crate::turn::channel_data::CHANNEL_MIN;
-use crate::turn::stream::pad_channel_data;
 
 /// Why an authenticated request was refused; each is answered with its STUN error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -455,7 +453,10 @@ impl TurnServer {
     }
 
     /// The allocation of `from` and its relayed address, for data from the client.
-    fn active_of_client(&self, from: Client) -> Result<(AllocationId, SocketAddr), DropReason> {
+    pub(super) fn active_of_client(
+        &self,
+        from: Client,
+    ) -> Result<(AllocationId, SocketAddr), DropReason> {
         let id = *self.by_client.get(&from).ok_or(DropReason::NoAllocation)?;
         let relayed = self.allocations[&id]
             .relayed()
@@ -481,80 +482,5 @@ impl TurnServer {
             .and_then(|a| a.as_data().ok())
             .ok_or(DropReason::Malformed)?;
         self.relay_to_peer(now, id, relayed, peer, data.as_bytes())
-    }
-
-    pub(super) fn client_channel_data(
-        &mut self,
-        now: Instant,
-        from: Client,
-        datagram: &[u8],
-    ) -> Result<(), DropReason> {
-        let (channel, data) = wire::decode_channel_data(datagram).ok_or(DropReason::Malformed)?;
-        let (id, relayed) = self.active_of_client(from)?;
-        let peer = self.allocations[&id]
-            .channel_peer(now, channel)
-            .ok_or(DropReason::NoChannel)?;
-        self.relay_to_peer(now, id, relayed, peer, data)
-    }
-
-    fn relay_to_peer(
-        &mut self,
-        now: Instant,
-        id: AllocationId,
-        relayed: SocketAddr,
-        peer: SocketAddr,
-        data: &[u8],
-    ) -> Result<(), DropReason> {
-        let allocation = self.allocations.get_mut(&id).expect("indexed allocation");
-        if peer.port() == 0 || !allocation.has_permission(now, peer.ip()) {
-            return Err(DropReason::NoPermission);
-        }
-        if !allocation.bucket.take(now, data.len()) {
-            return Err(DropReason::RateLimited);
-        }
-        self.stats.relayed_to_peers += 1;
-        self.stats.bytes_to_peers += data.len() as u64;
-        self.transmit(Via::Relay(relayed), peer, data.to_vec());
-        Ok(())
-    }
-
-    pub(super) fn relay_to_client(
-        &mut self,
-        now: Instant,
-        relayed: SocketAddr,
-        from_peer: SocketAddr,
-        data: &[u8],
-    ) -> Result<(), DropReason> {
-        let from_peer = normalize(from_peer);
-        let id = *self
-            .by_relay
-            .get(&relayed)
-            .ok_or(DropReason::NoAllocation)?;
-        let allocation = self.allocations.get_mut(&id).expect("indexed allocation");
-        if !allocation.has_permission(now, from_peer.ip()) {
-            return Err(DropReason::NoPermission);
-        }
-        if data.len() > usize::from(u16::MAX) {
-            return Err(DropReason::Malformed);
-        }
-        if !allocation.bucket.take(now, data.len()) {
-            return Err(DropReason::RateLimited);
-        }
-        let client = allocation.client;
-        let contents = match allocation.peer_channel(now, from_peer) {
-            // Over TCP and TLS, ChannelData is padded to a multiple of 4 (RFC 8656 12.5).
-            Some(channel) if client.transport.is_stream() => {
-                pad_channel_data(wire::encode_channel_data(channel, data))
-            }
-            Some(channel) => wire::encode_channel_data(channel, data),
-            None => {
-                let transaction = self.next_indication_id();
-                wire::data_indication(transaction, from_peer, data).ok_or(DropReason::Malformed)?
-            }
-        };
-        self.stats.relayed_to_clients += 1;
-        self.stats.bytes_to_clients += data.len() as u64;
-        self.transmit_to_client(client, contents);
-        Ok(())
     }
 }

@@ -8,6 +8,10 @@
 //!   frame of a TCP or TLS client (cut by [`crate::turn::stream::StreamDecoder`]), and
 //!   [`TurnServer::client_closed`] when such a connection ends (its allocation goes with it);
 //! - [`TurnServer::handle_relay_datagram`] for every datagram a peer sends to a relayed address;
+//! - or, on the hot path, [`TurnServer::handle_client_message_direct`] and
+//!   [`TurnServer::handle_relay_datagram_into`]: the same, except that relayed data is handed
+//!   back at once (a slice of the ChannelData, or the client's message written into the
+//!   caller's buffer) instead of queued as an allocated [`Output::Transmit`];
 //! - [`TurnServer::relay_bound`] to answer [`Output::BindRelay`];
 //! - [`TurnServer::handle_timeout`] once [`TurnServer::poll_timeout`] has passed.
 //!
@@ -52,6 +56,7 @@
 
 mod allocation;
 mod auth;
+mod data;
 mod handlers;
 mod wire;
 
@@ -65,6 +70,7 @@ use crate::turn::credentials::SharedSecret;
 pub use allocation::AllocationId;
 use allocation::{Allocation, Phase};
 pub use auth::AuthError;
+pub use data::ToPeer;
 pub use handlers::RequestError;
 
 /// Outputs queued beyond this are dropped (and counted): the driver drains after each input,

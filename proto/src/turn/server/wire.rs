@@ -231,12 +231,11 @@ pub fn decode_channel_data(datagram: &[u8]) -> Option<(u16, &[u8])> {
     Some((channel, datagram.get(4..4 + length)?))
 }
 
-/// Encodes ChannelData (UDP form, no padding). `data` is at most 65,535 bytes (checked by the
-/// caller).
-pub fn encode_channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + data.len());
+/// Appends ChannelData (UDP form, no padding) to `out`. `data` is at most 65,535 bytes
+/// (checked by the caller).
+pub fn write_channel_data(channel: u16, data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(4 + data.len());
     out.extend_from_slice(&channel.to_be_bytes());
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
     out.extend_from_slice(data);
-    out
 }
