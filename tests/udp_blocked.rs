@@ -27,8 +27,18 @@ fn a_node_without_udp_to_the_rendezvous_registers_and_relays_over_tls() {
         &["--rendezvous-tls", &tls, "--relay-only"],
         1_000_000,
     );
-    assert_eq!(field(&blocked.ready, "over="), Some("tls"), "{}", blocked.ready);
-    assert_eq!(field(&blocked.ready, "nat="), Some("unknown"), "{}", blocked.ready);
+    assert_eq!(
+        field(&blocked.ready, "over="),
+        Some("tls"),
+        "{}",
+        blocked.ready
+    );
+    assert_eq!(
+        field(&blocked.ready, "nat="),
+        Some("unknown"),
+        "{}",
+        blocked.ready
+    );
     let relay = field(&blocked.ready, "relay=").unwrap_or("-");
     assert_ne!(relay, "-", "no relay over TLS: {}", blocked.ready);
     let mut open = Node::start(&rendezvous, &["--relay-only"]);
@@ -36,7 +46,11 @@ fn a_node_without_udp_to_the_rendezvous_registers_and_relays_over_tls() {
 
     let (blocked_id, open_id) = (blocked.id.clone(), open.id.clone());
     for i in 0..20u64 {
-        open.send(i, &blocked_id, format!("to the blocked node {i}").as_bytes());
+        open.send(
+            i,
+            &blocked_id,
+            format!("to the blocked node {i}").as_bytes(),
+        );
     }
     let connected = open.wait_event(|e| e.starts_with(&format!("connected {blocked_id} ")));
     assert!(
