@@ -22,7 +22,7 @@ trap cleanup EXIT INT TERM
   >"$work/rendezvous.out" 2>"$work/rendezvous.log" &
 pids+=($!)
 for _ in $(seq 50); do [ -s "$work/rendezvous.out" ] && break; sleep 0.1; done
-rendezvous=$(awk '{print $2}' "$work/rendezvous.out")
+rendezvous=$(awk 'NR == 1 {print $2}' "$work/rendezvous.out")
 if [ -z "$rendezvous" ]; then
   echo "demo: the rendezvous did not start; its log:" >&2
   cat "$work/rendezvous.log" >&2

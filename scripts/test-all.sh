@@ -10,6 +10,17 @@ echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace
+echo "== the README's quick start: scripts/demo.sh, checked by what it must show"
+demo_out=$(mktemp)
+if ! ./scripts/demo.sh >"$demo_out" 2>&1 \
+  || ! grep -q '^\[alice\] recv .* Hi Alice!' "$demo_out" \
+  || ! grep -q '^\[client\] reply: Hello from the Python client' "$demo_out"; then
+  cat "$demo_out"
+  echo "demo.sh did not show alice receiving bob's message and the Python client's reply" >&2
+  rm -f "$demo_out"
+  exit 1
+fi
+rm -f "$demo_out"
 echo "== pytest (python wrappers, real binaries on loopback)"
 python3 -m pytest -q python/tests
 echo "== wheel (dev profile, reusing the build above): fresh venv outside the checkout, README example"
