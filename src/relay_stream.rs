@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use p2pnat_proto::turn::stream::{pad_channel_data, StreamDecoder, StreamError};
 use p2pnat_proto::PeerId;
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -34,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::relay::RelayLink;
 use crate::rendezvous_tls::ALPN_TURN;
 use crate::socket::NodeSocket;
-use crate::tls::{provider, PeerServerVerifier, TlsSetupError, UNPINNED_SERVER_NAME};
+use crate::tls::{provider, PeerServerVerifier, TlsSetupError};
 
 /// Bytes waiting to be written to the connection at most; more are dropped (as the rendezvous
 /// bounds its side, `--tls-max-buffered`).
@@ -48,8 +47,6 @@ pub const STREAM_MAX_FRAME: usize = 8192;
 /// (48 bytes of framing, payload padded to 4) fits [`STREAM_MAX_FRAME`]. quinn's datagrams
 /// (at most 1,452 bytes) are framed whole; there is no path MTU on a TCP stream.
 pub const STREAM_MAX_PAYLOAD: usize = STREAM_MAX_FRAME - 48;
-/// How long the TCP connect and the TLS handshake may take together.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One write to the connection that does not finish within this closes it.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 /// How long a closing connection gets to write what is queued (the deallocation) at shutdown.
@@ -142,20 +139,8 @@ pub enum StreamEvent {
 pub enum StreamConnectError {
     #[error(transparent)]
     Setup(#[from] TlsSetupError),
-    #[error("{0:?} is not a usable TLS server name")]
-    ServerName(String),
-    #[error("TCP connection to {addr} failed: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("TLS handshake with {addr} failed: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("connecting to {0} timed out")]
-    Timeout(SocketAddr),
+    #[error(transparent)]
+    Dial(#[from] crate::rendezvous_tls::TlsDialError),
 }
 
 /// Why a connection ended.
@@ -203,26 +188,7 @@ async fn connect(
     pinned: Option<PeerId>,
 ) -> Result<(Tls, SocketAddr), StreamConnectError> {
     let config = client_config(pinned)?;
-    let name = pinned.map_or(UNPINNED_SERVER_NAME.to_string(), |id| id.to_text());
-    let name =
-        ServerName::try_from(name.clone()).map_err(|_| StreamConnectError::ServerName(name))?;
-    let handshake = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| StreamConnectError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
-        let local = tcp
-            .local_addr()
-            .map_err(|source| StreamConnectError::Connect { addr, source })?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|source| StreamConnectError::Handshake { addr, source })?;
-        Ok((tls, local))
-    };
-    tokio::time::timeout(CONNECT_TIMEOUT, handshake)
-        .await
-        .map_err(|_| StreamConnectError::Timeout(addr))?
+    Ok(crate::rendezvous_tls::dial(config, addr, pinned).await?)
 }
 
 /// One TURN-over-TLS connection and its task. Dropping it aborts the task (the TCP connection

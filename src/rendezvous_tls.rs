@@ -160,20 +160,62 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// Why the control connection over TLS could not be made.
+/// Why a TCP connection and TLS handshake to the rendezvous's TLS port failed.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsConnectError {
-    #[error(transparent)]
-    Setup(#[from] TlsSetupError),
+pub enum TlsDialError {
     #[error("{0:?} is not a usable TLS server name")]
     ServerName(String),
-    #[error("connecting to {addr}: {source}")]
+    #[error("TCP connection to {addr} failed: {source}")]
     Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("connecting to {0} timed out")]
     Timeout(SocketAddr),
+}
+
+/// Connects TCP to `addr` (no Nagle) and runs the TLS handshake with `config`, naming the
+/// server as the QUIC client does (its peer ID when `pinned`), all within
+/// [`CONNECT_TIMEOUT`]. Returns the stream and the local TCP address. Used by the control
+/// connection and by the node's TURN client over TLS (`crate::relay_stream`).
+pub async fn dial(
+    config: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    pinned: Option<PeerId>,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, SocketAddr), TlsDialError> {
+    let name = pinned.map_or(UNPINNED_SERVER_NAME.to_string(), |id| id.to_text());
+    let name = ServerName::try_from(name.clone()).map_err(|_| TlsDialError::ServerName(name))?;
+    let handshake = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| TlsDialError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let local = tcp
+            .local_addr()
+            .map_err(|source| TlsDialError::Connect { addr, source })?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|source| TlsDialError::Handshake { addr, source })?;
+        Ok((tls, local))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        .await
+        .map_err(|_| TlsDialError::Timeout(addr))?
+}
+
+/// Why the control connection over TLS could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConnectError {
+    #[error(transparent)]
+    Setup(#[from] TlsSetupError),
+    #[error(transparent)]
+    Dial(#[from] TlsDialError),
 }
 
 /// Why a request over the TLS control connection failed.
@@ -217,29 +259,7 @@ impl RendezvousTls {
         pinned: Option<PeerId>,
     ) -> Result<(Self, mpsc::Receiver<Push>), TlsConnectError> {
         let config = client_config(identity, pinned)?;
-        let name = match pinned {
-            Some(id) => id.to_text(),
-            None => UNPINNED_SERVER_NAME.to_string(),
-        };
-        let name =
-            ServerName::try_from(name.clone()).map_err(|_| TlsConnectError::ServerName(name))?;
-        let handshake = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| TlsConnectError::Connect { addr, source })?;
-            let _ = tcp.set_nodelay(true);
-            let local = tcp
-                .local_addr()
-                .map_err(|source| TlsConnectError::Connect { addr, source })?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|source| TlsConnectError::Connect { addr, source })?;
-            Ok::<_, TlsConnectError>((local, tls))
-        };
-        let (local, tls) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
-            .await
-            .map_err(|_| TlsConnectError::Timeout(addr))??;
+        let (tls, local) = dial(config, addr, pinned).await?;
         let rendezvous = tls
             .get_ref()
             .1
