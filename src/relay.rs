@@ -159,18 +159,26 @@ impl RelayLink {
     /// (no allocation, no permission, over [`STREAM_MAX_PAYLOAD`], a full queue) are dropped
     /// and counted, as on a dead link; nothing here waits.
     pub fn send_on_stream(&self, peer: SocketAddr, contents: &[u8], size: usize) {
-        for segment in contents.chunks(size.max(1)) {
-            let mut wrapped = Vec::with_capacity(segment.len() + 52);
-            let wrapped_ok = {
-                let mut guard = self.client.lock().expect("relay client lock");
-                let Some(client) = guard.as_mut() else {
-                    self.counters.unsent.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                self.wrap_with(client, peer, segment, STREAM_MAX_PAYLOAD, &mut wrapped)
+        // Both locks are taken once per send, not once per segment.
+        let wrapped: Vec<Vec<u8>> = {
+            let mut guard = self.client.lock().expect("relay client lock");
+            let Some(client) = guard.as_mut() else {
+                self.counters.unsent.fetch_add(1, Ordering::Relaxed);
+                return;
             };
-            if wrapped_ok {
-                self.queue_stream(wrapped);
+            contents
+                .chunks(size.max(1))
+                .filter_map(|segment| {
+                    let mut out = Vec::with_capacity(segment.len() + 52);
+                    self.wrap_with(client, peer, segment, STREAM_MAX_PAYLOAD, &mut out)
+                        .then_some(out)
+                })
+                .collect()
+        };
+        let stream = self.stream.lock().expect("relay stream lock");
+        for message in wrapped {
+            if !stream.as_ref().is_some_and(|out| out.try_queue(message)) {
+                self.counters.stream_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

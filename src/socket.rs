@@ -81,17 +81,27 @@ impl ResolvedSend {
         let Some(socket) = &self.socket else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed"));
         };
-        let transmit = Transmit {
-            destination: self.destination,
-            ecn: None,
-            contents,
-            segment_size: None,
-            src_ip: None,
-        };
-        match socket.try_send(&transmit) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            other => other,
-        }
+        send_now(socket.as_ref(), self.destination, contents)
+    }
+}
+
+/// One datagram outside QUIC on `socket`, to an address already in the socket's family; a full
+/// socket buffer drops it (callers retransmit, as over a lossy network).
+fn send_now(
+    socket: &dyn AsyncUdpSocket,
+    destination: SocketAddr,
+    contents: &[u8],
+) -> io::Result<()> {
+    let transmit = Transmit {
+        destination,
+        ecn: None,
+        contents,
+        segment_size: None,
+        src_ip: None,
+    };
+    match socket.try_send(&transmit) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        other => other,
     }
 }
 
@@ -202,14 +212,7 @@ impl NodeSocket {
         if local == LocalSocketId::RELAY {
             return self.send_relayed(transmit);
         }
-        let socket = self
-            .extras
-            .read()
-            .expect("extra sockets lock")
-            .iter()
-            .find(|(id, _)| *id == local)
-            .map(|(_, socket)| socket.clone());
-        match socket {
+        match self.extra_socket(local) {
             // quinn's poller watches the main socket only: a full extra socket drops the
             // datagram as the network might, and QUIC retransmits.
             Some(socket) => match socket.try_send(transmit) {
@@ -221,6 +224,16 @@ impl NodeSocket {
                 Ok(())
             }
         }
+    }
+
+    /// Extra socket `id`, if open.
+    fn extra_socket(&self, id: LocalSocketId) -> Option<Arc<dyn AsyncUdpSocket>> {
+        self.extras
+            .read()
+            .expect("extra sockets lock")
+            .iter()
+            .find(|(open, _)| *open == id)
+            .map(|(_, socket)| socket.clone())
     }
 
     /// Sends each datagram of `transmit` through the relay (wrapped for the TURN server, on
@@ -344,12 +357,7 @@ impl NodeSocket {
         let socket = if local == LocalSocketId::MAIN {
             Some(self.inner.clone())
         } else {
-            self.extras
-                .read()
-                .expect("extra sockets lock")
-                .iter()
-                .find(|(id, _)| *id == local)
-                .map(|(_, socket)| socket.clone())
+            self.extra_socket(local)
         };
         ResolvedSend {
             socket,
@@ -366,12 +374,8 @@ impl NodeSocket {
 
     /// The local address of extra socket `id`, if open.
     pub fn extra_addr(&self, id: LocalSocketId) -> Option<SocketAddr> {
-        self.extras
-            .read()
-            .expect("extra sockets lock")
-            .iter()
-            .find(|(open, _)| *open == id)
-            .and_then(|(_, socket)| socket.local_addr().ok())
+        self.extra_socket(id)
+            .and_then(|socket| socket.local_addr().ok())
     }
 
     /// Extra sockets open now.
