@@ -3,6 +3,7 @@
 //! The tokio layer of the node (the protocol logic is in the sans-IO `p2pnat-proto` crate).
 //! See docs/ARCHITECTURE.md for how the pieces fit.
 
+pub mod byte_queue;
 pub mod identity;
 pub mod node;
 pub mod process;

@@ -20,7 +20,6 @@
 //! as [`StreamEvent::Closed`] (its allocation is gone with it) and reconnects with backoff.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::byte_queue::{byte_queue, ByteQueue, ByteQueueRx};
 use crate::relay::RelayLink;
 use crate::rendezvous_tls::ALPN_TURN;
 use crate::socket::NodeSocket;
@@ -68,42 +68,11 @@ pub fn stream_frame(message: Vec<u8>) -> Vec<u8> {
 
 /// The sending side of a connection's outbound queue; cheap to clone. Never waits.
 #[derive(Debug, Clone)]
-pub struct StreamOut {
-    tx: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
+pub struct StreamOut(ByteQueue);
 
-/// The connection task's side of its outbound queue.
-#[derive(Debug)]
-struct OutRx {
-    rx: mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutRx {
-    async fn recv(&mut self) -> Option<Vec<u8>> {
-        let message = self.rx.recv().await?;
-        self.queued.fetch_sub(message.len(), Ordering::Relaxed);
-        Some(message)
-    }
-
-    fn try_recv(&mut self) -> Option<Vec<u8>> {
-        let message = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(message.len(), Ordering::Relaxed);
-        Some(message)
-    }
-}
-
-fn out_queue() -> (StreamOut, OutRx) {
-    let (tx, rx) = mpsc::channel(STREAM_QUEUE_MESSAGES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    (
-        StreamOut {
-            tx,
-            queued: queued.clone(),
-        },
-        OutRx { rx, queued },
-    )
+fn out_queue() -> (StreamOut, ByteQueueRx) {
+    let (out, rx) = byte_queue(STREAM_QUEUE_BYTES, STREAM_QUEUE_MESSAGES);
+    (StreamOut(out), rx)
 }
 
 impl StreamOut {
@@ -111,17 +80,7 @@ impl StreamOut {
     /// [`STREAM_QUEUE_BYTES`] or [`STREAM_QUEUE_MESSAGES`] are already waiting or the
     /// connection is gone. `false`: dropped, the caller counts it.
     pub fn try_queue(&self, message: Vec<u8>) -> bool {
-        let message = stream_frame(message);
-        let len = message.len();
-        if self.queued.load(Ordering::Relaxed) + len > STREAM_QUEUE_BYTES {
-            return false;
-        }
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        if self.tx.try_send(message).is_err() {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.0.try_queue(stream_frame(message))
     }
 }
 
@@ -271,7 +230,12 @@ impl StreamConnection {
 }
 
 /// Moves frames both ways until either side ends. See the module documentation.
-async fn serve<S>(stream: S, link: &RelayLink, socket: &NodeSocket, mut rx: OutRx) -> StreamClosed
+async fn serve<S>(
+    stream: S,
+    link: &RelayLink,
+    socket: &NodeSocket,
+    mut rx: ByteQueueRx,
+) -> StreamClosed
 where
     S: AsyncRead + AsyncWrite,
 {

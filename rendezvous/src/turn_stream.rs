@@ -14,10 +14,11 @@
 //!   finish within [`WRITE_STALL`], is closed; its allocation goes with it
 //!   (`TurnServer::client_closed`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use p2pnat::byte_queue::{byte_queue, ByteQueue, ByteQueueRx};
 use p2pnat_proto::turn::server::Client;
 use p2pnat_proto::turn::stream::StreamDecoder;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -63,61 +64,13 @@ pub enum StreamEvent {
 }
 
 /// The driver's side of one connection's outbound queue (also the push queue of a TLS control
-/// connection).
-pub struct StreamOut {
-    tx: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-    max_buffered: usize,
-}
-
-/// The connection's side of its outbound queue.
-pub struct OutRx {
-    rx: mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutRx {
-    /// The next message to write; `None` once every [`StreamOut`] is gone.
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let message = self.rx.recv().await?;
-        self.queued.fetch_sub(message.len(), Ordering::Relaxed);
-        Some(message)
-    }
-}
+/// connection): [`StreamOut::try_queue`] never waits.
+pub type StreamOut = ByteQueue;
 
 /// A queue of at most `max_buffered` bytes (and [`OUT_MESSAGES`] messages) waiting to be
 /// written to one connection.
-pub fn out_queue(max_buffered: usize) -> (StreamOut, OutRx) {
-    let (tx, rx) = mpsc::channel(OUT_MESSAGES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let out = StreamOut {
-        tx,
-        queued: queued.clone(),
-        max_buffered,
-    };
-    (out, OutRx { rx, queued })
-}
-
-impl StreamOut {
-    /// Whether the connection is gone (its [`OutRx`] dropped).
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    /// Queues `message` unless the connection already has `max_buffered` bytes waiting (or
-    /// is gone); never waits. `false`: dropped.
-    pub fn try_queue(&self, message: Vec<u8>) -> bool {
-        let len = message.len();
-        if self.queued.load(Ordering::Relaxed) + len > self.max_buffered {
-            return false;
-        }
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        if self.tx.try_send(message).is_err() {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
+pub fn out_queue(max_buffered: usize) -> (StreamOut, ByteQueueRx) {
+    byte_queue(max_buffered, OUT_MESSAGES)
 }
 
 /// Where connection tasks send their events: the TURN driver's channel.
