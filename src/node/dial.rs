@@ -24,19 +24,19 @@ pub const MAX_PROBES: usize = 1024;
 pub enum DialError {
     #[error("unknown-peer: the rendezvous has no registration for this peer")]
     UnknownPeer,
-    #[error("rendezvous lookup failed: {0}")]
+    #[error("rendezvous: lookup failed: {0}")]
     Lookup(#[from] RendezvousError),
     #[error("unreachable: no candidate address answered checks within {0:?}")]
     Unreachable(Duration),
-    #[error("too many connection attempts in progress")]
+    #[error("busy: too many connection attempts in progress")]
     Busy,
-    #[error("path agent refused: {0}")]
+    #[error("busy: the path agent refused: {0}")]
     Paths(#[from] p2pnat_proto::path::agent::PathError),
-    #[error("QUIC connect failed: {0}")]
+    #[error("connect: QUIC connect failed: {0}")]
     Connect(String),
-    #[error("QUIC handshake did not finish within {0:?}")]
+    #[error("connect: QUIC handshake did not finish within {0:?}")]
     HandshakeTimeout(Duration),
-    #[error("peer presented a different identity")]
+    #[error("connect: the peer presented a different identity")]
     WrongIdentity,
 }
 
