@@ -90,8 +90,16 @@ fn sigterm_while_the_core_waits_under_backpressure_reports_every_send_once() {
     // signal, so those are a prefix. The core held one while blocked: the input channel (64),
     // the peer's queue (64) and the peer task's hand make at least 130 read.
     let ids: Vec<u64> = terminal.keys().copied().collect();
-    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "{terminal:?}");
-    assert!(ids.len() >= 130 && ids.len() as u64 <= SENDS, "{} events", ids.len());
+    assert_eq!(
+        ids,
+        (0..ids.len() as u64).collect::<Vec<_>>(),
+        "{terminal:?}"
+    );
+    assert!(
+        ids.len() >= 130 && ids.len() as u64 <= SENDS,
+        "{} events",
+        ids.len()
+    );
     for event in terminal.values() {
         let reason = event.splitn(4, ' ').nth(3).unwrap_or("");
         assert!(reason.starts_with("shutdown: "), "{event}");
@@ -125,7 +133,7 @@ fn the_peers_own_connection_during_our_dial_carries_the_queued_messages() {
         node.send(msg_id, &dead.id, format!("message {msg_id}").as_bytes());
     }
     std::thread::sleep(Duration::from_millis(300)); // the dial is running now
-    // The "dead" peer comes back under the same identity and connects to us itself.
+                                                    // The "dead" peer comes back under the same identity and connects to us itself.
     let identity = Identity::load_or_create(&dead.dir.path().join("node.key")).unwrap();
     let runtime = stranger::runtime();
     let addr = stranger::node_addr(&node.ready);
@@ -167,10 +175,9 @@ fn a_peer_that_breaks_our_message_stream_is_disconnected_not_left_broken() {
         node.send(msg_id, &peer_id, b"more");
         msg_id += 1;
         std::thread::sleep(Duration::from_millis(100));
-        let disconnected = node
-            .backlog
-            .iter()
-            .any(|o| matches!(o, Out::Event(e) if e.starts_with(&format!("disconnected {peer_id} "))));
+        let disconnected = node.backlog.iter().any(
+            |o| matches!(o, Out::Event(e) if e.starts_with(&format!("disconnected {peer_id} "))),
+        );
         while let Ok(out) = node.outputs.try_recv() {
             node.backlog.push(out);
         }

@@ -91,5 +91,8 @@ fn connections_per_peer_are_capped() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    assert!(open <= 4, "{open} of 12 connections from one peer still open");
+    assert!(
+        open <= 4,
+        "{open} of 12 connections from one peer still open"
+    );
 }

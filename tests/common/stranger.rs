@@ -57,10 +57,7 @@ pub fn node_addr(ready: &str) -> SocketAddr {
 
 /// Reads `u32 length | payload` records from a message stream (after its type byte) and
 /// acknowledges each on an ack stream, as a well-behaved node would; returns the payloads.
-pub async fn receive_and_ack(
-    connection: &quinn::Connection,
-    count: usize,
-) -> Vec<Vec<u8>> {
+pub async fn receive_and_ack(connection: &quinn::Connection, count: usize) -> Vec<Vec<u8>> {
     let mut stream = connection.accept_uni().await.expect("message stream");
     let mut kind = [0u8; 1];
     stream.read_exact(&mut kind).await.unwrap();
