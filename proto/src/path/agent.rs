@@ -419,6 +419,7 @@ impl PathAgent {
         let config = self.config;
         let state = self.peer_state(now, peer)?;
         let selected = state.selected;
+        let trusted = state.connected || state.round_until.is_some_and(|until| until > now);
         let direct = !relayed && local != LocalSocketId::RELAY && state.peer_relayed != Some(from);
         if config.relay_only && direct {
             return Ok(());
@@ -432,7 +433,16 @@ impl PathAgent {
                 pair.follow = true;
             }
             if pair.state != PairState::Succeeded || (heartbeat && !is_selected) {
-                pair.schedule(now, now + config.check_timeout);
+                // A check's source may be spoofed (its tag proves only that some identity
+                // made it): outside a round with this peer, or a connection to it, it gets
+                // its reply and one check back, not a round of them (amplification bound,
+                // docs/PROTOCOL.md section 8). A genuine peer's punch request starts the round.
+                let window = if trusted {
+                    config.check_timeout
+                } else {
+                    Duration::ZERO
+                };
+                pair.schedule(now, now + window);
                 pair.triggered = true;
             }
             let path = pair.path;
