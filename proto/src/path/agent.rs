@@ -102,7 +102,8 @@ pub struct AgentConfig {
     /// heartbeat and a second of retransmits; a false alarm costs one lookup and a few checks,
     /// since the path stays selected until another works).
     pub path_timeout: Duration,
-    /// Most peers with state (default 1024).
+    /// Most peers with state (default 2048: twice the node's peer tasks, so that the node's
+    /// eviction of idle peers, not this table, decides who is served).
     pub max_peers: usize,
     /// Most candidate pairs per peer (default 32).
     pub max_pairs: usize,
@@ -125,7 +126,7 @@ impl Default for AgentConfig {
             answer_window: Duration::from_millis(250),
             heartbeat: Duration::from_secs(2),
             path_timeout: Duration::from_secs(3),
-            max_peers: 1024,
+            max_peers: 2048,
             max_pairs: 32,
             max_vaddrs: 4096,
             relay_only: false,
