@@ -9,8 +9,8 @@
 //!   filtering). If not, the socket sends a Binding request to the alternate STUN address (same
 //!   IP as the probe, another port) and asks for a poke again: arriving now, the NAT filters by
 //!   IP only (address-dependent); still not, by IP and port (address-and-port-dependent).
-//! - **Hairpinning**: the node sends a datagram from a socket to that socket's own public
-//!   (mapped) address; it comes back only if the NAT loops it back (RFC 4787 section 6).
+//! - **Hairpinning**: the node sends a datagram from a second socket to the first socket's
+//!   public (mapped) address; it arrives only if the NAT loops it back (RFC 4787 section 6).
 //! - **Port mapping** (NAT-PMP, RFC 6886; PCP, RFC 6887; UPnP IGD): the requests the driver
 //!   sends to the default gateway and the parsing of whatever answers.
 

@@ -9,7 +9,8 @@
 //!   which tells the STUN alternates, the inbound probe and the relay offered.
 //! - `mapping`: the node's own NAT detection ([`p2pnat_proto::nat::NatProbe`]) from a fresh
 //!   socket to the rendezvous and each alternate.
-//! - `hairpinning`: a datagram from that socket to its own public address comes back or not.
+//! - `hairpinning`: a datagram from a second socket to that socket's public address arrives
+//!   or not.
 //! - `filtering`: pokes from the rendezvous's inbound probe before and after the socket sent to
 //!   the probe's IP ([`p2pnat_proto::netcheck`]).
 //! - `rendezvous_tls`: TCP connect and TLS handshake to the TLS port.

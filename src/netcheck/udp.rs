@@ -136,15 +136,24 @@ impl Probe {
         while self.receive(until).await.is_some() {}
     }
 
-    /// Sends one datagram to `mapped` (this socket's own public address) and reports whether
-    /// it came back within [`HAIRPIN_WAIT`].
+    /// Sends one datagram from another fresh socket of this host to `mapped` (this socket's
+    /// public address) and reports whether it arrived here within [`HAIRPIN_WAIT`]. Another
+    /// socket, as RFC 4787 section 6 means two endpoints behind one NAT; a datagram from the
+    /// socket to itself would also make its NAT's tuples collide when the port is preserved.
     pub async fn hairpin(&mut self, mapped: SocketAddr) -> bool {
+        let sender = match fresh_socket(mapped.ip()).await {
+            Ok(sender) => sender,
+            Err(e) => {
+                tracing::debug!("no socket for the hairpin test: {e}");
+                return false;
+            }
+        };
         let transaction = random_transaction();
         self.hairpin = Some(transaction);
         self.hairpin_seen = false;
         let request = stun::binding_request(transaction);
         for _ in 0..2 {
-            if let Err(e) = self.socket.send_to(&request, mapped).await {
+            if let Err(e) = sender.send_to(&request, mapped).await {
                 tracing::debug!(%mapped, "hairpin datagram not sent: {e}");
             }
             self.linger(HAIRPIN_WAIT / 2).await;
