@@ -16,7 +16,8 @@ use std::fmt::Write;
 const LABEL_W: u32 = 150;
 const CELL_W: u32 = 72;
 const CELL_H: u32 = 40;
-const TOP: u32 = 96;
+/// Top of the grid: the legend, then room for the slanted column names.
+const TOP: u32 = 190;
 const OTHER_W: u32 = 144;
 const OTHERS_PER_LINE: u32 = 5;
 
@@ -184,7 +185,7 @@ pub fn render(report: &Report) -> String {
     let grid_w = LABEL_W + n * CELL_W;
     let others_top = TOP + n * CELL_H + if n > 0 { 40 } else { 0 };
     let other_lines = (others.len() as u32).div_ceil(OTHERS_PER_LINE);
-    let width = grid_w.max(LABEL_W + OTHERS_PER_LINE * OTHER_W) + 20;
+    let width = (grid_w + 100).max(LABEL_W + OTHERS_PER_LINE * OTHER_W) + 20;
     let height = others_top + other_lines * (CELL_H + 8) + 30;
     let mut svg = String::new();
     let _ = writeln!(
@@ -235,13 +236,10 @@ pub fn render(report: &Report) -> String {
     }
     for (i, kind) in kinds.iter().enumerate() {
         let i = i as u32;
+        let (hx, hy) = (LABEL_W + i * CELL_W + CELL_W / 2, TOP - 8);
         let _ = writeln!(
             svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\" transform=\"rotate(-30 {} {})\">{}</text>",
-            LABEL_W + i * CELL_W + CELL_W / 2 + 20,
-            TOP - 22,
-            LABEL_W + i * CELL_W + CELL_W / 2 + 20,
-            TOP - 22,
+            "<text x=\"{hx}\" y=\"{hy}\" font-size=\"11\" transform=\"rotate(-40 {hx} {hy})\">{}</text>",
             kind.name()
         );
         let _ = writeln!(
