@@ -4,13 +4,10 @@
 //! [`crate::topology::LabPlan::expected_behaviour`], UDP and the relay where UDP is not
 //! blocked, and no port mapping (no router of the lab speaks NAT-PMP, PCP or UPnP).
 //!
-//! Hairpinning is asserted where the lab's answer holds for netcheck's test: `yes` for a
-//! public host, `no` behind a router without hairpinning. netcheck's test is from one host to
-//! itself (a second socket to the first socket's public address); a lab router with
-//! `hairpin` loops datagrams between two of its hosts (what `netsim check` verifies) but its
-//! kernel drops one that DNAT turns back to its own sender (measured: the datagram passes the
-//! DNAT rule, never reaches the forward hook, leaves no conntrack entry), so there the table
-//! shows what netcheck measured without judging it.
+//! Hairpinning: `yes` for a public host, else the outermost router's `hairpin` flag. netcheck's
+//! test is from one host to itself (a second socket to the first socket's public address); the
+//! lab's routers bridge such a DNATed frame back out of the port it came in on (br_netfilter),
+//! so a hairpinning router's LAN ports are in hairpin mode (`Lab::build`).
 //!
 //! The comparison ([`expected_for`], [`compare`]) is pure and unit-tested without root.
 
@@ -108,7 +105,7 @@ pub fn expected_for(plan: &LabPlan, node: &NodePlan) -> Expected {
     }
     let hairpin = outermost
         .and_then(|r| r.router.as_ref())
-        .and_then(|r| (!r.config.hairpin).then_some(false));
+        .map(|r| r.config.hairpin);
     Expected {
         udp: true,
         mapping: mapping_word(behaviour.mapping),
@@ -286,17 +283,13 @@ pub fn markdown(verdicts: &[Verdict]) -> String {
         "| host | lab: mapping / filtering / hairpin | netcheck: mapping / filtering / hairpin | NAT type | relay | TLS | verdict |\n|---|---|---|---|---|---|---|\n",
     );
     let b = |v: Option<bool>| v.map_or("-".to_string(), |b| if b { "yes" } else { "no" }.into());
-    let hairpin_want = |v: &Verdict| match (v.expected.hairpinning, v.expected.udp) {
-        (None, true) => "(not judged)".to_string(),
-        (want, _) => b(want),
-    };
     for v in verdicts {
         out.push_str(&format!(
             "| {} | {} / {} / {} | {} / {} / {} | {} | {} | {} | {} |\n",
             v.host,
             v.expected.mapping,
             v.expected.filtering,
-            hairpin_want(v),
+            b(v.expected.hairpinning),
             v.mapping.as_deref().unwrap_or("-"),
             v.filtering.as_deref().unwrap_or("-"),
             b(v.hairpinning),
@@ -347,8 +340,7 @@ mod tests {
         let h = e("h");
         assert_eq!(
             (h.mapping, h.filtering, h.hairpinning),
-            ("endpoint-independent", "address-dependent", None),
-            "a hairpinning lab router does not loop a host's datagrams back to itself"
+            ("endpoint-independent", "address-dependent", Some(true))
         );
         let sy = e("sy");
         assert_eq!(
