@@ -145,3 +145,61 @@ pub fn render(report: &Report) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{portmap::PortMapping, services::TlsCheck, UdpCheck};
+    use super::*;
+
+    fn addr(text: &str) -> std::net::SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_unreachable_rendezvous_reads_honestly() {
+        let report = Report {
+            rendezvous: "192.0.2.9:3478".into(),
+            reachable: false,
+            udp: false,
+            ipv4: None,
+            ipv6: None,
+            mapping: "unknown",
+            filtering: "unknown",
+            nat_type: "unknown",
+            hairpinning: None,
+            rendezvous_udp: UdpCheck {
+                address: addr("192.0.2.9:3478"),
+                reachable: false,
+                rtt_ms: None,
+            },
+            stun_servers: Vec::new(),
+            registration: None,
+            rendezvous_tls: TlsCheck {
+                address: addr("192.0.2.9:443"),
+                reachable: false,
+                rtt_ms: None,
+                handshake_ms: None,
+                error: Some("TCP connect timed out".into()),
+            },
+            relay: None,
+            port_mapping: PortMapping {
+                gateway: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+                ..PortMapping::default()
+            },
+            port_mapping_available: false,
+            notes: vec!["IPv6 not checked".into()],
+        };
+        let text = render(&report);
+        for line in [
+            "UDP:                     no",
+            "192.0.2.9:3478 no answer",
+            "not reachable: TCP connect timed out",
+            "hairpinning:             unknown",
+            "relay (TURN/UDP):        not checked",
+            "not available (nothing answered at 10.0.0.1)",
+            "note: IPv6 not checked",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+    }
+}
