@@ -9,6 +9,7 @@ use p2pnat_proto::control::{self, MAX_CONTROL_MESSAGE};
 use p2pnat_proto::PeerId;
 use tracing::Instrument as _;
 
+use crate::metrics::{Conn, Dropped, METRICS};
 use crate::requests::{respond, Link, Owner};
 use crate::server::State;
 
@@ -17,11 +18,13 @@ pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(e) => {
+            METRICS.count_drop(Dropped::QuicAuthFailure);
             tracing::debug!(%remote, "handshake failed: {e}");
             return;
         }
     };
     let Some(peer) = tls::peer_id_of(&connection) else {
+        METRICS.count_drop(Dropped::QuicAuthFailure);
         connection.close(1u32.into(), b"no peer identity");
         return;
     };
@@ -31,6 +34,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
         link: Link::Quic(connection.clone()),
     };
     state.connections.fetch_add(1, Ordering::Relaxed);
+    let counted = METRICS.connection(Conn::QuicControl);
     async {
         tracing::debug!("connected");
         let reason = loop {
@@ -56,6 +60,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
     .instrument(span)
     .await;
     state.connections.fetch_sub(1, Ordering::Relaxed);
+    drop(counted);
 }
 
 #[derive(Debug, thiserror::Error)]
