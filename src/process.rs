@@ -37,16 +37,45 @@ pub fn init_logging(default_filter: &str, format: LogFormat) {
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
+
+/// SIGINT and SIGTERM listeners, installed once: a signal that arrives while nobody is awaiting
+/// [`ShutdownSignals::recv`] is kept, not lost (listeners created anew in a loop miss signals
+/// that arrive between two turns).
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    listeners: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    /// Installs the listeners (inside a tokio runtime). If the handlers cannot be installed,
+    /// [`Self::recv`] never completes.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listeners = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot listen for SIGINT/SIGTERM: {e}");
+                None
+            }
+        };
+        ShutdownSignals { listeners }
+    }
+
+    /// Completes on the first SIGINT or SIGTERM since [`Self::install`]; true when one came.
+    pub async fn recv(mut self) -> bool {
+        match self.listeners.as_mut() {
+            Some((interrupt, terminate)) => {
+                tokio::select! { _ = interrupt.recv() => true, _ = terminate.recv() => true }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Completes on the first SIGINT or SIGTERM (never, if the handlers cannot be installed).
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} }
-        }
-        _ => std::future::pending().await,
-    }
+    ShutdownSignals::install().recv().await;
 }

@@ -29,6 +29,7 @@ pub enum Command {
     Connect(PeerId),
     Disconnect(PeerId),
     List,
+    Status,
     Id,
     Help,
     Quit,
@@ -63,6 +64,7 @@ pub const HELP: &[&str] = &[
     "connect <peer_id>      look a peer up and connect",
     "disconnect <peer_id>   close the connection to a peer",
     "list                   list known peers",
+    "status                 each peer's path, round-trip time, bytes and pending messages",
     "id                     print this node's peer ID",
     "help                   this list",
     "quit                   close connections and exit",
@@ -112,6 +114,7 @@ pub fn parse_command_line(line: &str) -> Result<Command, CommandError> {
         "connect" => single_peer("connect <peer_id>").map(Command::Connect),
         "disconnect" => single_peer("disconnect <peer_id>").map(Command::Disconnect),
         "list" => no_args(Command::List, "list"),
+        "status" => no_args(Command::Status, "status"),
         "id" => no_args(Command::Id, "id"),
         "help" => no_args(Command::Help, "help"),
         "quit" | "exit" => no_args(Command::Quit, "quit"),
@@ -268,6 +271,8 @@ pub enum Event {
         path: Option<&'static str>,
         remote: Option<std::net::SocketAddr>,
     },
+    /// One peer's state, in answer to `status`.
+    Status(PeerReport),
     Peers(usize),
     Id(PeerId),
     Help(&'static str),
@@ -275,6 +280,46 @@ pub enum Event {
         code: &'static str,
         message: String,
     },
+}
+
+/// What `status` reports of one peer (docs/PROTOCOL.md 1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    pub peer: PeerId,
+    /// `connected`, `connecting` or `idle`.
+    pub state: &'static str,
+    /// `direct` or `relayed`; `None` when not connected.
+    pub path: Option<&'static str>,
+    pub remote: Option<std::net::SocketAddr>,
+    /// QUIC's smoothed round-trip estimate on the connection messages use.
+    pub rtt: Option<std::time::Duration>,
+    /// UDP bytes (QUIC packets, headers included) sent and received on that connection.
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    /// Messages taken for this peer and not yet `delivered` or `failed`.
+    pub pending: usize,
+    /// Open QUIC connections to the peer.
+    pub connections: usize,
+}
+
+impl std::fmt::Display for PeerReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let remote = self.remote.map_or("-".to_string(), |a| a.to_string());
+        let rtt = self.rtt.map_or("-".to_string(), |rtt| {
+            format!("{:.3}", rtt.as_secs_f64() * 1000.0)
+        });
+        write!(
+            f,
+            "status {} state={} path={} remote={remote} rtt_ms={rtt} sent_bytes={} received_bytes={} pending={} connections={}",
+            self.peer,
+            self.state,
+            self.path.unwrap_or("-"),
+            self.sent_bytes,
+            self.received_bytes,
+            self.pending,
+            self.connections
+        )
+    }
 }
 
 impl Event {
@@ -331,6 +376,7 @@ impl Event {
                 let remote = remote.map_or("-".to_string(), |a| a.to_string());
                 write!(line, "peer {peer} {state} {} {remote}", path.unwrap_or("-"))
             }
+            Event::Status(report) => write!(line, "{report}"),
             Event::Peers(count) => write!(line, "peers {count}"),
             Event::Id(id) => write!(line, "id {id}"),
             Event::Help(text) => write!(line, "help {text}"),

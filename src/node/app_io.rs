@@ -69,8 +69,10 @@ impl Outputs {
 
     /// Emits an event. Events are never dropped while stdout is open.
     pub async fn event(&self, event: Event) {
-        if self.tx.send(Output::Event(event)).await.is_err() {
-            tracing::debug!("stdout writer gone; event not written");
+        if let Err(unsent) = self.tx.send(Output::Event(event)).await {
+            if let Output::Event(event) = unsent.0 {
+                tracing::warn!(event = %event.to_line(), "stdout writer gone; event not written");
+            }
         }
     }
 
@@ -118,8 +120,10 @@ pub async fn write_outputs(
         while let Some(output) = next.take() {
             let result = match output {
                 Output::Finish => {
+                    // Whatever is already queued behind the finish is written too.
                     finish = true;
-                    break;
+                    next = rx.try_recv().ok();
+                    continue;
                 }
                 Output::Event(event) => write_event(mode, &mut out, &event).await,
                 Output::Recv { peer, payload, .. } => match mode {
@@ -194,6 +198,22 @@ pub async fn read_inputs(
             .await;
     }
     let _ = tx.send(Input::Quit).await;
+}
+
+/// A send read from stdin after the node stopped taking input still gets its terminal event.
+async fn refuse_after_shutdown(input: Input, outputs: &Outputs) {
+    if let Input::Send {
+        msg_id, peer_text, ..
+    } = input
+    {
+        outputs
+            .event(Event::Failed {
+                msg_id,
+                peer: peer_text,
+                reason: "shutdown: node shutting down before the message was sent".into(),
+            })
+            .await;
+    }
 }
 
 async fn skip(reader: &mut (impl AsyncRead + Unpin), len: u64) -> std::io::Result<()> {
@@ -279,7 +299,8 @@ async fn read_frames(
                     payload,
                     permit,
                 };
-                if tx.send(input).await.is_err() {
+                if let Err(refused) = tx.send(input).await {
+                    refuse_after_shutdown(refused.0, outputs).await;
                     return Ok(());
                 }
             }
@@ -369,7 +390,10 @@ async fn forward_command(
     };
     let used = matches!(input, Input::Send { .. });
     match tx.send(input).await {
-        Err(_) => Forwarded::Stopped,
+        Err(refused) => {
+            refuse_after_shutdown(refused.0, outputs).await;
+            Forwarded::Stopped
+        }
         Ok(()) if used => Forwarded::UsedMsgId,
         Ok(()) => Forwarded::Other,
     }

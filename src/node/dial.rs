@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use p2pnat_proto::control::{PeerRecord, Push, RegisteredOver};
 use p2pnat_proto::path::{CheckRole, PeerCandidates};
+use p2pnat_proto::rate_limit::TokenBuckets;
 use p2pnat_proto::{stun, PeerId};
 use tokio::sync::mpsc;
 
@@ -19,24 +20,29 @@ use super::rendezvous_client::{RendezvousClient, RendezvousError};
 /// Most STUN transactions in progress at once (bounds the STUN routing table).
 pub const MAX_PROBES: usize = 1024;
 
+/// Punch answers per requesting peer: a burst, then one per interval.
+pub const PUNCH_ANSWERS_PER_PEER: (u32, Duration) = (4, Duration::from_secs(2));
+/// Punch answers per requester IP: a burst, then one per interval.
+pub const PUNCH_ANSWERS_PER_IP: (u32, Duration) = (16, Duration::from_millis(250));
+
 /// Why a peer could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     #[error("unknown-peer: the rendezvous has no registration for this peer")]
     UnknownPeer,
-    #[error("rendezvous lookup failed: {0}")]
+    #[error("rendezvous: lookup failed: {0}")]
     Lookup(#[from] RendezvousError),
     #[error("unreachable: no candidate address answered checks within {0:?}")]
     Unreachable(Duration),
-    #[error("too many connection attempts in progress")]
+    #[error("busy: too many connection attempts in progress")]
     Busy,
-    #[error("path agent refused: {0}")]
+    #[error("busy: the path agent refused: {0}")]
     Paths(#[from] p2pnat_proto::path::agent::PathError),
-    #[error("QUIC connect failed: {0}")]
+    #[error("connect: QUIC connect failed: {0}")]
     Connect(String),
-    #[error("QUIC handshake did not finish within {0:?}")]
+    #[error("connect: QUIC handshake did not finish within {0:?}")]
     HandshakeTimeout(Duration),
-    #[error("peer presented a different identity")]
+    #[error("connect: the peer presented a different identity")]
     WrongIdentity,
 }
 
@@ -160,7 +166,11 @@ fn start(
     record: &PeerRecord,
     role: CheckRole,
 ) -> Result<SocketAddr, DialError> {
-    let addrs = candidates_of(record);
+    let mut addrs = candidates_of(record);
+    if role == CheckRole::Answerer {
+        // Never a reflector: only the requester's own IP and private addresses, briefly.
+        addrs = p2pnat_proto::path::answer::answerable_candidates(&addrs, record.observed.ip());
+    }
     tracing::debug!(candidates = ?addrs, nat = %record.nat.mapping, inbound = %record.nat.inbound, over = ?record.over, ?role, "checking candidates");
     // A peer registered over TLS was observed at a TCP address, no UDP one: it is reached
     // through its relayed address (and its host addresses, on a shared LAN).
@@ -187,8 +197,20 @@ fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
 /// Hands the rendezvous's punch requests to the path agent as the answering side: it checks
 /// the dialling peer's candidates (after its answer delay, paced, for its check timeout), which
 /// opens this node's NAT towards the dialler.
+///
+/// Answers are limited per requesting peer ([`PUNCH_ANSWERS_PER_PEER`]) and per requester IP
+/// ([`PUNCH_ANSWERS_PER_IP`]): many identities behind one address get no more than one.
 pub async fn answer_punch_requests(paths: Arc<Paths>, mut pushes: mpsc::Receiver<Push>) {
+    let (burst, interval) = PUNCH_ANSWERS_PER_PEER;
+    let mut per_peer = TokenBuckets::new(burst, interval, 4096);
+    let (burst, interval) = PUNCH_ANSWERS_PER_IP;
+    let mut per_ip = TokenBuckets::new(burst, interval, 4096);
     while let Some(Push::PunchRequest { peer, record }) = pushes.recv().await {
+        let now = std::time::Instant::now();
+        if !per_peer.take(now, peer) || !per_ip.take(now, record.observed.ip()) {
+            tracing::info!(peer = %peer.short(), from = %record.observed.ip(), "punch request over the limit; not answered");
+            continue;
+        }
         if let Err(e) = start(&paths, peer, &record, CheckRole::Answerer) {
             tracing::debug!(peer = %peer.short(), "punch request not answered: {e}");
         }

@@ -13,6 +13,7 @@ pub mod dial;
 pub mod nat_detection;
 pub mod paths;
 pub mod peer;
+pub mod peer_streams;
 pub mod rendezvous_client;
 pub mod rendezvous_session;
 
@@ -83,19 +84,34 @@ struct Peers {
 }
 
 impl Peers {
-    /// The peer's handle, starting its task if needed. `None` when shutting down or full.
+    /// The peer's handle, starting its task if needed. Refused when shutting down, or when
+    /// [`MAX_PEERS`] tasks all hold work; otherwise an idle task (the least recently active one
+    /// with nothing queued, unconfirmed or dialling) makes room: throw-away identities that
+    /// connect once cannot lock the node out of new peers.
     fn get_or_spawn(&self, peer: PeerId) -> Result<PeerHandle, &'static str> {
         let mut guard = self.handles.lock().expect("peers lock");
-        let handles = guard.as_mut().ok_or("node is shutting down")?;
+        let handles = guard.as_mut().ok_or("shutdown: node is shutting down")?;
         if let Some(handle) = handles.get(&peer) {
             return Ok(handle.clone());
         }
         if handles.len() >= MAX_PEERS {
-            return Err("too many peers");
+            let idlest = handles
+                .iter()
+                .filter(|(_, handle)| handle.evictable())
+                .min_by_key(|(_, handle)| handle.status.lock().expect("status lock").last_active)
+                .map(|(id, _)| *id);
+            let Some(idlest) = idlest else {
+                return Err("busy: all peer slots hold undelivered messages");
+            };
+            // Dropping the handle ends the task: it closes its connections and frees its paths.
+            handles.remove(&idlest);
+            tracing::info!(evicted = %idlest.short(), "peer table full; evicted the idlest peer");
         }
         let (handle, join) = peer::spawn_peer(self.context.clone(), peer);
         handles.insert(peer, handle.clone());
-        self.tasks.lock().expect("tasks lock").push(join);
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(join);
         Ok(handle)
     }
 
@@ -169,6 +185,20 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     )?);
     rendezvous_client.transport_config(transport);
 
+    // A stop (SIGINT/SIGTERM, stdout closed, or the graceful wait running out) makes every
+    // part fail what it holds at once. The signal listeners exist from here on, once: a signal
+    // that arrives while the core waits under backpressure is not lost.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signals = crate::process::ShutdownSignals::install();
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if signals.recv().await {
+                tracing::info!("signal received; shutting down");
+                let _ = stop_tx.send(true);
+            }
+        });
+    }
     let (outputs, output_rx) = Outputs::new(256, config.max_message.saturating_mul(2).max(1));
     let writer = tokio::spawn(app_io::write_outputs(
         config.io,
@@ -241,6 +271,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             dialler,
             outputs: outputs.clone(),
             max_message: config.max_message,
+            stop: stop_rx.clone(),
         },
         handles: Mutex::new(Some(HashMap::new())),
         tasks: Mutex::new(Vec::new()),
@@ -321,7 +352,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
 
     let (input_tx, mut input_rx) = mpsc::channel(64);
     let stdin_budget = Arc::new(Semaphore::new(config.max_message.saturating_mul(2).max(1)));
-    tokio::spawn(app_io::read_inputs(
+    let reader = tokio::spawn(app_io::read_inputs(
         config.io,
         tokio::io::stdin(),
         input_tx,
@@ -331,31 +362,32 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     ));
 
     let mut writer = writer;
+    let mut stop = stop_rx.clone();
+    let mut writer_done = false;
     loop {
         tokio::select! {
             input = input_rx.recv() => match input {
                 Some(Input::Quit) | None => break,
                 Some(Input::Command(Command::Quit)) => break,
-                Some(input) => handle_input(own, input, &peers, &outputs).await,
+                Some(input) => handle_input(own, input, &peers, &outputs, &stop_rx).await,
             },
-            _ = crate::process::shutdown_signal() => {
-                tracing::info!("signal received; shutting down");
-                break;
-            }
+            _ = peer::stopped(&mut stop) => break,
             _ = &mut writer => {
                 tracing::info!("stdout closed; shutting down");
+                writer_done = true;
+                let _ = stop_tx.send(true);
                 break;
             }
         }
     }
-
-    // Shut down: peer tasks finish what was queued (bounded wait), then the endpoint closes.
-    let handles = peers.handles.lock().expect("peers lock").take();
-    drop(handles);
-    let tasks: Vec<_> = std::mem::take(&mut *peers.tasks.lock().expect("tasks lock"));
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    }
+    shut_down(Shutdown {
+        peers: &peers,
+        outputs: &outputs,
+        input_rx: &mut input_rx,
+        reader,
+        stop: &stop_tx,
+    })
+    .await;
     let _ = shutdown_tx.send(true);
     if let Some(session) = rendezvous.current() {
         session.close(b"quit");
@@ -364,11 +396,84 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     outputs.finish().await;
     drop(outputs);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if !writer_done {
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    }
     Ok(())
 }
 
-async fn handle_input(own: PeerId, input: Input, peers: &Peers, outputs: &Outputs) {
+/// How long a graceful end (`quit`, end of stdin) waits for peers to send what was queued and
+/// have it confirmed, before it stops them.
+pub const GRACEFUL_WAIT: Duration = Duration::from_secs(30);
+/// How long stopped peer tasks get to report what they held.
+pub const STOP_WAIT: Duration = Duration::from_secs(10);
+
+struct Shutdown<'a> {
+    peers: &'a Peers,
+    outputs: &'a Outputs,
+    input_rx: &'a mut mpsc::Receiver<Input>,
+    reader: tokio::task::JoinHandle<()>,
+    stop: &'a tokio::sync::watch::Sender<bool>,
+}
+
+/// Ends the node's work so that every send read from stdin gets its one terminal event before
+/// stdout finishes: sends not yet handed to a peer fail at once; peer tasks send what they
+/// were given (unless stopping) and report every message; only then does stdout finish.
+async fn shut_down(shutdown: Shutdown<'_>) {
+    let Shutdown {
+        peers,
+        outputs,
+        input_rx,
+        reader,
+        stop,
+    } = shutdown;
+    let not_sent = |msg_id, peer| Event::Failed {
+        msg_id,
+        peer,
+        reason: "shutdown: node shutting down before the message was sent".into(),
+    };
+    // Inputs read but not handled: nothing after `quit` is acted on.
+    input_rx.close();
+    while let Some(input) = input_rx.recv().await {
+        if let Input::Send {
+            msg_id, peer_text, ..
+        } = input
+        {
+            outputs.event(not_sent(msg_id, peer_text)).await;
+        }
+    }
+    // A reader blocked handing over a send reports it itself once the channel is closed; a
+    // reader blocked on stdin holds nothing.
+    let _ = tokio::time::timeout(Duration::from_millis(500), reader).await;
+    let handles = peers.handles.lock().expect("peers lock").take();
+    drop(handles);
+    let tasks: Vec<_> = std::mem::take(&mut *peers.tasks.lock().expect("tasks lock"));
+    let deadline = tokio::time::Instant::now() + GRACEFUL_WAIT;
+    let mut stopped_at = None;
+    for mut task in tasks {
+        if stopped_at.is_none() {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_ok() {
+                continue;
+            }
+            tracing::info!("peers still busy after {GRACEFUL_WAIT:?}; stopping them");
+            let _ = stop.send(true);
+            stopped_at = Some(tokio::time::Instant::now() + STOP_WAIT);
+        }
+        let limit = stopped_at.expect("set above");
+        if tokio::time::timeout_at(limit, task).await.is_err() {
+            // Only a stdout nobody reads can hold a stopped task this long.
+            tracing::warn!("a peer task did not finish within {STOP_WAIT:?} of the stop");
+        }
+    }
+}
+
+async fn handle_input(
+    own: PeerId,
+    input: Input,
+    peers: &Peers,
+    outputs: &Outputs,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
     match input {
         Input::Send {
             msg_id,
@@ -399,8 +504,17 @@ async fn handle_input(own: PeerId, input: Input, peers: &Peers, outputs: &Output
                 payload,
                 permit,
             };
-            if handle.messages.send(outgoing).await.is_err() {
-                outputs.event(fail("peer task ended".into())).await;
+            // The peer's queue may stay full (backpressure) as long as the peer is slow: a stop
+            // must still get through.
+            let mut stop = stop.clone();
+            tokio::select! {
+                biased;
+                sent = handle.messages.send(outgoing) => if sent.is_err() {
+                    outputs.event(fail("shutdown: the peer's task ended".into())).await;
+                },
+                _ = peer::stopped(&mut stop) => {
+                    outputs.event(fail("shutdown: node shutting down before the message was sent".into())).await;
+                }
             }
         }
         Input::Command(command) => handle_command(own, command, peers, outputs).await,
@@ -445,21 +559,34 @@ async fn handle_command(own: PeerId, command: Command, peers: &Peers, outputs: &
             let list = peers.snapshot();
             let count = list.len();
             for (peer, status) in list {
-                let state = if status.connected {
-                    "connected"
-                } else if status.connecting {
-                    "connecting"
-                } else {
-                    "idle"
-                };
                 outputs
                     .event(Event::Peer {
                         peer,
-                        state,
-                        path: status.connected.then_some("direct"),
+                        state: state_word(&status),
+                        path: status.path.filter(|_| status.connected()),
                         remote: status.remote,
                     })
                     .await;
+            }
+            outputs.event(Event::Peers(count)).await;
+        }
+        Command::Status => {
+            let list = peers.snapshot();
+            let count = list.len();
+            for (peer, status) in list {
+                let stats = status.connection.as_ref().map(|c| c.stats());
+                let report = p2pnat_proto::app::PeerReport {
+                    peer,
+                    state: state_word(&status),
+                    path: status.path.filter(|_| status.connected()),
+                    remote: status.remote,
+                    rtt: stats.as_ref().map(|s| s.path.rtt),
+                    sent_bytes: stats.as_ref().map_or(0, |s| s.udp_tx.bytes),
+                    received_bytes: stats.as_ref().map_or(0, |s| s.udp_rx.bytes),
+                    pending: status.pending,
+                    connections: status.connections,
+                };
+                outputs.event(Event::Status(report)).await;
             }
             outputs.event(Event::Peers(count)).await;
         }
@@ -469,6 +596,16 @@ async fn handle_command(own: PeerId, command: Command, peers: &Peers, outputs: &
                 outputs.event(Event::Help(line)).await;
             }
         }
+    }
+}
+
+fn state_word(status: &peer::PeerStatus) -> &'static str {
+    if status.connected() {
+        "connected"
+    } else if status.connecting {
+        "connecting"
+    } else {
+        "idle"
     }
 }
 
@@ -499,7 +636,10 @@ async fn accept_connections(endpoint: quinn::Endpoint, peers: Arc<Peers>) {
                 Ok(handle) => {
                     let _ = handle.control.send(PeerControl::Incoming(connection)).await;
                 }
-                Err(reason) => connection.close(0u32.into(), reason.as_bytes()),
+                Err(reason) => {
+                    connection.close(0u32.into(), reason.as_bytes());
+                    paths.release(vaddr, false);
+                }
             }
         });
     }

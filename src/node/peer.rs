@@ -6,21 +6,28 @@
 //! carrying `u32 length | payload` records, and, once it receives messages, one unidirectional
 //! *ack* stream (first byte [`STREAM_ACKS`]) carrying `u64` cumulative counts of messages handed to
 //! its application. Every message given to the task ends in exactly one `delivered` or `failed`
-//! event: failed when no connection can be made, or when the connection it was sent on closes
-//! before its acknowledgement arrived.
+//! event: failed when no connection can be made, when the connection it was sent on closes (or
+//! its message stream breaks) before its acknowledgement arrived, or when the node stops first.
+//! Every `failed` reason starts with a code word ([`fail_code`], docs/PROTOCOL.md 1.1).
+//!
+//! # Concurrency
+//! A dial does not block the task: acknowledgements, closes and a connection the peer opens to
+//! us meanwhile are handled while it runs, and the peer's connection ends the dial at once.
+//! A stop (`PeerContext::stop`) interrupts dials, stream writes and the wait for
+//! acknowledgements; everything the task holds then fails with `shutdown:`.
 //!
 //! # Bounds
 //! At most [`MAX_IN_FLIGHT`] messages wait for acknowledgement per peer; beyond that the task stops
-//! taking messages, which stops stdin. A peer announcing a message larger than our
-//! `--max-message` is a protocol violation: the connection is closed.
+//! taking messages, which stops stdin. At most [`MAX_CONNECTIONS_PER_PEER`] connections per
+//! peer. The receiving half ([`super::peer_streams`]) bounds what a peer may make us hold.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use p2pnat_proto::app::Event;
 use p2pnat_proto::PeerId;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::Instrument as _;
 
@@ -43,6 +50,20 @@ pub const PEER_QUEUE: usize = 64;
 /// QUIC application error code: protocol violation by the peer.
 pub const CLOSE_PROTOCOL_ERROR: u32 = 2;
 
+/// Most QUIC connections kept per peer; a new one beyond it closes the oldest that carries no
+/// messages of ours (a peer reconnecting after a restart is normal, hundreds are not).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+
+/// The first word of every `failed` reason (docs/PROTOCOL.md section 1.1).
+pub mod fail_code {
+    /// The connection closed, or its message stream broke, before delivery was confirmed.
+    pub const CONNECTION_LOST: &str = "connection-lost";
+    /// The node shut down (signal, `quit`, end of stdin, stdout closed) first.
+    pub const SHUTDOWN: &str = "shutdown";
+    /// The node holds no room for another peer or connection attempt.
+    pub const BUSY: &str = "busy";
+}
+
 /// A message for a peer, with the stdin budget it holds until written.
 #[derive(Debug)]
 pub struct Outgoing {
@@ -61,12 +82,38 @@ pub enum PeerControl {
     Closed { connection: usize, reason: String },
 }
 
-/// What `list` reports of a peer.
-#[derive(Debug, Clone, Default)]
+/// What `list` and `status` report of a peer, and what eviction looks at.
+#[derive(Debug, Clone)]
 pub struct PeerStatus {
-    pub connected: bool,
     pub connecting: bool,
+    /// The connection messages go out on (the first live one), for its path and statistics.
+    pub connection: Option<quinn::Connection>,
+    pub connections: usize,
     pub remote: Option<std::net::SocketAddr>,
+    /// The path kind last reported (`direct` or `relayed`).
+    pub path: Option<&'static str>,
+    /// Messages taken from the core and not yet delivered or failed.
+    pub pending: usize,
+    /// Last connect, send, acknowledgement or received message.
+    pub last_active: Instant,
+}
+
+impl PeerStatus {
+    fn new() -> Self {
+        PeerStatus {
+            connecting: false,
+            connection: None,
+            connections: 0,
+            remote: None,
+            path: None,
+            pending: 0,
+            last_active: Instant::now(),
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connection.is_some()
+    }
 }
 
 /// The core's handle on a peer task.
@@ -77,25 +124,48 @@ pub struct PeerHandle {
     pub status: Arc<Mutex<PeerStatus>>,
 }
 
+impl PeerHandle {
+    /// Nothing would be lost if the task went away now: no queued or unconfirmed message, no
+    /// dial running.
+    pub fn evictable(&self) -> bool {
+        let status = self.status.lock().expect("status lock");
+        status.pending == 0
+            && !status.connecting
+            && self.messages.capacity() == self.messages.max_capacity()
+    }
+}
+
 /// Shared context of peer tasks.
 #[derive(Debug, Clone)]
 pub struct PeerContext {
     pub dialler: Dialler,
     pub outputs: Outputs,
     pub max_message: usize,
+    /// Becomes true when the node must stop at once (a signal, stdout closed, or the graceful
+    /// wait ran out): queued messages fail instead of being sent, and nobody waits for
+    /// acknowledgements any more.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Completes once `stop` is true (never, if its sender is gone without a stop).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Starts the task for `peer`.
 pub fn spawn_peer(context: PeerContext, peer: PeerId) -> (PeerHandle, tokio::task::JoinHandle<()>) {
     let (messages_tx, messages_rx) = mpsc::channel(PEER_QUEUE);
     let (control_tx, control_rx) = mpsc::channel(64);
-    let status = Arc::new(Mutex::new(PeerStatus::default()));
+    let status = Arc::new(Mutex::new(PeerStatus::new()));
     let handle = PeerHandle {
         messages: messages_tx,
         control: control_tx.clone(),
         status: status.clone(),
     };
     let path_state = context.dialler.paths.subscribe(peer);
+    let stop = context.stop.clone();
     let task = PeerTask {
         context,
         peer,
@@ -105,6 +175,7 @@ pub fn spawn_peer(context: PeerContext, peer: PeerId) -> (PeerHandle, tokio::tas
         status,
         connections: Vec::new(),
         sender: None,
+        stop,
     };
     let span = tracing::info_span!("peer", peer = %peer.short());
     let join = tokio::spawn(task.run(messages_rx, control_rx).instrument(span));
@@ -129,8 +200,17 @@ struct PeerTask {
     reported: Option<p2pnat_proto::path::Path>,
     control_tx: mpsc::Sender<PeerControl>,
     status: Arc<Mutex<PeerStatus>>,
+    /// Oldest first.
     connections: Vec<quinn::Connection>,
     sender: Option<ActiveSender>,
+    stop: watch::Receiver<bool>,
+}
+
+/// How a dial ended.
+enum Dialled {
+    /// A connection exists (ours, or the peer's that arrived meanwhile).
+    Connected,
+    Failed(String),
 }
 
 impl PeerTask {
@@ -139,6 +219,7 @@ impl PeerTask {
         mut messages: mpsc::Receiver<Outgoing>,
         mut control: mpsc::Receiver<PeerControl>,
     ) {
+        let mut stop = self.stop.clone();
         loop {
             let can_send = self
                 .sender
@@ -146,19 +227,26 @@ impl PeerTask {
                 .is_none_or(|s| s.in_flight.len() < MAX_IN_FLIGHT);
             tokio::select! {
                 biased;
-                Some(input) = control.recv() => self.handle_control(input).await,
+                _ = stopped(&mut stop) => break,
+                Some(input) = control.recv() => self.handle_control(input, &mut control).await,
                 Ok(()) = self.path_state.changed() => self.path_changed().await,
                 message = messages.recv(), if can_send => match message {
-                    Some(message) => self.send(message, &mut messages).await,
+                    Some(message) => self.send(message, &mut messages, &mut control).await,
                     None => break,
                 },
             }
         }
-        self.finish(control).await;
+        self.finish(messages, control).await;
     }
 
-    /// After the core let go: wait (bounded) for outstanding acknowledgements, then close.
-    async fn finish(mut self, mut control: mpsc::Receiver<PeerControl>) {
+    /// After the core let go (or at a stop): wait (bounded, and not at all once stopping) for
+    /// outstanding acknowledgements, fail whatever is left, then close and forget connections.
+    async fn finish(
+        mut self,
+        mut messages: mpsc::Receiver<Outgoing>,
+        mut control: mpsc::Receiver<PeerControl>,
+    ) {
+        let mut stop = self.stop.clone();
         let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
         tokio::pin!(deadline);
         while self
@@ -167,27 +255,54 @@ impl PeerTask {
             .is_some_and(|s| !s.in_flight.is_empty())
         {
             tokio::select! {
-                Some(input) = control.recv() => self.handle_control(input).await,
+                biased;
+                _ = stopped(&mut stop) => break,
+                Some(input) = control.recv() => match input {
+                    PeerControl::Acked { connection, count } => self.acked(connection, count).await,
+                    PeerControl::Closed { connection, reason } => self.closed(connection, reason).await,
+                    PeerControl::Incoming(connection) => connection.close(0u32.into(), b"quit"),
+                    PeerControl::Connect | PeerControl::Disconnect => {}
+                },
                 _ = &mut deadline => break,
             }
         }
-        if let Some(sender) = self.sender.take() {
-            self.fail_all(
-                sender.in_flight,
-                "node shutting down before delivery was confirmed",
-            )
-            .await;
+        let reason = format!(
+            "{}: node shutting down before delivery was confirmed",
+            fail_code::SHUTDOWN
+        );
+        if let Some(mut sender) = self.sender.take() {
+            let _ = sender.stream.reset(0u32.into());
+            self.fail_all(sender.in_flight, &reason).await;
         }
+        messages.close();
+        let not_sent = format!(
+            "{}: node shutting down before the message was sent",
+            fail_code::SHUTDOWN
+        );
+        while let Some(queued) = messages.recv().await {
+            self.fail(queued.msg_id, &not_sent).await;
+        }
+        let paths = &self.context.dialler.paths;
         for connection in &self.connections {
             connection.close(0u32.into(), b"quit");
+            paths.release(connection.remote_address(), false);
         }
+        if !self.connections.is_empty() {
+            paths.set_connected(self.peer, false);
+        }
+        self.connections.clear();
+        *self.status.lock().expect("status lock") = PeerStatus::new();
     }
 
-    async fn handle_control(&mut self, input: PeerControl) {
+    async fn handle_control(
+        &mut self,
+        input: PeerControl,
+        control: &mut mpsc::Receiver<PeerControl>,
+    ) {
         match input {
             PeerControl::Connect => {
-                if self.connections.is_empty() {
-                    if let Err(e) = self.dial().await {
+                if self.live_connection().is_none() {
+                    if let Dialled::Failed(e) = self.dial(control).await {
                         self.context
                             .outputs
                             .error(
@@ -219,7 +334,11 @@ impl PeerTask {
         let current = state.selected.unwrap_or(reported);
         self.reported = Some(current);
         if current != reported {
-            self.status.lock().expect("status lock").remote = Some(current.remote);
+            {
+                let mut status = self.status.lock().expect("status lock");
+                status.remote = Some(current.remote);
+                status.path = Some(current.kind.as_str());
+            }
             self.context
                 .outputs
                 .event(Event::Path {
@@ -231,68 +350,161 @@ impl PeerTask {
         }
     }
 
-    async fn dial(&mut self) -> Result<(), super::dial::DialError> {
+    /// The first connection that is not closed or closing.
+    fn live_connection(&self) -> Option<&quinn::Connection> {
+        self.connections.iter().find(|c| c.close_reason().is_none())
+    }
+
+    /// Dials the peer. Control inputs keep being handled meanwhile: a connection the peer
+    /// opens to us ends the dial at once and is used instead; `disconnect` and a stop cancel it.
+    async fn dial(&mut self, control: &mut mpsc::Receiver<PeerControl>) -> Dialled {
         self.status.lock().expect("status lock").connecting = true;
-        let result = self.context.dialler.dial(self.peer).await;
+        let dialler = self.context.dialler.clone();
+        let peer = self.peer;
+        let dial = async move { dialler.dial(peer).await };
+        tokio::pin!(dial);
+        let mut stop = self.stop.clone();
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => {
+                    break Err(format!("{}: node shutting down while connecting", fail_code::SHUTDOWN));
+                }
+                Some(input) = control.recv() => match input {
+                    PeerControl::Incoming(connection) => {
+                        tracing::debug!("the peer connected while we were dialling; using its connection");
+                        self.add_connection(connection).await;
+                        break Ok(None);
+                    }
+                    PeerControl::Disconnect => {
+                        break Err("disconnected: disconnect requested while connecting".to_string());
+                    }
+                    PeerControl::Connect => {}
+                    PeerControl::Acked { connection, count } => self.acked(connection, count).await,
+                    PeerControl::Closed { connection, reason } => self.closed(connection, reason).await,
+                },
+                result = &mut dial => break result.map(Some).map_err(|e| e.to_string()),
+            }
+        };
         self.status.lock().expect("status lock").connecting = false;
-        let connection = result?;
-        self.add_connection(connection).await;
-        Ok(())
+        match outcome {
+            Ok(Some(connection)) => {
+                self.add_connection(connection).await;
+                Dialled::Connected
+            }
+            Ok(None) => Dialled::Connected,
+            Err(reason) => Dialled::Failed(reason),
+        }
     }
 
     async fn add_connection(&mut self, connection: quinn::Connection) {
-        let first = self.connections.is_empty();
+        let first = self.live_connection().is_none();
         tokio::spawn(
-            receive(
+            super::peer_streams::receive(
                 connection.clone(),
                 self.peer,
                 self.context.outputs.clone(),
                 self.control_tx.clone(),
                 self.context.max_message,
+                self.status.clone(),
             )
             .in_current_span(),
         );
         self.connections.push(connection.clone());
+        self.limit_connections();
         if first {
             let paths = &self.context.dialler.paths;
             paths.set_connected(self.peer, true);
             let path = paths.selected(connection.remote_address());
             let remote = path.map_or(connection.remote_address(), |p| p.remote);
+            let kind = path.map_or("direct", |p| p.kind.as_str());
             self.path_state.borrow_and_update();
             if let Some(path) = path {
                 self.reported = Some(path);
             }
             {
                 let mut status = self.status.lock().expect("status lock");
-                status.connected = true;
+                status.connection = Some(connection.clone());
                 status.remote = Some(remote);
+                status.path = Some(kind);
+                status.last_active = Instant::now();
             }
             tracing::info!(%remote, "connected");
             self.context
                 .outputs
                 .event(Event::Connected {
                     peer: self.peer,
-                    path: path.map_or("direct", |p| p.kind.as_str()),
+                    path: kind,
                     remote,
                 })
                 .await;
         }
+        self.status.lock().expect("status lock").connections = self.connections.len();
     }
 
-    async fn send(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
-        if self.connections.is_empty() {
-            if let Err(e) = self.dial().await {
-                let reason = e.to_string();
+    /// Keeps at most [`MAX_CONNECTIONS_PER_PEER`]: closes the oldest that carries no messages
+    /// of ours (its `Closed` arrives later and is handled as any other).
+    fn limit_connections(&mut self) {
+        let sending = self.sender.as_ref().map(|s| s.connection);
+        let live: Vec<&quinn::Connection> = self
+            .connections
+            .iter()
+            .filter(|c| c.close_reason().is_none())
+            .collect();
+        if live.len() <= MAX_CONNECTIONS_PER_PEER {
+            return;
+        }
+        if let Some(oldest) = live.iter().find(|c| Some(c.stable_id()) != sending) {
+            tracing::info!(
+                connections = live.len(),
+                "too many connections from one peer; closing the oldest"
+            );
+            oldest.close(0u32.into(), b"too many connections");
+        }
+    }
+
+    fn set_pending(&self, delta: isize) {
+        let mut status = self.status.lock().expect("status lock");
+        status.pending = status.pending.saturating_add_signed(delta);
+        status.last_active = Instant::now();
+    }
+
+    async fn send(
+        &mut self,
+        first: Outgoing,
+        queue: &mut mpsc::Receiver<Outgoing>,
+        control: &mut mpsc::Receiver<PeerControl>,
+    ) {
+        self.set_pending(1);
+        if self.live_connection().is_none() {
+            if let Dialled::Failed(reason) = self.dial(control).await {
                 tracing::info!("dial failed: {reason}");
                 self.fail(first.msg_id, &reason).await;
                 // Everything already queued was meant for the same unreachable peer.
                 while let Ok(queued) = queue.try_recv() {
+                    self.set_pending(1);
                     self.fail(queued.msg_id, &reason).await;
                 }
                 return;
             }
         }
-        if self.sender.is_none() {
+        if self.sender.as_ref().is_none_or(|s| {
+            !self
+                .connections
+                .iter()
+                .any(|c| c.stable_id() == s.connection && c.close_reason().is_none())
+        }) {
+            if let Some(old) = self.sender.take() {
+                // Its connection is closing: its `Closed` would fail these later; fail them now.
+                self.fail_all(
+                    old.in_flight,
+                    &format!(
+                        "{}: connection closed before delivery was confirmed",
+                        fail_code::CONNECTION_LOST
+                    ),
+                )
+                .await;
+            }
             if let Err(e) = self.open_sender().await {
                 self.fail(first.msg_id, &e).await;
                 return;
@@ -315,6 +527,8 @@ impl PeerTask {
                 Err(_) => break,
             }
         }
+        self.set_pending(batch.len() as isize - 1);
+        let sender = self.sender.as_mut().expect("sender opened above");
         let mut chunks = Vec::with_capacity(batch.len() * 2);
         let mut msg_ids = Vec::with_capacity(batch.len());
         let mut permits = Vec::with_capacity(batch.len());
@@ -325,31 +539,68 @@ impl PeerTask {
             msg_ids.push(outgoing.msg_id);
             permits.push(outgoing.permit);
         }
-        match sender.stream.write_all_chunks(&mut chunks).await {
+        let mut stop = self.stop.clone();
+        let written = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => Err(format!(
+                "{}: node shutting down before the message was sent",
+                fail_code::SHUTDOWN
+            )),
+            result = sender.stream.write_all_chunks(&mut chunks) => result.map_err(|e| format!(
+                "{}: the message stream broke: {e}",
+                fail_code::CONNECTION_LOST
+            )),
+        };
+        drop(permits);
+        match written {
             Ok(()) => {
                 sender.sent += msg_ids.len() as u64;
                 sender.in_flight.extend(msg_ids);
             }
-            Err(e) => {
-                let reason = format!("connection lost while sending: {e}");
+            Err(reason) => {
+                // The stream is unusable: never write to it again. Its connection carries a
+                // broken message sequence, so it closes too; the next message dials afresh.
+                let broken = self.sender.take().expect("sender in use above");
+                let mut broken_stream = broken.stream;
+                let _ = broken_stream.reset(0u32.into());
+                if let Some(connection) = self
+                    .connections
+                    .iter()
+                    .find(|c| c.stable_id() == broken.connection)
+                {
+                    tracing::warn!("{reason}; closing the connection");
+                    connection.close(CLOSE_PROTOCOL_ERROR.into(), b"message stream broken");
+                }
+                self.fail_all(broken.in_flight, &reason).await;
                 for msg_id in msg_ids {
                     self.fail(msg_id, &reason).await;
                 }
             }
         }
-        drop(permits);
     }
 
     async fn open_sender(&mut self) -> Result<(), String> {
-        let connection = self.connections[0].clone();
-        let mut stream = connection
-            .open_uni()
-            .await
-            .map_err(|e| format!("cannot open a stream: {e}"))?;
+        let lost = |e: &dyn std::fmt::Display| {
+            format!("{}: cannot open a stream: {e}", fail_code::CONNECTION_LOST)
+        };
+        let connection = self
+            .live_connection()
+            .cloned()
+            .ok_or_else(|| lost(&"no live connection"))?;
+        let mut stop = self.stop.clone();
+        let opened = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => return Err(format!(
+                "{}: node shutting down before the message was sent",
+                fail_code::SHUTDOWN
+            )),
+            opened = connection.open_uni() => opened,
+        };
+        let mut stream = opened.map_err(|e| lost(&e))?;
         stream
             .write_all(&[STREAM_MESSAGES])
             .await
-            .map_err(|e| format!("cannot write to a stream: {e}"))?;
+            .map_err(|e| lost(&e))?;
         self.sender = Some(ActiveSender {
             connection: connection.stable_id(),
             stream,
@@ -373,6 +624,7 @@ impl PeerTask {
         }
         let newly = count.min(sender.sent).saturating_sub(acked_before);
         let delivered: Vec<u64> = sender.in_flight.drain(..newly as usize).collect();
+        self.set_pending(-(delivered.len() as isize));
         for msg_id in delivered {
             self.context
                 .outputs
@@ -405,17 +657,26 @@ impl PeerTask {
             let sender = self.sender.take().expect("checked above");
             self.fail_all(
                 sender.in_flight,
-                &format!("connection closed before delivery was confirmed: {reason}"),
+                &format!(
+                    "{}: connection closed before delivery was confirmed: {reason}",
+                    fail_code::CONNECTION_LOST
+                ),
             )
             .await;
+        }
+        let live = self.live_connection().cloned();
+        {
+            let mut status = self.status.lock().expect("status lock");
+            status.connections = self.connections.len();
+            status.connection = live.clone();
         }
         if self.connections.is_empty() {
             self.reported = None;
             self.context.dialler.paths.set_connected(self.peer, false);
             {
                 let mut status = self.status.lock().expect("status lock");
-                status.connected = false;
                 status.remote = None;
+                status.path = None;
             }
             tracing::info!("disconnected: {reason}");
             self.context
@@ -428,7 +689,9 @@ impl PeerTask {
         }
     }
 
+    /// Emits `failed` for a message this task took (and counts it as no longer pending).
     async fn fail(&self, msg_id: u64, reason: &str) {
+        self.set_pending(-1);
         self.context
             .outputs
             .event(Event::Failed {
@@ -444,142 +707,4 @@ impl PeerTask {
             self.fail(msg_id, reason).await;
         }
     }
-}
-
-/// Accepts the peer's streams on one connection until it closes, then reports `Closed`.
-async fn receive(
-    connection: quinn::Connection,
-    peer: PeerId,
-    outputs: Outputs,
-    control: mpsc::Sender<PeerControl>,
-    max_message: usize,
-) {
-    let id = connection.stable_id();
-    // One stream of each kind per connection: more is a protocol violation.
-    let (mut seen_messages, mut seen_acks) = (false, false);
-    let reason = loop {
-        let mut stream = match connection.accept_uni().await {
-            Ok(stream) => stream,
-            Err(e) => break e.to_string(),
-        };
-        let kind = match stream.read_u8().await {
-            Ok(kind) => kind,
-            Err(e) => {
-                tracing::debug!("stream ended before its type byte: {e}");
-                continue;
-            }
-        };
-        let violation = match kind {
-            STREAM_MESSAGES if seen_messages => Some("a second message stream"),
-            STREAM_ACKS if seen_acks => Some("a second ack stream"),
-            STREAM_MESSAGES | STREAM_ACKS => None,
-            _ => Some("a stream of unknown type"),
-        };
-        if let Some(what) = violation {
-            tracing::warn!(kind, "peer opened {what}; closing connection");
-            outputs
-                .error("protocol", format!("peer {peer} opened {what} ({kind})"))
-                .await;
-            connection.close(CLOSE_PROTOCOL_ERROR.into(), b"stream protocol violation");
-            continue;
-        }
-        if kind == STREAM_MESSAGES {
-            seen_messages = true;
-            let task = receive_messages(
-                connection.clone(),
-                stream,
-                peer,
-                outputs.clone(),
-                max_message,
-            );
-            tokio::spawn(task.in_current_span());
-        } else {
-            seen_acks = true;
-            let control = control.clone();
-            let task = async move {
-                while let Ok(count) = stream.read_u64().await {
-                    let acked = PeerControl::Acked {
-                        connection: id,
-                        count,
-                    };
-                    if control.send(acked).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            tokio::spawn(task.in_current_span());
-        }
-    };
-    let _ = control
-        .send(PeerControl::Closed {
-            connection: id,
-            reason,
-        })
-        .await;
-}
-
-/// Reads `u32 length | payload` records, hands each payload to stdout, and acknowledges the count.
-async fn receive_messages(
-    connection: quinn::Connection,
-    stream: quinn::RecvStream,
-    peer: PeerId,
-    outputs: Outputs,
-    max_message: usize,
-) {
-    let (count_tx, count_rx) = watch::channel(0u64);
-    tokio::spawn(send_acks(connection.clone(), count_rx).in_current_span());
-    // Small messages are read from a buffer rather than with two stream reads each.
-    let mut stream = tokio::io::BufReader::with_capacity(64 * 1024, stream);
-    let mut count = 0u64;
-    loop {
-        let length = match stream.read_u32().await {
-            Ok(length) => length as usize,
-            Err(e) => {
-                tracing::debug!("message stream ended: {e}");
-                return;
-            }
-        };
-        if length > max_message {
-            tracing::warn!(
-                length,
-                "peer sent a message over --max-message; closing connection"
-            );
-            outputs
-                .error(
-                    "too-large",
-                    format!("peer {peer} sent a message of {length} bytes, over --max-message {max_message}; connection closed"),
-                )
-                .await;
-            connection.close(CLOSE_PROTOCOL_ERROR.into(), b"message too large");
-            return;
-        }
-        let permit = outputs.reserve(length).await;
-        let mut payload = vec![0u8; length];
-        if let Err(e) = stream.read_exact(&mut payload).await {
-            tracing::debug!("message stream broke inside a message: {e}");
-            return;
-        }
-        if !outputs.recv(peer, payload, permit).await {
-            return;
-        }
-        count += 1;
-        let _ = count_tx.send(count);
-    }
-}
-
-/// Writes the latest cumulative count whenever it changes (coalescing bursts).
-async fn send_acks(connection: quinn::Connection, mut counts: watch::Receiver<u64>) {
-    let Ok(mut stream) = connection.open_uni().await else {
-        return;
-    };
-    if stream.write_all(&[STREAM_ACKS]).await.is_err() {
-        return;
-    }
-    while counts.changed().await.is_ok() {
-        let count = *counts.borrow_and_update();
-        if stream.write_all(&count.to_be_bytes()).await.is_err() {
-            return;
-        }
-    }
-    let _ = stream.finish();
 }

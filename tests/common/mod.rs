@@ -8,6 +8,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod stranger;
+
 use p2pnat_proto::app::{encode_frame, encode_send_frame, FRAME_COMMAND, FRAME_EVENT, FRAME_RECV};
 
 /// Generous bound for anything to happen; only stops a broken test from hanging.

@@ -92,6 +92,10 @@ pub struct AgentConfig {
     /// a bare Linux NAT in front of the dialler would otherwise keep our early check as an
     /// inbound flow and move the dialler's traffic to another public port (design brief).
     pub answer_delay: Duration,
+    /// How long the answering side of a punch checks each of the requester's addresses
+    /// (default 250 ms: a first check and its early retries). Its checks only open our NAT;
+    /// the requester's own checks trigger ours for the rest of the round (`super::answer`).
+    pub answer_window: Duration,
     /// Gap between heartbeats on the selected path of a connected peer (default 2 s).
     pub heartbeat: Duration,
     /// A selected path with no reply for this long is replaced or re-punched (default 3 s: a
@@ -118,6 +122,7 @@ impl Default for AgentConfig {
             retransmit: Duration::from_millis(200),
             check_timeout: Duration::from_secs(5),
             answer_delay: Duration::from_millis(10),
+            answer_window: Duration::from_millis(250),
             heartbeat: Duration::from_secs(2),
             path_timeout: Duration::from_secs(3),
             max_peers: 1024,
@@ -273,6 +278,11 @@ impl PathAgent {
             now + config.answer_delay
         };
         let until = first + config.check_timeout;
+        // The answering side checks briefly; triggered checks carry it through the round.
+        let pairs_until = match role {
+            CheckRole::Dialler => until,
+            CheckRole::Answerer => first + config.answer_window.min(config.check_timeout),
+        };
         let state = self.peer_state(now, peer)?;
         state.round_until = Some(state.round_until.map_or(until, |t| t.max(until)));
         (state.peer_nat, state.peer_observed) = (candidates.nat, candidates.observed);
@@ -286,14 +296,20 @@ impl PathAgent {
             let remote = normalize(*candidate);
             if let Some(pair) = state.pair_or_insert(LocalSocketId(0), remote, config.max_pairs) {
                 if pair.state != PairState::Succeeded {
-                    pair.schedule(first, until);
+                    pair.schedule(first, pairs_until);
                 }
             }
         }
         let vaddr = state.vaddrs[0];
         // Relayed pairs start at once whoever dials: no NAT is poisoned by them (they go to and
         // come from a relay's address), and the peer's relay needs our permission early.
-        self.schedule_relay_pairs(peer, candidates.observed, candidates.relayed, now, until);
+        self.schedule_relay_pairs(
+            peer,
+            candidates.observed,
+            candidates.relayed,
+            now,
+            pairs_until,
+        );
         if let (Some(observed), false) = (candidates.observed, config.relay_only) {
             self.start_birthday(first, peer, observed, candidates.nat);
         }

@@ -1,5 +1,6 @@
 //! Paths under a live connection: the sans-IO path agent and what it is made of.
 //!
+//! - [`answer`]: where, and how much, the answering side of a punch may check;
 //! - [`auth`]: the per-pair key (from both identity keys) that authenticates every check;
 //! - [`wire`]: the check and reply datagrams, byte by byte;
 //! - [`birthday`]: the many-sockets, many-probes method for a symmetric NAT;
@@ -16,6 +17,7 @@
 //! both alike; only selection prefers direct paths.
 
 pub mod agent;
+pub mod answer;
 pub mod auth;
 pub mod birthday;
 pub mod crossing;

@@ -22,6 +22,12 @@ use crate::PeerId;
 /// is forgotten beyond it.
 pub const MAX_ROUTES: usize = 8;
 
+/// Most virtual addresses held by handshakes from unknown sources (no peer proven yet), at most a
+/// quarter of the table. Beyond it the oldest such address is forgotten: a source that only
+/// sends QUIC Initials (spoofed ones never complete) cannot crowd out peers, and a genuine
+/// handshake completes long before 256 newer strangers push it out.
+pub const MAX_ANONYMOUS: usize = 256;
+
 /// The table is full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("path table full: {0} virtual addresses in use")]
@@ -54,6 +60,8 @@ pub struct PathTable {
     peers: HashMap<SocketAddr, VirtualPeer>,
     by_route: HashMap<(LocalSocketId, SocketAddr), SocketAddr>,
     by_peer: HashMap<PeerId, SocketAddr>,
+    /// Addresses given to unknown sources, oldest first (may hold released or since-bound ones).
+    anonymous: std::collections::VecDeque<SocketAddr>,
 }
 
 impl PathTable {
@@ -65,6 +73,7 @@ impl PathTable {
             peers: HashMap::new(),
             by_route: HashMap::new(),
             by_peer: HashMap::new(),
+            anonymous: std::collections::VecDeque::new(),
         }
     }
 
@@ -115,7 +124,18 @@ impl PathTable {
         if let Some(vaddr) = self.vaddr_for_route(local, remote) {
             return Ok(vaddr);
         }
+        let limit = MAX_ANONYMOUS.min(self.capacity / 4).max(1);
+        if self.anonymous.len() >= limit {
+            let peers = &self.peers;
+            self.anonymous
+                .retain(|v| peers.get(v).is_some_and(|entry| entry.peer.is_none()));
+            while self.anonymous.len() >= limit {
+                let oldest = self.anonymous.pop_front().expect("non-empty");
+                self.release(oldest);
+            }
+        }
         let vaddr = self.allocate(None)?;
+        self.anonymous.push_back(vaddr);
         self.select(
             vaddr,
             Path {
@@ -237,6 +257,40 @@ impl PathTable {
 mod tests {
     use super::*;
 
+    #[test]
+    fn handshakes_from_many_unknown_sources_cannot_crowd_out_peers() {
+        let mut table = PathTable::new(4096);
+        // Spoofed Initials from 5,000 sources, none of which ever completes a handshake.
+        for i in 0..5000u32 {
+            let remote = SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 4000));
+            table
+                .vaddr_for_incoming(LocalSocketId(0), remote)
+                .expect("an unknown source always gets an address");
+        }
+        assert!(
+            table.len() <= MAX_ANONYMOUS,
+            "{} addresses held",
+            table.len()
+        );
+        // Peers still get addresses: the node can dial, and real handshakes are accepted.
+        for i in 0..1000u16 {
+            let mut key = [0u8; 32];
+            key[..2].copy_from_slice(&i.to_be_bytes());
+            key[2] = 1;
+            table.vaddr_for_peer(PeerId(key)).expect("room for peers");
+        }
+        let genuine = table
+            .vaddr_for_incoming(LocalSocketId(0), "203.0.113.7:5000".parse().unwrap())
+            .unwrap();
+        table.bind_peer(genuine, PeerId([9; 32]));
+        // A proven peer is never pushed out by later strangers.
+        for i in 0..1000u32 {
+            let remote = SocketAddr::from(([192, 0, 2, (i % 250) as u8], 6000 + i as u16));
+            table.vaddr_for_incoming(LocalSocketId(0), remote).unwrap();
+        }
+        assert_eq!(table.peer(genuine), Some(PeerId([9; 32])));
+    }
+
     fn direct(remote: &str) -> Path {
         Path {
             local: LocalSocketId(0),
@@ -298,11 +352,12 @@ mod tests {
             table.vaddr_for_incoming(LocalSocketId(0), normalize(remote)),
             Ok(vaddr)
         );
+        table.bind_peer(vaddr, PeerId([2; 32]));
+        // Full of proven peers: a new stranger gets nothing (an unproven one would be replaced).
         assert_eq!(
             table.vaddr_for_incoming(LocalSocketId(0), "192.0.2.10:5".parse().unwrap()),
             Err(PathTableFull(1))
         );
-        table.bind_peer(vaddr, PeerId([2; 32]));
         assert_eq!(table.vaddr_for_peer(PeerId([2; 32])), Ok(vaddr));
         table.release(vaddr);
         assert!(table.is_empty());

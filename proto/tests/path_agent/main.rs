@@ -632,3 +632,58 @@ fn a_handshake_from_a_pair_being_checked_joins_the_peer_s_address() {
         Ok(None)
     );
 }
+
+/// A punch request is not a reflector: the answering side checks the requester's addresses
+/// for `answer_window` only (a first check and its early retries), while the dialling side
+/// checks for the whole round. Counted over the full 5 s round in virtual time.
+#[test]
+fn the_answering_side_sends_a_short_burst_not_a_five_second_round() {
+    let count_checks = |role: CheckRole| {
+        let mut agent = PathAgent::new(
+            p2pnat_proto::path::auth::OwnSecret::from_seed(&[1; 32]),
+            AgentConfig::default(),
+            [0; 32],
+        );
+        let peer = p2pnat_proto::path::auth::OwnSecret::from_seed(&[2; 32]).id();
+        let candidates: Vec<std::net::SocketAddr> = (0..8)
+            .map(|i| format!("10.0.0.{}:4000", i + 1).parse().unwrap())
+            .collect();
+        let start = std::time::Instant::now();
+        agent
+            .start_checks(start, peer, &direct(&candidates), role)
+            .unwrap();
+        let (mut now, mut checks, mut bytes) = (start, 0usize, 0usize);
+        while now < start + Duration::from_secs(6) {
+            match agent.poll_output(now) {
+                p2pnat_proto::path::Output::Transmit(t) => {
+                    checks += 1;
+                    bytes += t.contents.len();
+                }
+                p2pnat_proto::path::Output::Event(_) => {}
+                p2pnat_proto::path::Output::Timeout(at) => {
+                    now = at;
+                    agent.handle_timeout(now);
+                }
+            }
+        }
+        (checks, bytes)
+    };
+    let (answer_checks, answer_bytes) = count_checks(CheckRole::Answerer);
+    let (dial_checks, _) = count_checks(CheckRole::Dialler);
+    // 8 addresses x (a first check + 3 early retries + at most one retransmit in 250 ms).
+    assert!(
+        answer_checks <= 8 * 5,
+        "answerer sent {answer_checks} checks"
+    );
+    assert!(
+        answer_checks >= 8,
+        "answerer must still open its NAT: {answer_checks}"
+    );
+    assert!(
+        dial_checks > 8 * 20,
+        "dialler checks the round: {dial_checks}"
+    );
+    eprintln!(
+        "answerer: {answer_checks} checks, {answer_bytes} bytes; dialler: {dial_checks} checks"
+    );
+}
