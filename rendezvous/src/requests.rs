@@ -498,6 +498,28 @@ mod tests {
         assert!(state.owners.lock().unwrap().is_empty());
     }
 
+    /// Punch pushes are limited per requesting key (32 at once in `State::for_tests`) and per
+    /// source IP (64 at once), whichever runs out first; `now` is fixed, so nothing refills.
+    #[test]
+    fn punches_are_limited_per_key_and_per_source_ip() {
+        let state = State::for_tests();
+        let now = std::time::Instant::now();
+        let ip = |n: u8| IpAddr::from([198, 51, 100, n]);
+        // Many keys from one IP: the IP's 64.
+        let allowed = (0..200u8)
+            .filter(|n| punch_allowed(&state, now, PeerId([*n; 32]), ip(1)))
+            .count();
+        assert_eq!(allowed, 64);
+        // Another IP is not affected by the first one's flood.
+        assert!(punch_allowed(&state, now, PeerId([250; 32]), ip(2)));
+        // One key from many IPs: the key's 32.
+        let key = PeerId([251; 32]);
+        let allowed = (10..100u8)
+            .filter(|n| punch_allowed(&state, now, key, ip(*n)))
+            .count();
+        assert_eq!(allowed, 32);
+    }
+
     #[test]
     fn loopback_is_forwarded_only_for_a_requester_on_loopback() {
         let mut r = record(

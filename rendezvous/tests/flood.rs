@@ -1,6 +1,6 @@
 //! A public rendezvous under a flood (issue #14): 1,000 throw-away identities from ten source
 //! addresses (127.0.1.1-10, all loopback) hold QUIC connections, try to register, look up and ask
-//! for punches, while a legitimate node on its own address (127.0.0.2) registers, is found and
+//! for punches, while junk STUN datagrams pour in and a legitimate node on its own address (127.0.0.2) registers, is found and
 //! looks others up. Refills are set to ten minutes so that every limit is an exact count:
 //! 20 new registrations per source IP, 8 punch pushes per source IP. The rendezvous's RSS is
 //! read from /proc before and after and printed (docs/PERFORMANCE.md, "What a public rendezvous
@@ -26,6 +26,10 @@ use tokio::sync::Semaphore;
 const FLOOD_IPS: u8 = 10;
 /// Punch pushes one source IP may cause (set below; no refill during the test).
 const PUNCH_PER_IP: usize = 8;
+/// Junk STUN datagrams sent during the punch flood.
+const JUNK_DATAGRAMS: u32 = 20_000;
+/// Lookups the legitimate node makes during the punch flood.
+const LEGIT_LOOKUPS: usize = 20;
 /// The rendezvous's resident memory must stay under this during the flood (KiB).
 const RSS_BOUND_KIB: u64 = 256 * 1024;
 
@@ -41,8 +45,12 @@ async fn connect(
     identity: &Identity,
     to: SocketAddr,
 ) -> quinn::Connection {
-    let config =
-        quinn::ClientConfig::new(tls::client_crypto(identity, tls::ALPN_RENDEZVOUS, true).unwrap());
+    let crypto = tls::client_crypto(identity, tls::ALPN_RENDEZVOUS, true).unwrap();
+    let mut config = quinn::ClientConfig::new(crypto);
+    // Keep-alives as a node sends them: the flood may take longer than the idle timeout.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
     endpoint
         .connect_with(config, to, tls::UNPINNED_SERVER_NAME)
         .unwrap()
@@ -169,8 +177,34 @@ fn a_thousand_identities_leave_the_legitimate_node_served_and_the_limits_hold() 
     }
 
     // Every flooder asks for a punch to the legitimate node: all are answered (Found), but
-    // at most PUNCH_PER_IP pushes per source IP reach it.
+    // at most PUNCH_PER_IP pushes per source IP reach it. Meanwhile junk STUN (Binding
+    // indications, which the rendezvous does not answer) pours in from a flooding address, and
+    // the legitimate node keeps looking a flooder up: every one of its lookups is answered.
+    let junk = std::net::UdpSocket::bind("127.0.1.1:0").unwrap();
+    let mut indication = [0u8; 20];
+    indication[..8].copy_from_slice(&[0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42]);
     runtime.block_on(async {
+        let junk_sender = tokio::task::spawn_blocking(move || {
+            for n in 0..JUNK_DATAGRAMS {
+                indication[8..12].copy_from_slice(&n.to_be_bytes());
+                let _ = junk.send_to(&indication, quic);
+            }
+        });
+        let legit_lookups = {
+            let connection = legit_connection.clone();
+            tokio::spawn(async move {
+                let mut found = 0;
+                for _ in 0..LEGIT_LOOKUPS {
+                    let lookup = Request::Lookup {
+                        peer: registered_flooder,
+                    };
+                    if let Response::Found { .. } = request(&connection, &lookup).await {
+                        found += 1;
+                    }
+                }
+                found
+            })
+        };
         let mut tasks = Vec::new();
         for flooder in &flooders {
             let connection = flooder.connection.clone();
@@ -183,6 +217,8 @@ fn a_thousand_identities_leave_the_legitimate_node_served_and_the_limits_hold() 
             let answer = task.await.unwrap();
             assert!(matches!(answer, Response::Found { .. }), "{answer:?}");
         }
+        assert_eq!(legit_lookups.await.unwrap(), LEGIT_LOOKUPS);
+        junk_sender.await.unwrap();
     });
 
     let scrape = rendezvous.scrape();
@@ -221,10 +257,14 @@ fn a_thousand_identities_leave_the_legitimate_node_served_and_the_limits_hold() 
         ),
         total as f64
     );
+    // Loopback may drop some under the burst; those that arrived were counted and dropped.
+    assert!(drops("stun", "malformed") > 0.0);
     eprintln!(
         "flood: {total} identities from {FLOOD_IPS} IPs held open; {accepted} registered, \
-         {pushed} punches pushed; rendezvous RSS {rss_before} KiB before, {rss_after} KiB after \
+         {pushed} punches pushed; {} of {JUNK_DATAGRAMS} junk STUN datagrams counted and dropped; \
+         {LEGIT_LOOKUPS}/{LEGIT_LOOKUPS} legitimate lookups found during the punch flood; rendezvous RSS {rss_before} KiB before, {rss_after} KiB after \
          ({} bytes per held connection)",
+        drops("stun", "malformed"),
         (rss_after.saturating_sub(rss_before) * 1024) / total as u64
     );
     assert!(
