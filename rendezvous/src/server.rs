@@ -114,7 +114,8 @@ pub struct State {
     pub owners: Mutex<HashMap<PeerId, Owner>>,
     /// Numbers control connections, QUIC and TLS alike ([`Owner::conn`]).
     pub next_conn: AtomicU64,
-    /// QUIC connections now (TCP connections are counted by the TLS port's limiter).
+    /// QUIC connections now, handshakes in flight included (`control_quic::Slot`; TCP
+    /// connections are counted by the TLS port's limiter).
     pub connections: AtomicUsize,
     pub registry_changed: tokio::sync::Notify,
     /// `--stun-listen` addresses told to nodes for NAT mapping detection.
@@ -314,9 +315,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
                 incoming.refuse();
                 continue;
             }
+            let slot = crate::control_quic::Slot::take(&state);
             tokio::spawn(crate::control_quic::serve_connection(
                 incoming,
                 state.clone(),
+                slot,
             ));
         }
     };

@@ -40,19 +40,24 @@ fn endpoint(ip: &str) -> quinn::Endpoint {
     quinn::Endpoint::new(config, None, socket, quinn::default_runtime().unwrap()).unwrap()
 }
 
+/// A node's QUIC client configuration for the rendezvous, with its 5 s keep-alives: the
+/// flood may take longer than the idle timeout.
+fn client_config(identity: &Identity) -> quinn::ClientConfig {
+    let crypto = tls::client_crypto(identity, tls::ALPN_RENDEZVOUS, true).unwrap();
+    let mut config = quinn::ClientConfig::new(crypto);
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
+    config
+}
+
 async fn connect(
     endpoint: &quinn::Endpoint,
     identity: &Identity,
     to: SocketAddr,
 ) -> quinn::Connection {
-    let crypto = tls::client_crypto(identity, tls::ALPN_RENDEZVOUS, true).unwrap();
-    let mut config = quinn::ClientConfig::new(crypto);
-    // Keep-alives as a node sends them: the flood may take longer than the idle timeout.
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
-    config.transport_config(Arc::new(transport));
     endpoint
-        .connect_with(config, to, tls::UNPINNED_SERVER_NAME)
+        .connect_with(client_config(identity), to, tls::UNPINNED_SERVER_NAME)
         .unwrap()
         .await
         .unwrap()
@@ -78,6 +83,10 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+/// The floods run one at a time (two at once on a small machine would only measure each
+/// other).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One flooding identity's connection and whether its registration was accepted.
 struct Flooder {
     connection: quinn::Connection,
@@ -87,6 +96,7 @@ struct Flooder {
 
 #[test]
 fn a_thousand_identities_leave_the_legitimate_node_served_and_the_limits_hold() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let per_ip: usize = std::env::var("P2PNAT_FLOOD_PER_IP")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -273,5 +283,128 @@ fn a_thousand_identities_leave_the_legitimate_node_served_and_the_limits_hold() 
     );
     drop(flooders);
     drop(legit_connection);
+    runtime.shutdown_background();
+}
+
+/// A flood from 1,000 distinct source addresses (127.2.0.1 and on, one identity each) is not
+/// slowed by the per-IP limits; the global caps bound it: `--max-connections` (exact: a
+/// connection counts from before its handshake) and `--max-registrations`. A node connected and
+/// registered before the flood stays served: lookups, and its refresh, which a full registry
+/// still accepts. (A legitimate node arriving after the caps are reached is refused too: only
+/// the caps bound memory against many addresses.)
+#[test]
+fn a_thousand_source_addresses_meet_the_global_caps_and_a_connected_node_stays_served() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const FLOODERS: usize = 1000;
+    const MAX_CONNECTIONS: usize = 600;
+    const MAX_REGISTRATIONS: usize = 300;
+    let rendezvous = Rendezvous::start(&[
+        "--max-connections",
+        &MAX_CONNECTIONS.to_string(),
+        "--max-registrations",
+        &MAX_REGISTRATIONS.to_string(),
+    ]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let quic = rendezvous.quic;
+    let legit = Identity::generate().unwrap();
+    let legit_endpoint = runtime.block_on(async { endpoint("127.0.0.2") });
+    let legit_connection = runtime.block_on(connect(&legit_endpoint, &legit, quic));
+    let answer = runtime.block_on(request(&legit_connection, &register(vec![])));
+    assert!(matches!(answer, Response::Registered { .. }), "{answer:?}");
+
+    let slots = Arc::new(Semaphore::new(64));
+    // (endpoint, connection, registered, key) for each flooder let in (the endpoint is kept
+    // with its connection); None for each refused.
+    type Outcome = Option<(quinn::Endpoint, quinn::Connection, bool, PeerId)>;
+    let outcomes: Vec<Outcome> = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for n in 0..FLOODERS {
+            let slots = slots.clone();
+            tasks.push(tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await.unwrap();
+                let ip = format!("127.2.{}.{}", n / 250, n % 250 + 1);
+                let endpoint = endpoint(&ip);
+                let identity = Identity::generate().unwrap();
+                let connecting = endpoint
+                    .connect_with(client_config(&identity), quic, tls::UNPINNED_SERVER_NAME)
+                    .unwrap();
+                let connection = match connecting.await {
+                    Ok(connection) => connection,
+                    Err(quinn::ConnectionError::ConnectionClosed(_)) => return None,
+                    Err(e) => panic!("flooder {ip}: {e}"),
+                };
+                let registered = match request(&connection, &register(vec![])).await {
+                    Response::Registered { .. } => true,
+                    Response::Refused {
+                        code: RefusalCode::RegistryFull,
+                        ..
+                    } => false,
+                    other => panic!("flooder {ip}: {other:?}"),
+                };
+                Some((endpoint, connection, registered, identity.peer_id()))
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    });
+    let connected = outcomes.iter().flatten().count();
+    let registered = outcomes.iter().flatten().filter(|(_, _, r, _)| *r).count();
+    assert_eq!(
+        connected,
+        MAX_CONNECTIONS - 1,
+        "the legitimate node holds one"
+    );
+    assert_eq!(
+        registered,
+        MAX_REGISTRATIONS - 1,
+        "the legitimate node holds one"
+    );
+
+    let flooder = outcomes.iter().flatten().find(|(_, _, r, _)| *r).unwrap().3;
+    for wanted in [flooder, legit.peer_id()] {
+        let answer = runtime.block_on(request(
+            &legit_connection,
+            &Request::Lookup { peer: wanted },
+        ));
+        assert!(matches!(answer, Response::Found { .. }), "{answer:?}");
+    }
+    let refresh = runtime.block_on(request(&legit_connection, &register(vec![])));
+    assert!(
+        matches!(refresh, Response::Registered { .. }),
+        "{refresh:?}"
+    );
+
+    let scrape = rendezvous.scrape();
+    let drops = |component, reason| {
+        scrape.value(
+            "p2pnat_rendezvous_drops_total",
+            &[("component", component), ("reason", reason)],
+        )
+    };
+    assert_eq!(drops("quic", "quota"), (FLOODERS - connected) as f64);
+    assert_eq!(
+        drops("registration", "quota"),
+        (connected - registered) as f64
+    );
+    assert_eq!(
+        scrape.value("p2pnat_rendezvous_registered_peers", &[]),
+        MAX_REGISTRATIONS as f64
+    );
+    eprintln!(
+        "distributed flood: {FLOODERS} source addresses; {connected} connected, {} refused \
+         (--max-connections {MAX_CONNECTIONS}); {registered} registered, {} refused \
+         RegistryFull (--max-registrations {MAX_REGISTRATIONS}); rendezvous RSS {} KiB",
+        FLOODERS - connected,
+        connected - registered,
+        rss_kib(rendezvous.child.id())
+    );
+    drop(outcomes);
     runtime.shutdown_background();
 }
