@@ -388,7 +388,9 @@ fn a_thousand_source_addresses_meet_the_global_caps_and_a_connected_node_stays_s
             &[("component", component), ("reason", reason)],
         )
     };
-    assert_eq!(drops("quic", "quota"), (FLOODERS - connected) as f64);
+    // Attempts, not clients: a client's Initial sent again before the refusal reached it is
+    // refused (and counted) again.
+    assert!(drops("quic", "quota") >= (FLOODERS - connected) as f64);
     assert_eq!(
         drops("registration", "quota"),
         (connected - registered) as f64

@@ -10,8 +10,11 @@ use std::time::Duration;
 use p2pnat_proto::control::Request;
 use p2pnat_proto::nat::NatReport;
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_p2p-rendezvous")
+/// The binary under test: this build's, or `$P2P_RENDEZVOUS_BIN` (e.g. a release build, for
+/// the figures in docs/PERFORMANCE.md).
+pub fn binary() -> String {
+    std::env::var("P2P_RENDEZVOUS_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_p2p-rendezvous").to_string())
 }
 
 /// A running rendezvous on loopback (TLS port, TURN and metrics on OS-chosen ports); killed on
