@@ -30,6 +30,7 @@ echo "== wheel (dev profile, reusing the build above): fresh venv outside the ch
 if [ "$(id -u)" = 0 ]; then
   echo "== netsim check and matrix (root: NAT lab in network namespaces)"
   target/debug/netsim check
+  target/debug/netsim netcheck --out reports/netsim
   target/debug/netsim matrix --out reports/netsim
 else
   echo "== netsim skipped: it needs root (network namespaces and nftables); run this script as root"

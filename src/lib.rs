@@ -5,6 +5,7 @@
 
 pub mod byte_queue;
 pub mod identity;
+pub mod netcheck;
 pub mod node;
 pub mod process;
 pub mod relay;

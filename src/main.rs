@@ -74,11 +74,16 @@ struct Args {
 enum Sub {
     /// Print this node's peer ID (creating the identity if needed) and exit.
     Id,
+    /// Report what the network looks like from here (NAT, filtering, relay, round trips), exit.
+    Netcheck(p2pnat::netcheck::NetcheckArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     p2pnat::process::init_logging("warn", args.log_format);
+    if let Some(Sub::Netcheck(netcheck)) = &args.command {
+        return p2pnat::netcheck::main(&args.rendezvous, netcheck);
+    }
     let path = p2pnat::identity::path_or_default(args.identity.clone(), "identity.key");
     let identity = match path.and_then(|path| Identity::load_or_create(&path)) {
         Ok(identity) => identity,

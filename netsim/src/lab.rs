@@ -607,13 +607,21 @@ impl Lab {
                         Some(shaper) => ("a1", netns_of(shaper)),
                         None => (up.interface.as_str(), member.netns.as_str()),
                     };
-                    [
+                    let mut commands = vec![
                         format!(
                             "link add name {} type veth peer name {peer_name} netns {peer_ns}",
                             up.port
                         ),
                         format!("link set {} master {} up", up.port, up.bridge),
-                    ]
+                    ];
+                    // A hairpinning router loops a host's datagram to its own public mapping
+                    // back to it: with br_netfilter the DNATed frame is bridged back out of
+                    // the port it came in on, which a bridge port does only in hairpin mode.
+                    let hairpin = upstream.router.as_ref().is_some_and(|r| r.config.hairpin);
+                    if hairpin {
+                        commands.push(format!("link set {} type bridge_slave hairpin on", up.port));
+                    }
+                    commands
                 })
                 .collect();
             netns::ip_batch(Some(&upstream.netns), &ip)?;

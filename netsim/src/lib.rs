@@ -21,6 +21,7 @@ pub mod classify;
 pub mod error;
 pub mod lab;
 pub mod matrix;
+pub mod netcheck;
 pub mod netns;
 pub mod nft;
 pub mod scenario;

@@ -47,6 +47,8 @@ enum Cmd {
     Check,
     /// Run every pair of peer kinds with p2p-node and p2p-rendezvous and write a report.
     Matrix(matrix::MatrixArgs),
+    /// Run `p2p-node netcheck` behind every NAT kind and check its verdict against the lab.
+    Netcheck(p2pnat_netsim::netcheck::NetcheckArgs),
     /// Remove leftover labs (namespaces named nsim*) whose owning process is gone.
     Down {
         /// Also remove labs whose owner is still running.
@@ -80,6 +82,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
         Cmd::Exec { host, run, command } => exec(&host, run.as_deref(), &command),
         Cmd::Check => check(),
         Cmd::Matrix(args) => matrix::run_cli(&args),
+        Cmd::Netcheck(args) => p2pnat_netsim::netcheck::run_cli(&args),
         Cmd::Down { all } => down(all),
     }
 }

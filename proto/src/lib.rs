@@ -8,6 +8,8 @@
 //! - [`peer_id`]: the peer identity (an ed25519 public key) and its text form;
 //! - [`demux`]: the pure function that splits datagrams on the node's one UDP socket;
 //! - [`nat`]: NAT mapping-behaviour detection with STUN;
+//! - [`netcheck`]: what `p2p-node netcheck`'s observations mean (filtering, hairpinning,
+//!   port-mapping answers);
 //! - [`stun`]: STUN Binding request/response codec (RFC 8489);
 //! - [`control`]: the versioned node <-> rendezvous control messages;
 //! - [`control_stream`]: their framing over one TLS stream (the rendezvous's TLS port);
@@ -25,6 +27,7 @@ pub mod control;
 pub mod control_stream;
 pub mod demux;
 pub mod nat;
+pub mod netcheck;
 pub mod path;
 pub mod peer_id;
 pub mod rate_limit;

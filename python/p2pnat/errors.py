@@ -62,4 +62,7 @@ class DeliveryFailed(P2PError):
         self.msg_id = msg_id
         self.peer_id = peer_id
         self.reason = reason
+        #: The reason's code word (``unreachable``, ``shutdown``, ``connection-lost``...; see
+        #: docs/PROTOCOL.md 1.1), or ``""`` if the reason has none.
+        self.code = reason.split(":", 1)[0] if ":" in reason.split(" ", 1)[0] else ""
         super().__init__(f"message {msg_id} to {peer_id} was not delivered: {reason}")

@@ -261,7 +261,7 @@ def test_unknown_peer_fails_delivery(rendezvous, tmp_path, node_binary):
                 await server.send_message(never_started, "anyone there?")
             return info.value
     exc = run(main())
-    assert exc.peer_id == never_started and exc.reason
+    assert exc.peer_id == never_started and exc.code == "unknown-peer", exc.reason
 
 
 def test_too_large_message_fails_and_the_stream_stays_in_sync(rendezvous, tmp_path):
@@ -275,7 +275,7 @@ def test_too_large_message_fails_and_the_stream_stays_in_sync(rendezvous, tmp_pa
                 reply = await client.messages().__anext__()
                 return info.value, reply, await echo
     exc, reply, seen = run(main())
-    assert exc.reason.startswith("too-large")
+    assert exc.reason.startswith("too-large") and exc.code == "too-large"
     assert reply["payload"] == {"small": True}
     assert [m["payload"] for _, m in seen] == [{"small": True}]  # nothing of the large one arrived
 

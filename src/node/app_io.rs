@@ -291,8 +291,16 @@ async fn read_frames(
                     continue;
                 }
                 let permit = acquire(budget, payload_len).await;
-                let mut payload = vec![0u8; payload_len];
-                reader.read_exact(&mut payload).await?;
+                // Filled straight from the reader, without zeroing first (payload_len was checked
+                // against --max-message above).
+                let mut payload = Vec::with_capacity(payload_len);
+                while payload.len() < payload_len {
+                    let left = (payload_len - payload.len()) as u64;
+                    // Into the spare capacity only: never grows the allocation.
+                    if (&mut reader).take(left).read_buf(&mut payload).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
                 let input = Input::Send {
                     msg_id: header.msg_id,
                     peer_text: header.peer_text,

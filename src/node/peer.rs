@@ -282,11 +282,17 @@ impl PeerTask {
         while let Some(queued) = messages.recv().await {
             self.fail(queued.msg_id, &not_sent).await;
         }
-        let paths = &self.context.dialler.paths;
         for connection in &self.connections {
             connection.close(0u32.into(), b"quit");
-            paths.release(connection.remote_address(), false);
+            // The close must still reach the peer over the path: free the address later.
+            let (connection, paths) = (connection.clone(), self.context.dialler.paths.clone());
+            tokio::spawn(async move {
+                connection.closed().await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                paths.release(connection.remote_address(), false);
+            });
         }
+        let paths = &self.context.dialler.paths;
         if !self.connections.is_empty() {
             paths.set_connected(self.peer, false);
         }

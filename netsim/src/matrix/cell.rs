@@ -68,6 +68,8 @@ pub struct MessageTally {
     pub failed_while_connected: usize,
     /// Arrived intact (counted in `delivered`) but its sender never reported `delivered`.
     pub unconfirmed: usize,
+    /// Its sender reported more than one terminal event (`delivered`/`failed`) for it.
+    pub double_terminal: usize,
 }
 
 impl MessageTally {
@@ -81,6 +83,7 @@ impl MessageTally {
         self.duplicated += other.duplicated;
         self.failed_while_connected += other.failed_while_connected;
         self.unconfirmed += other.unconfirmed;
+        self.double_terminal += other.double_terminal;
     }
 }
 

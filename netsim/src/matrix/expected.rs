@@ -287,6 +287,12 @@ pub fn verdict(expect: &Expectation, got: &CellResult) -> Verdict {
     if m.duplicated > 0 {
         worse.push(format!("{} message(s) delivered twice", m.duplicated));
     }
+    if m.double_terminal > 0 {
+        worse.push(format!(
+            "{} message(s) got more than one delivered/failed event",
+            m.double_terminal
+        ));
+    }
     if m.unconfirmed > 0 {
         worse.push(format!(
             "{} message(s) arrived but their sender reported no `delivered`",
@@ -489,6 +495,9 @@ mod tests {
     fn unconfirmed_and_failed_messages_are_worse() {
         let mut r = result(true, Some("direct"));
         r.messages.unconfirmed = 1;
+        assert!(matches!(verdict(&expect(true), &r), Verdict::Worse(_)));
+        let mut r = result(true, Some("direct"));
+        r.messages.double_terminal = 1;
         assert!(matches!(verdict(&expect(true), &r), Verdict::Worse(_)));
         let mut r = result(true, Some("direct"));
         r.messages.failed = 1;

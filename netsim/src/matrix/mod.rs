@@ -13,6 +13,7 @@ pub mod rebind;
 pub mod relaybench;
 pub mod report;
 pub mod session;
+pub mod svg;
 pub mod trials;
 
 use crate::error::{NetsimError, Result};
@@ -30,7 +31,7 @@ pub const DEFAULT_EXPECTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/expecte
 /// Arguments of `netsim matrix`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MatrixArgs {
-    /// Report folder (matrix.md, matrix.json, and per-cell logs under logs/).
+    /// Report folder (matrix.md, matrix.json, matrix.svg, and per-cell logs under logs/).
     #[arg(long, default_value = "reports/netsim")]
     pub out: PathBuf,
     /// Expected outcomes.

@@ -604,6 +604,10 @@ pub fn conclude(r: &mut RebindResult, session: &Session, tally: &MessageTally) {
         (tally.lost, "lost (no delivered or failed event)"),
         (tally.corrupted, "corrupted"),
         (tally.duplicated, "duplicated"),
+        (
+            tally.double_terminal,
+            "with more than one delivered/failed event",
+        ),
     ] {
         if n > 0 {
             r.problems.push(format!("{n} message(s) {what}"));

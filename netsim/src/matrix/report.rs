@@ -1,4 +1,5 @@
-//! The matrix report: a markdown table for people and JSON for programs.
+//! The matrix report: a markdown table for people, JSON for programs, and an SVG picture
+//! (`super::svg`).
 
 use super::cell::CellResult;
 use super::expected::{Expectation, Verdict};
@@ -232,7 +233,12 @@ impl Report {
             context: "serialising the matrix report".into(),
             message: e.to_string(),
         })?;
-        for (name, text) in [("matrix.md", self.markdown()), ("matrix.json", json)] {
+        let svg = super::svg::render(self);
+        for (name, text) in [
+            ("matrix.md", self.markdown()),
+            ("matrix.json", json),
+            ("matrix.svg", svg),
+        ] {
             let path = dir.join(name);
             std::fs::write(&path, text)
                 .map_err(|e| NetsimError::io(format!("writing {}", path.display()), e))?;

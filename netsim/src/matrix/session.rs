@@ -397,6 +397,20 @@ pub fn find_event(history: &[Timed], names: &[&str], key: &str) -> Option<Instan
     })
 }
 
+/// How many events named one of `names` carry `key` as their first field.
+pub fn count_events(history: &[Timed], names: &[&str], key: &str) -> usize {
+    history
+        .iter()
+        .filter(|t| match &t.output {
+            Output::Event(line) => {
+                let mut words = line.split(' ');
+                words.next().is_some_and(|name| names.contains(&name)) && words.next() == Some(key)
+            }
+            _ => false,
+        })
+        .count()
+}
+
 /// When the first `connected` event naming the other peer appeared on either side.
 fn connected_since(nodes: &[NodeProcess], ids: &[String]) -> Option<Instant> {
     (0..2)
@@ -504,6 +518,14 @@ fn tally(
     }
     for m in sent {
         let key = m.id.to_string();
+        let terminal = count_events(&nodes[m.from].history, &["delivered", "failed"], &key);
+        if terminal > 1 {
+            t.double_terminal += 1;
+            notes.push(format!(
+                "message {} got {terminal} delivered/failed events",
+                m.id
+            ));
+        }
         let failed = find_event(&nodes[m.from].history, &["failed"], &key);
         let delivered = find_event(&nodes[m.from].history, &["delivered"], &key);
         match arrivals.get(&(1 - m.from, m.id)) {

@@ -102,7 +102,8 @@ pub struct AgentConfig {
     /// heartbeat and a second of retransmits; a false alarm costs one lookup and a few checks,
     /// since the path stays selected until another works).
     pub path_timeout: Duration,
-    /// Most peers with state (default 1024).
+    /// Most peers with state (default 2048: twice the node's peer tasks, so that the node's
+    /// eviction of idle peers, not this table, decides who is served).
     pub max_peers: usize,
     /// Most candidate pairs per peer (default 32).
     pub max_pairs: usize,
@@ -125,7 +126,7 @@ impl Default for AgentConfig {
             answer_window: Duration::from_millis(250),
             heartbeat: Duration::from_secs(2),
             path_timeout: Duration::from_secs(3),
-            max_peers: 1024,
+            max_peers: 2048,
             max_pairs: 32,
             max_vaddrs: 4096,
             relay_only: false,
@@ -419,6 +420,7 @@ impl PathAgent {
         let config = self.config;
         let state = self.peer_state(now, peer)?;
         let selected = state.selected;
+        let trusted = state.connected || state.round_until.is_some_and(|until| until > now);
         let direct = !relayed && local != LocalSocketId::RELAY && state.peer_relayed != Some(from);
         if config.relay_only && direct {
             return Ok(());
@@ -432,7 +434,16 @@ impl PathAgent {
                 pair.follow = true;
             }
             if pair.state != PairState::Succeeded || (heartbeat && !is_selected) {
-                pair.schedule(now, now + config.check_timeout);
+                // A check's source may be spoofed (its tag proves only that some identity
+                // made it): outside a round with this peer, or a connection to it, it gets
+                // its reply and one check back, not a round of them (amplification bound,
+                // docs/PROTOCOL.md section 8). A genuine peer's punch request starts the round.
+                let window = if trusted {
+                    config.check_timeout
+                } else {
+                    Duration::ZERO
+                };
+                pair.schedule(now, now + window);
                 pair.triggered = true;
             }
             let path = pair.path;

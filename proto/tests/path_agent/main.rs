@@ -687,3 +687,70 @@ fn the_answering_side_sends_a_short_burst_not_a_five_second_round() {
         "answerer: {answer_checks} checks, {answer_bytes} bytes; dialler: {dial_checks} checks"
     );
 }
+
+/// A check's source can be spoofed: one valid check from a stranger identity (outside any
+/// round or connection) is answered once and triggers one check back, not a round of them.
+/// Counts what the agent sends to the spoofed address over 6 s.
+#[test]
+fn one_spoofed_check_from_a_stranger_is_not_amplified_into_a_round() {
+    use p2pnat_proto::path::auth::OwnSecret;
+    let start = std::time::Instant::now();
+    let mut agent = PathAgent::new(
+        OwnSecret::from_seed(&[1; 32]),
+        AgentConfig::default(),
+        [0; 32],
+    );
+    // The stranger makes a valid check to us under its own identity.
+    let mut stranger = PathAgent::new(
+        OwnSecret::from_seed(&[77; 32]),
+        AgentConfig::default(),
+        [5; 32],
+    );
+    let us = OwnSecret::from_seed(&[1; 32]).id();
+    stranger
+        .start_checks(
+            start,
+            us,
+            &direct(&["192.0.2.1:4000".parse().unwrap()]),
+            CheckRole::Dialler,
+        )
+        .unwrap();
+    let p2pnat_proto::path::Output::Transmit(check) = stranger.poll_output(start) else {
+        panic!("the stranger has a check to send");
+    };
+    let victim: std::net::SocketAddr = "198.51.100.200:53".parse().unwrap();
+    agent
+        .handle_datagram(
+            start,
+            p2pnat_proto::path::LocalSocketId(0),
+            victim,
+            &check.contents,
+        )
+        .unwrap();
+    let (mut now, mut to_victim, mut bytes) = (start, 0usize, 0usize);
+    while now < start + Duration::from_secs(6) {
+        match agent.poll_output(now) {
+            p2pnat_proto::path::Output::Transmit(t) => {
+                if t.destination == victim {
+                    to_victim += 1;
+                    bytes += t.contents.len();
+                }
+            }
+            p2pnat_proto::path::Output::Event(_) => {}
+            p2pnat_proto::path::Output::Timeout(at) => {
+                now = at;
+                agent.handle_timeout(now);
+            }
+        }
+    }
+    eprintln!(
+        "one spoofed check of {} bytes: {to_victim} datagrams, {bytes} bytes to its source",
+        check.contents.len()
+    );
+    // The reply, a triggered check and its early retries (and at most one retransmit).
+    assert!(
+        to_victim <= 6,
+        "{to_victim} datagrams sent to a spoofed source"
+    );
+    assert!(to_victim >= 1, "the check is still answered");
+}
