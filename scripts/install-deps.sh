@@ -9,6 +9,7 @@
 #   (scripts/build-wheel.sh); python3-pip and python3-venv (root only, when pip is missing or
 #   `python3 -m venv` fails, as on a fresh Debian/Ubuntu) let scripts/check-wheel.sh install the
 #   wheel into a fresh venv.
+# - systemd (root only, when systemd-analyze is missing): scripts/check-packaging.sh.
 set -euo pipefail
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "install-deps: could not add rustfmt/clippy components" >&2
@@ -19,6 +20,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
   command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+  # systemd-analyze: scripts/check-packaging.sh verifies packaging/p2p-rendezvous.service.
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
   # Debian's python3 without python3-venv imports ensurepip but cannot make a venv: try one.
   venv_probe=$(mktemp -d)

@@ -8,6 +8,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins
+echo "== packaging: systemd unit (systemd-analyze), example config, Containerfile"
+./scripts/check-packaging.sh
 echo "== cargo test"
 cargo test --workspace
 echo "== the README's quick start: scripts/demo.sh, checked by what it must show"

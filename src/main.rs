@@ -65,6 +65,9 @@ struct Args {
     /// Use only relayed paths (for measuring and testing the relay; both peers should say so).
     #[arg(long, conflicts_with = "no_relay")]
     relay_only: bool,
+    /// Log format on stderr: `text` or `json` (one JSON object a line).
+    #[arg(long, value_enum, default_value_t = p2pnat::process::LogFormat::Text, global = true)]
+    log_format: p2pnat::process::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,8 +79,8 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
-    p2pnat::process::init_logging("warn");
     let args = Args::parse();
+    p2pnat::process::init_logging("warn", args.log_format);
     if let Some(Sub::Netcheck(netcheck)) = &args.command {
         return p2pnat::netcheck::main(&args.rendezvous, netcheck);
     }

@@ -1,17 +1,41 @@
 //! Process plumbing shared by the `p2p-node` and `p2p-rendezvous` binaries: logging to stderr and
 //! waiting for SIGINT/SIGTERM.
 
+/// How log lines look on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `target`, `fields`, `span`, `spans`), for
+    /// log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The flag value naming this format.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Sends `tracing` logs to stderr (never stdout: stdout is the application protocol), filtered by
-/// `RUST_LOG` or else `default_filter`; colours only on a terminal.
-pub fn init_logging(default_filter: &str) {
-    tracing_subscriber::fmt()
+/// `RUST_LOG` or else `default_filter`, as text or JSON lines.
+pub fn init_logging(default_filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// SIGINT and SIGTERM listeners, installed once: a signal that arrives while nobody is awaiting

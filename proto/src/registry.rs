@@ -5,7 +5,8 @@
 //! number of entries and of tracked source IPs is capped, so memory is bounded whatever clients do.
 //!
 //! Driving it: call [`Registry::register`], [`Registry::lookup`] and [`Registry::unregister`] as
-//! requests arrive, and [`Registry::handle_timeout`] when the instant from
+//! requests arrive (or [`Registry::register_owned`] and [`Registry::unregister_owned`] when each
+//! registration belongs to a connection), and [`Registry::handle_timeout`] when the instant from
 //! [`Registry::poll_timeout`] has passed. `now` is always passed in; the registry never reads a
 //! clock. Lookups never return an expired entry, even before `handle_timeout` removed it.
 
@@ -71,6 +72,8 @@ impl RegisterError {
 struct Entry {
     record: PeerRecord,
     expires: Instant,
+    /// The connection that registered it last (a number the caller chose; 0 when none).
+    owner: u64,
 }
 
 /// The registry. See the module documentation for how to drive it.
@@ -134,6 +137,19 @@ impl Registry {
         peer: PeerId,
         record: PeerRecord,
     ) -> Result<Duration, RegisterError> {
+        self.register_owned(now, peer, 0, record)
+    }
+
+    /// [`Self::register_record`] on behalf of connection `owner` (a number unique to each
+    /// connection): the entry now belongs to it, and [`Self::unregister_owned`] by another
+    /// connection leaves it alone.
+    pub fn register_owned(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        owner: u64,
+        record: PeerRecord,
+    ) -> Result<Duration, RegisterError> {
         let observed = record.observed;
         let local_addrs = &record.local_addrs;
         if local_addrs.len() > MAX_LOCAL_ADDRS {
@@ -148,7 +164,12 @@ impl Registry {
             self.take_token(now, observed.ip())?;
         }
         let expires = now + self.limits.ttl;
-        if let Some(old) = self.entries.insert(peer, Entry { record, expires }) {
+        let entry = Entry {
+            record,
+            expires,
+            owner,
+        };
+        if let Some(old) = self.entries.insert(peer, entry) {
             self.expiries.remove(&(old.expires, peer));
             self.forget_ip(old.record.observed.ip());
         }
@@ -174,6 +195,16 @@ impl Registry {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Removes `peer` only if connection `owner` registered it last: the close of a peer's old
+    /// connection must not remove the registration its new connection just made (they race when
+    /// a node reconnects). Returns whether it was removed.
+    pub fn unregister_owned(&mut self, peer: &PeerId, owner: u64) -> bool {
+        match self.entries.get(peer) {
+            Some(entry) if entry.owner == owner => self.unregister(peer),
+            _ => false,
         }
     }
 
@@ -372,6 +403,37 @@ mod tests {
         registry.handle_timeout(now + Duration::from_secs(10));
         assert!(!registry.has_observed_ip(ip(b)));
         assert!(registry.observed_ips.is_empty());
+    }
+
+    fn record(port: u16) -> PeerRecord {
+        PeerRecord {
+            observed: addr(port),
+            local_addrs: vec![],
+            nat: NatReport::UNKNOWN,
+            relayed: None,
+            over: RegisteredOver::Quic,
+        }
+    }
+
+    #[test]
+    fn an_old_connections_close_leaves_the_new_connections_registration() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits::default());
+        // Connection 1 registers the peer; the peer reconnects (connection 2) and registers
+        // again before connection 1's close is handled.
+        registry.register_owned(now, peer(1), 1, record(1)).unwrap();
+        registry.register_owned(now, peer(1), 2, record(2)).unwrap();
+        assert!(
+            !registry.unregister_owned(&peer(1), 1),
+            "not connection 1's any more"
+        );
+        assert_eq!(registry.lookup(now, &peer(1)).unwrap().observed, addr(2));
+        assert!(registry.has_observed_ip(addr(2).ip()));
+        // Connection 2's own close removes it, with its index entries.
+        assert!(registry.unregister_owned(&peer(1), 2));
+        assert!(registry.lookup(now, &peer(1)).is_none());
+        assert!(registry.is_empty() && registry.poll_timeout().is_none());
+        assert!(!registry.unregister_owned(&peer(1), 2), "already gone");
     }
 
     #[test]

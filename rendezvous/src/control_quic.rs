@@ -9,19 +9,41 @@ use p2pnat_proto::control::{self, MAX_CONTROL_MESSAGE};
 use p2pnat_proto::PeerId;
 use tracing::Instrument as _;
 
+use crate::metrics::{Conn, Dropped, METRICS};
 use crate::requests::{respond, Link, Owner};
 use crate::server::State;
 
-pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
+/// Counts a QUIC connection in [`State::connections`] from its acceptance (before its
+/// handshake) until it ends, whichever way: the `--max-connections` check then sees handshakes
+/// in flight too, and the cap is exact.
+pub struct Slot(Arc<State>);
+
+impl Slot {
+    pub fn take(state: &Arc<State>) -> Slot {
+        state.connections.fetch_add(1, Ordering::Relaxed);
+        Slot(state.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted QUIC connection; `_slot` is its place under `--max-connections`.
+pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>, _slot: Slot) {
     let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(e) => {
+            METRICS.count_drop(Dropped::QuicAuthFailure);
             tracing::debug!(%remote, "handshake failed: {e}");
             return;
         }
     };
     let Some(peer) = tls::peer_id_of(&connection) else {
+        METRICS.count_drop(Dropped::QuicAuthFailure);
         connection.close(1u32.into(), b"no peer identity");
         return;
     };
@@ -30,7 +52,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
         conn: state.next_conn.fetch_add(1, Ordering::Relaxed),
         link: Link::Quic(connection.clone()),
     };
-    state.connections.fetch_add(1, Ordering::Relaxed);
+    let counted = METRICS.connection(Conn::QuicControl);
     async {
         tracing::debug!("connected");
         let reason = loop {
@@ -55,7 +77,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>) {
     }
     .instrument(span)
     .await;
-    state.connections.fetch_sub(1, Ordering::Relaxed);
+    drop(counted);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use crate::metrics::{Conn, METRICS};
 use crate::requests::{respond, Link, Owner};
 use crate::server::State;
 use crate::turn_stream::{out_queue, StreamLimits, StreamOut, WRITE_STALL};
@@ -51,6 +52,7 @@ pub async fn serve<S>(
             },
         };
         tracing::debug!("connected");
+        let _counted = METRICS.connection(Conn::TlsControl);
         let (mut reader, mut writer) = tokio::io::split(stream);
         // One request at a time: the reader waits until the previous one is answered.
         let (requests, mut request_rx) = mpsc::channel::<(u32, Vec<u8>)>(1);

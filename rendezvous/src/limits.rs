@@ -69,6 +69,7 @@ impl ConnectionLimiter {
             None
         };
         if let Some(refusal) = refusal {
+            crate::metrics::METRICS.count_drop(crate::metrics::Dropped::TcpQuota);
             if counts.logged.len() >= REFUSAL_LOG_ENTRIES && !counts.logged.contains_key(&ip) {
                 counts.logged.clear();
             }

@@ -21,6 +21,7 @@ use p2pnat_proto::{stun, PeerId};
 use tokio::time::Instant;
 
 use crate::limits::ConnectionLimiter;
+use crate::metrics::{Dropped, METRICS};
 use crate::requests::Owner;
 use crate::tls_port::{TlsPort, TlsPortSettings};
 
@@ -29,6 +30,8 @@ use crate::tls_port::{TlsPort, TlsPortSettings};
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub stun_listen: Vec<SocketAddr>,
+    /// The metrics and health endpoint (`None`: off).
+    pub metrics_listen: Option<SocketAddr>,
     pub identity_path: PathBuf,
     pub limits: RegistryLimits,
     pub max_connections: usize,
@@ -36,6 +39,10 @@ pub struct ServerConfig {
     /// Punch requests one node may cause in a burst, and the time to earn one more.
     pub punch_burst: u32,
     pub punch_interval: Duration,
+    /// Punch requests the nodes of one source IP may cause together in a burst, and the time
+    /// to earn one more.
+    pub punch_per_ip_burst: u32,
+    pub punch_per_ip_interval: Duration,
     /// An external TURN server offered to registering nodes instead of the built-in one.
     pub relay_offer: Option<RelayOffering>,
     /// How long the built-in server's credentials work.
@@ -96,6 +103,8 @@ pub enum ServerError {
     Turn(#[from] crate::turn::TurnError),
     #[error(transparent)]
     TlsPort(#[from] crate::tls_port::TlsPortError),
+    #[error(transparent)]
+    Metrics(#[from] crate::http::MetricsBindError),
 }
 
 /// Shared state: the registry and which connection holds each registration.
@@ -105,18 +114,42 @@ pub struct State {
     pub owners: Mutex<HashMap<PeerId, Owner>>,
     /// Numbers control connections, QUIC and TLS alike ([`Owner::conn`]).
     pub next_conn: AtomicU64,
-    /// QUIC connections now (TCP connections are counted by the TLS port's limiter).
+    /// QUIC connections now, handshakes in flight included (`control_quic::Slot`; TCP
+    /// connections are counted by the TLS port's limiter).
     pub connections: AtomicUsize,
     pub registry_changed: tokio::sync::Notify,
     /// `--stun-listen` addresses told to nodes for NAT mapping detection.
     pub stun_alternates: Vec<SocketAddr>,
     /// Punch requests each node may cause: bounds how hard one node can make others probe it.
     pub punch_limits: Mutex<TokenBuckets<PeerId>>,
+    /// Punch requests the nodes of each source IP may cause together: one host with many keys
+    /// cannot multiply its key's allowance (at most `max_tracked_ips` IPs tracked).
+    pub punch_ip_limits: Mutex<TokenBuckets<std::net::IpAddr>>,
     /// The inbound probe's address (see [`Poker`]), told to registering nodes.
     pub inbound_probe: Option<SocketAddr>,
     /// The relay offered to nodes: the external one configured, or the built-in one once its
     /// listener is bound.
     pub relay_offer: std::sync::OnceLock<RelayOffering>,
+}
+
+#[cfg(test)]
+impl State {
+    /// A state with the default limits and nothing bound, for unit tests.
+    pub fn for_tests() -> State {
+        let limits = RegistryLimits::default();
+        State {
+            registry: Mutex::new(Registry::new(limits.clone())),
+            owners: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            registry_changed: tokio::sync::Notify::new(),
+            stun_alternates: Vec::new(),
+            punch_limits: Mutex::new(TokenBuckets::new(32, Duration::from_millis(250), 1024)),
+            punch_ip_limits: Mutex::new(TokenBuckets::new(64, Duration::from_millis(100), 1024)),
+            inbound_probe: None,
+            relay_offer: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// What the inbound probe sends: a STUN Binding indication (20 bytes, no attributes). A node
@@ -132,6 +165,7 @@ fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
 
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let identity = Identity::load_or_create(&config.identity_path)?;
+    let metrics_listener = config.metrics_listen.map(crate::http::bind).transpose()?;
     let (socket, side_rx) = NodeSocket::new(bind(config.listen)?, None)?;
     let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
     let mut server_config =
@@ -191,6 +225,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             config.punch_interval,
             config.limits.max_registrations,
         )),
+        punch_ip_limits: Mutex::new(TokenBuckets::new(
+            config.punch_per_ip_burst,
+            config.punch_per_ip_interval,
+            config.limits.max_tracked_ips,
+        )),
         inbound_probe,
         relay_offer: std::sync::OnceLock::new(),
     });
@@ -248,6 +287,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         }
     }
 
+    // Everything is bound: /healthz answers ok from before the first line is printed.
+    crate::http::set_ready(true);
     tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
     {
         // `listening` stays the first line (scripts read it); the TLS port's follows.
@@ -256,19 +297,29 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         if let Some(bound) = tls_listening {
             let _ = writeln!(stdout, "tls listening {bound}");
         }
+        if let Some(listener) = metrics_listener {
+            let bound = listener.local_addr()?;
+            tracing::info!(addr = %bound, "metrics listening (GET /metrics, GET /healthz)");
+            let _ = writeln!(stdout, "metrics listening {bound}");
+            tokio::spawn(crate::http::serve(listener));
+        }
         let _ = stdout.flush();
     }
 
     let accept = async {
+        let _alive = crate::http::loop_guard("QUIC accept");
         while let Some(incoming) = endpoint.accept().await {
             if state.connections.load(Ordering::Relaxed) >= config.max_connections {
+                METRICS.count_drop(Dropped::QuicQuota);
                 tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
                 incoming.refuse();
                 continue;
             }
+            let slot = crate::control_quic::Slot::take(&state);
             tokio::spawn(crate::control_quic::serve_connection(
                 incoming,
                 state.clone(),
+                slot,
             ));
         }
     };
@@ -276,6 +327,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         _ = accept => {}
         _ = p2pnat::process::shutdown_signal() => tracing::info!("shutting down"),
     }
+    crate::http::set_ready(false);
     endpoint.close(0u32.into(), b"rendezvous shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
@@ -285,6 +337,7 @@ fn stun_answer(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
     match stun::answer_binding_request(datagram, from) {
         Ok(answer) => Some(answer),
         Err(e) => {
+            METRICS.count_drop(Dropped::StunMalformed);
             tracing::debug!(%from, "STUN datagram dropped: {e}");
             None
         }
@@ -325,6 +378,7 @@ impl Poker {
             return;
         }
         if !self.limits.take(Instant::now().into_std(), from.ip()) {
+            METRICS.count_drop(Dropped::PokeRateLimit);
             tracing::debug!(%from, "poke refused: rate limited");
             return;
         }
@@ -339,6 +393,7 @@ async fn answer_stun_on_main_socket(
     mut side_rx: tokio::sync::mpsc::Receiver<SideDatagram>,
     mut poker: Option<Poker>,
 ) {
+    let _alive = crate::http::loop_guard("STUN");
     while let Some(datagram) = side_rx.recv().await {
         match datagram.kind {
             DatagramKind::Stun => {
@@ -380,6 +435,7 @@ async fn answer_stun_only(socket: Arc<tokio::net::UdpSocket>) {
 }
 
 async fn expire_registrations(state: Arc<State>) {
+    let _alive = crate::http::loop_guard("registry expiry");
     loop {
         let next = state.registry.lock().expect("registry lock").poll_timeout();
         match next {
@@ -388,11 +444,12 @@ async fn expire_registrations(state: Arc<State>) {
                     _ = tokio::time::sleep_until(deadline.into()) => {}
                     _ = state.registry_changed.notified() => continue,
                 }
-                let removed = state
-                    .registry
-                    .lock()
-                    .expect("registry lock")
-                    .handle_timeout(Instant::now().into_std());
+                let removed = {
+                    let mut registry = state.registry.lock().expect("registry lock");
+                    let removed = registry.handle_timeout(Instant::now().into_std());
+                    METRICS.registered_peers.set(registry.len() as i64);
+                    removed
+                };
                 for peer in removed {
                     tracing::info!(peer = %peer, "registration expired");
                 }

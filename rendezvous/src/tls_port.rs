@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::limits::ConnectionLimiter;
+use crate::metrics::{Dropped, METRICS};
 use crate::server::State;
 use crate::turn_stream::{StreamLimits, StreamLink};
 
@@ -86,6 +87,7 @@ pub struct TlsPort {
 impl TlsPort {
     /// Accepts connections forever.
     pub async fn run(self, listener: TcpListener) {
+        let _alive = crate::http::loop_guard("TLS port");
         loop {
             let (stream, from) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -125,10 +127,12 @@ impl TlsPort {
         let tls = match tokio::time::timeout(self.settings.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
+                METRICS.count_drop(Dropped::TlsAuthFailure);
                 tracing::debug!(%from, "TLS handshake failed: {e}");
                 return;
             }
             Err(_) => {
+                METRICS.count_drop(Dropped::TlsAuthFailure);
                 tracing::debug!(%from, "TLS handshake timed out");
                 return;
             }
@@ -136,6 +140,7 @@ impl TlsPort {
         let connection = tls.get_ref().1;
         if connection.alpn_protocol() == Some(ALPN_RENDEZVOUS_TLS) {
             let Some(peer) = peer_id_of_server_connection(connection) else {
+                METRICS.count_drop(Dropped::TlsAuthFailure);
                 tracing::debug!(%from, "control connection without a peer identity closed");
                 return;
             };

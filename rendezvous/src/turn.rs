@@ -268,6 +268,8 @@ impl Driver {
         mut relay_rx: mpsc::Receiver<SocketAddr>,
         mut stream_rx: mpsc::Receiver<StreamEvent>,
     ) {
+        let _alive = crate::http::loop_guard("TURN");
+        let mut metrics = crate::metrics::TurnSync::default();
         let mut bufs = RecvBufs::new();
         // The message for a client, reused for every relayed datagram.
         let mut out = Vec::with_capacity(RELAY_MAX_DATAGRAM + 64);
@@ -309,6 +311,16 @@ impl Driver {
                 }
             }
             self.drain();
+            // Once per batch, never per datagram: a copy of the machine's counters.
+            metrics.sync(
+                self.machine.stats(),
+                self.machine.allocation_count(),
+                crate::metrics::DriverDrops {
+                    oversize: self.oversize_drops,
+                    send: self.send_drops,
+                    stream: self.stream_drops,
+                },
+            );
         }
     }
 

@@ -97,6 +97,10 @@ impl StreamLink {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let _permit = permit;
+        let _counted = crate::metrics::METRICS.connection(match client.transport {
+            p2pnat_proto::turn::server::ClientTransport::Tls => crate::metrics::Conn::TurnTls,
+            _ => crate::metrics::Conn::TurnTcp,
+        });
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (out, mut rx) = out_queue(self.limits.max_buffered);
         if self
