@@ -47,6 +47,9 @@ enum Cmd {
     Check,
     /// Run every pair of peer kinds with p2p-node and p2p-rendezvous and write a report.
     Matrix(matrix::MatrixArgs),
+    /// scripts/bench.sh's long-link figures: iperf3 TCP and p2p-node bulk on 20 ms uplinks
+    /// (uncapped, 100 Mbit/s, 100 Mbit/s with 1% loss), interleaved over rounds.
+    Longlink(matrix::longlink::LongLinkArgs),
     /// Remove leftover labs (namespaces named nsim*) whose owning process is gone.
     Down {
         /// Also remove labs whose owner is still running.
@@ -80,6 +83,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
         Cmd::Exec { host, run, command } => exec(&host, run.as_deref(), &command),
         Cmd::Check => check(),
         Cmd::Matrix(args) => matrix::run_cli(&args),
+        Cmd::Longlink(args) => matrix::longlink::run_cli(&args),
         Cmd::Down { all } => down(all),
     }
 }
