@@ -58,6 +58,11 @@ struct Args {
     /// lossy links, see docs/PERFORMANCE.md).
     #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Cubic)]
     congestion: p2pnat::socket::CongestionControl,
+    /// QUIC flow-control window W in bytes: per stream W, per connection 2 W received and not
+    /// yet read, W sent and not yet acknowledged (so at most 3 W held per peer).
+    #[arg(long, default_value_t = p2pnat::socket::DEFAULT_FLOW_WINDOW,
+          value_parser = clap::value_parser!(u64).range(65536..=1073741824))]
+    flow_window: u64,
     /// Never use the relay the rendezvous offers (peers that cannot be reached directly are
     /// then unreachable).
     #[arg(long)]
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    p2pnat::socket::set_flow_window(args.flow_window);
     let config = NodeConfig {
         identity,
         rendezvous: args.rendezvous,

@@ -7,7 +7,7 @@
 //! ```text
 //! quinn-pipe listen [--bind 127.0.0.1:0]          # stderr: "listening <addr> <peer_id>"
 //! quinn-pipe connect <addr> <peer_id>             # stdin goes to the listener's stdout
-//! options: --congestion cubic|bbr   --quinn-defaults   --alpn-rendezvous (unused ALPN check)
+//! options: --congestion cubic|bbr   --flow-window BYTES (as p2p-node's)   --quinn-defaults
 //! ```
 //! The listener takes one connection and one stream, writes it to stdout and exits when it ends.
 
@@ -49,6 +49,11 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
                 }
             }
             "--quinn-defaults" => options.quinn_defaults = true,
+            "--flow-window" => p2pnat::socket::set_flow_window(
+                args.next()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or("--flow-window needs a byte count")?,
+            ),
             "--bind" => {
                 options.bind = args
                     .next()
