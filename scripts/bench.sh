@@ -10,6 +10,7 @@
 #
 # Environment: BENCH_ROUNDS, BENCH_BULK_MIB, BENCH_OUT (default reports/bench),
 # BENCH_NODE_ARGS (extra p2p-node/quinn-pipe transport arguments, e.g. "--congestion bbr"),
+# BENCH_NODE_VARIANTS (p2p-node variants run in the same rounds, "NAME=ARGS;NAME=ARGS"),
 # BENCH_SKIP="dumbpipe netsim rendezvous python" (any of them).
 #
 # Every program runs on loopback only: when possible the driver runs in a network namespace of
@@ -78,6 +79,15 @@ args=(--node "$bin/p2p-node" --rendezvous "$bin/p2p-rendezvous" --pipe "$bin/qui
 [ -n "$dumbpipe" ] && args+=(--dumbpipe "$dumbpipe")
 if [[ $skip != *" python "* ]]; then args+=(--python-script bench/python_json.py); else note "Python skipped (BENCH_SKIP)"; fi
 for a in ${BENCH_NODE_ARGS:-}; do args+=(--node-arg "$a" --pipe-arg "$a"); done
+# p2p-node variants measured in the same rounds (NAME=ARGS;NAME=ARGS): the alternatives to
+# today's defaults, so that before/after is always one interleaved run.
+if [ "$mode" = full ]; then
+  variants=${BENCH_NODE_VARIANTS-"cubic=--congestion cubic;window-1.25MB=--flow-window 1250000"}
+else
+  variants=${BENCH_NODE_VARIANTS-}
+fi
+IFS=';' read -r -a variant_list <<<"$variants"
+for v in "${variant_list[@]}"; do [ -n "$v" ] && args+=(--node-variant "$v"); done
 
 includes=()
 # Long link in the NAT lab (root only; netsim runs one at a time under /tmp/netsim.lock).

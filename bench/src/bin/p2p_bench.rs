@@ -49,13 +49,16 @@ struct Options {
     label: String,
     extra_json: Vec<PathBuf>,
     notes: Option<PathBuf>,
+    /// `--node-variant NAME=ARGS`: p2p-node again with ARGS added, as tool "p2p-node NAME".
+    node_variants: Vec<(String, Vec<String>)>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: p2p-bench --node BIN --rendezvous BIN --pipe BIN [--dumbpipe BIN] [--python-script FILE]\n\
          \t[--rounds N] [--bulk-mib N] [--small N] [--latency N] [--python-messages N] [--out DIR]\n\
-         \t[--node-arg ARG]... [--pipe-arg ARG]... [--label TEXT] [--include JSON]... [--include-notes MD]"
+         \t[--node-arg ARG]... [--pipe-arg ARG]... [--label TEXT] [--include JSON]... [--include-notes MD]\n\
+         \t[--node-variant NAME=ARGS]..."
     );
     std::process::exit(2)
 }
@@ -78,6 +81,7 @@ fn parse_options() -> Options {
         label: String::new(),
         extra_json: Vec::new(),
         notes: None,
+        node_variants: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -99,6 +103,14 @@ fn parse_options() -> Options {
             "--label" => o.label = value(),
             "--include" => o.extra_json.push(value().into()),
             "--include-notes" => o.notes = Some(value().into()),
+            "--node-variant" => {
+                let v = value();
+                let (name, rest) = v.split_once('=').unwrap_or((&v, ""));
+                o.node_variants.push((
+                    name.to_string(),
+                    rest.split_whitespace().map(String::from).collect(),
+                ));
+            }
             _ => usage(),
         }
     }
@@ -343,7 +355,7 @@ struct Node {
     id: String,
 }
 
-fn start_node(o: &Options, rendezvous: &str, key: &Path) -> Result<Node, Error> {
+fn start_node(o: &Options, rendezvous: &str, key: &Path, extra: &[String]) -> Result<Node, Error> {
     let mut child = Command::new(&o.node)
         .args([
             "--io",
@@ -356,6 +368,7 @@ fn start_node(o: &Options, rendezvous: &str, key: &Path) -> Result<Node, Error> 
         .arg("--identity")
         .arg(key)
         .args(&o.node_args)
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -432,11 +445,11 @@ impl NodeEnds {
     }
 }
 
-fn node_session(o: &Options, dir: &Path) -> Result<Session, Error> {
+fn node_session(o: &Options, dir: &Path, extra: &[String]) -> Result<Session, Error> {
     let mut s = Session::default();
     let rendezvous = start_rendezvous(o, dir, &[])?;
-    let a = start_node(o, &rendezvous.addr, &dir.join("a.key"))?;
-    let b = start_node(o, &rendezvous.addr, &dir.join("b.key"))?;
+    let a = start_node(o, &rendezvous.addr, &dir.join("a.key"), extra)?;
+    let b = start_node(o, &rendezvous.addr, &dir.join("b.key"), extra)?;
     drain(a.rx);
     let mut ends = NodeEnds {
         a: Sender {
@@ -732,14 +745,29 @@ struct Report {
 }
 
 fn report(o: &Options, samples: &Samples, rounds_done: usize, started: &str) -> Report {
-    let tools = [NODE, QUINN, DUMB];
+    let variant_names: Vec<String> = o
+        .node_variants
+        .iter()
+        .map(|(name, _)| format!("{NODE} {name}"))
+        .collect();
+    let mut tools: Vec<&str> = vec![NODE];
+    tools.extend(variant_names.iter().map(String::as_str));
+    tools.extend([QUINN, DUMB]);
     let mut md = String::new();
     md.push_str(&format!(
         "# scripts/bench.sh{}\n\nStarted {started} UTC; {rounds_done} round(s), tools interleaved in each round; median of the rounds (range in brackets).\nBulk {} MiB, {} 64-byte messages, {} latency samples, {} Python messages. Ratios are p2p-node against the other tool, >1 means p2p-node is better (higher rate, or lower time/memory).\n\n",
         if o.label.is_empty() { String::new() } else { format!(" ({})", o.label) },
         o.bulk_mib, o.small_messages, o.latency_samples, o.python_messages
     ));
-    md.push_str("| measure | unit | p2p-node | quinn-pipe | dumbpipe 0.40.1 | p2p-node / quinn-pipe | p2p-node / dumbpipe |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| measure | unit | p2p-node |");
+    for (name, args) in &o.node_variants {
+        md.push_str(&format!(" p2p-node {name} (`{}`) |", args.join(" ")));
+    }
+    md.push_str(" quinn-pipe | dumbpipe 0.40.1 | p2p-node / quinn-pipe | p2p-node / dumbpipe |\n|---|---|---|");
+    for _ in &o.node_variants {
+        md.push_str("---|");
+    }
+    md.push_str("---|---|---|---|\n");
     let mut json_rows = Vec::new();
     let mut bars = Vec::new();
     for metric in METRICS {
@@ -764,8 +792,12 @@ fn report(o: &Options, samples: &Samples, rounds_done: usize, started: &str) -> 
         let r_quinn = node.zip(cell(QUINN)).map(|(n, q)| ratio(metric, n, q.0));
         let r_dumb = node.zip(cell(DUMB)).map(|(n, d)| ratio(metric, n, d.0));
         let fmt_ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        let variant_cells: String = variant_names
+            .iter()
+            .map(|t| format!(" {} |", shown(t)))
+            .collect();
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} |{variant_cells} {} | {} | {} | {} |\n",
             metric.name,
             metric.unit,
             shown(NODE),
@@ -792,9 +824,9 @@ fn report(o: &Options, samples: &Samples, rounds_done: usize, started: &str) -> 
             "higher_is_better": metric.higher_better,
             "ratio_vs_quinn_pipe": r_quinn, "ratio_vs_dumbpipe": r_dumb,
         });
-        for tool in tools {
+        for tool in &tools {
             if let Some((m, lo, hi)) = cell(tool) {
-                row[tool] = serde_json::json!({"median": m, "min": lo, "max": hi, "samples": by_tool[tool]});
+                row[*tool] = serde_json::json!({"median": m, "min": lo, "max": hi, "samples": by_tool[*tool]});
             }
         }
         json_rows.push(row);
@@ -902,7 +934,7 @@ fn report(o: &Options, samples: &Samples, rounds_done: usize, started: &str) -> 
         "started_utc": started, "label": o.label, "rounds": rounds_done,
         "bulk_mib": o.bulk_mib, "small_messages": o.small_messages,
         "latency_samples": o.latency_samples, "python_messages": o.python_messages,
-        "node_args": o.node_args, "pipe_args": o.pipe_args,
+        "node_args": o.node_args, "pipe_args": o.pipe_args, "node_variants": o.node_variants,
         "rows": json_rows, "targets": targets, "included": extra,
     });
     Report {
@@ -991,21 +1023,32 @@ fn main() {
     std::fs::create_dir_all(&o.out).expect("output directory");
     let work = o.out.join("work");
     let mut samples = Samples::new();
-    let mut tools: Vec<&str> = vec![NODE, QUINN];
+    let mut failures = 0usize;
+    let mut tools: Vec<String> = vec![NODE.to_string()];
+    for (name, _) in &o.node_variants {
+        tools.push(format!("{NODE} {name}"));
+    }
+    tools.push(QUINN.to_string());
     if o.dumbpipe.is_some() {
-        tools.push(DUMB);
+        tools.push(DUMB.to_string());
     }
     for round in 0..o.rounds {
         // Interleaved: every tool once per round, the order rotated from round to round.
         let mut order = tools.clone();
         order.rotate_left(round % tools.len());
         for tool in order {
-            let dir = work.join(format!("round{round}-{tool}"));
+            let tool = tool.as_str();
+            let dir = work.join(format!("round{round}-{}", tool.replace(' ', "-")));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("work directory");
-            let result = match tool {
-                NODE => node_session(&o, &dir),
-                QUINN => pipe_session(&o, Pipe::Quinn),
+            let variant = o
+                .node_variants
+                .iter()
+                .find(|(name, _)| tool.strip_prefix("p2p-node ") == Some(name.as_str()));
+            let result = match (tool, variant) {
+                (_, Some((_, extra))) => node_session(&o, &dir, extra),
+                (NODE, None) => node_session(&o, &dir, &[]),
+                (QUINN, None) => pipe_session(&o, Pipe::Quinn),
                 _ => pipe_session(&o, Pipe::Dumb),
             };
             match result {
@@ -1023,7 +1066,10 @@ fn main() {
                     );
                     record(&mut samples, tool, &s);
                 }
-                Err(e) => eprintln!("round {} {tool}: failed: {e}", round + 1),
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("round {} {tool}: failed: {e}", round + 1)
+                }
             }
         }
         if o.python_script.is_some() {
@@ -1039,7 +1085,10 @@ fn main() {
                         .or_default()
                         .push(rate);
                 }
-                Err(e) => eprintln!("round {} python: failed: {e}", round + 1),
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("round {} python: failed: {e}", round + 1)
+                }
             }
         }
     }
@@ -1057,4 +1106,10 @@ fn main() {
     .expect("bench.json");
     std::fs::write(o.out.join("bench.svg"), svg(&r.bars, &title)).expect("bench.svg");
     print!("{}", r.markdown);
+    // A session that did not run is a failure (the smoke run in CI checks that every tool
+    // works); figures themselves are never judged here.
+    if failures > 0 {
+        eprintln!("p2p-bench: {failures} session(s) failed");
+        std::process::exit(1);
+    }
 }

@@ -41,8 +41,8 @@ pub struct LongLinkArgs {
     /// Rounds (each runs every link's iperf3 and every variant once).
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
-    /// Bytes of each p2p-node transfer on a link without loss.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    /// Bytes of each p2p-node transfer (the most, with --same-bytes-as-iperf).
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub bulk_bytes: usize,
     /// Bytes of each p2p-node transfer on a lossy link (loss-based control is slow there).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
@@ -50,6 +50,11 @@ pub struct LongLinkArgs {
     /// Seconds a p2p-node transfer may take before it is reported as not finished.
     #[arg(long, default_value_t = 60)]
     pub bulk_timeout: u64,
+    /// Size each p2p-node transfer as the bytes iperf3 moved in its run on the same link in the
+    /// same round (at least 8 MiB, at most --bulk-bytes), so both include one ramp-up over a
+    /// similar time. `false`: --bulk-bytes (--lossy-bulk-bytes on lossy links).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub same_bytes_as_iperf: bool,
     /// Seconds of each iperf3 run.
     #[arg(long, default_value_t = 10)]
     pub iperf_seconds: u32,
@@ -168,11 +173,18 @@ pub fn run_cli(args: &LongLinkArgs) -> Result<std::process::ExitCode> {
             let len = order.len().max(1);
             order.rotate_left(round % len);
             for (name, node_args) in order {
-                let lossy = link.loss_percent > 0;
-                let bulk_bytes = if lossy {
-                    args.lossy_bulk_bytes
-                } else {
-                    args.bulk_bytes
+                // As many bytes as iperf3 moved in its run (so both ramp up over about the same
+                // time), within [8 MiB, --bulk-bytes]; --lossy-bulk-bytes if iperf3 failed on
+                // a lossy link, --bulk-bytes on another.
+                let bulk_bytes = match mib_s {
+                    Some(r) if args.same_bytes_as_iperf => {
+                        let bytes = (r * f64::from(args.iperf_seconds) * 1048576.0) as usize;
+                        bytes
+                            .next_multiple_of(1 << 20)
+                            .clamp(8 << 20, args.bulk_bytes)
+                    }
+                    _ if link.loss_percent > 0 => args.lossy_bulk_bytes,
+                    _ => args.bulk_bytes,
                 };
                 let cfg = CellConfig {
                     node_bin: node_bin.clone(),
@@ -260,11 +272,14 @@ fn write_report(
     };
     let mut md = String::from("## Long link in netsim (`netsim longlink`)\n\n");
     md.push_str(&format!(
-        "Two public lab hosts, both uplinks impaired as given (delay each way on each uplink: 20 ms = 80 ms round trip; rate in kbit/s; loss in % each way), {} round(s), iperf3 TCP (Linux default congestion control, {} s) and p2p-node ({} MiB, {} MiB on lossy links, 1 MiB messages) interleaved. MiB/s, median [range].\n\n",
+        "Two public lab hosts, both uplinks impaired as given (delay each way on each uplink: 20 ms = 80 ms round trip; rate in kbit/s; loss in % each way), {} round(s), iperf3 TCP (Linux default congestion control, {} s) and p2p-node (1 MiB messages; {}) interleaved. MiB/s, median [range].\n\n",
         args.rounds,
         args.iperf_seconds,
-        args.bulk_bytes >> 20,
-        args.lossy_bulk_bytes >> 20
+        if args.same_bytes_as_iperf {
+            format!("each transfer as many bytes as iperf3 moved in the same round, 8-{} MiB", args.bulk_bytes >> 20)
+        } else {
+            format!("{} MiB, {} MiB on lossy links", args.bulk_bytes >> 20, args.lossy_bulk_bytes >> 20)
+        }
     ));
     md.push_str("| link | iperf3 TCP |");
     for (name, a) in variants {
