@@ -60,7 +60,7 @@ fi
 
 # quinn's own perf tool (quinn-rs/quinn perf/): not published on crates.io (only the quinn,
 # quinn-proto, quinn-udp library crates are), so `cargo install` cannot build it from there.
-note "quinn's perf tool: not on crates.io (it lives in the quinn repository's perf/ folder, publish = false), so it is not built; quinn-pipe (bench/src/bin/quinn_pipe.rs) is the in-repo quinn ceiling"
+note "quinn's perf tool is not built: it is not published on crates.io (cargo info quinn-perf: not found; it lives in the quinn repository's perf/ folder), and the issue allows crates.io only; quinn-pipe (bench/src/bin/quinn_pipe.rs) is the in-repo quinn ceiling"
 
 # A network namespace holding only lo.
 ns=()

@@ -7,7 +7,8 @@
 //! ```text
 //! quinn-pipe listen [--bind 127.0.0.1:0]          # stderr: "listening <addr> <peer_id>"
 //! quinn-pipe connect <addr> <peer_id>             # stdin goes to the listener's stdout
-//! options: --congestion cubic|bbr   --flow-window BYTES (as p2p-node's)   --quinn-defaults
+//! options: --congestion bbr|cubic (bbr, as p2p-node)   --flow-window BYTES (as p2p-node's)
+//!          --quinn-defaults (quinn's own TransportConfig instead)
 //! ```
 //! The listener takes one connection and one stream, writes it to stdout and exits when it ends.
 
@@ -33,7 +34,7 @@ struct Options {
 
 fn parse(args: Vec<String>) -> Result<Options, String> {
     let mut options = Options {
-        congestion: CongestionControl::Cubic,
+        congestion: CongestionControl::Bbr,
         quinn_defaults: false,
         bind: "127.0.0.1:0".parse().unwrap(),
         positional: Vec::new(),

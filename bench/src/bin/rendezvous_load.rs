@@ -163,7 +163,9 @@ async fn request(connection: &quinn::Connection, request: &Request) -> Result<Re
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    // Under the rendezvous's 30 s idle timeout, and as rare as that allows: 100k connections
+    // with 5 s keep-alives were more than the generator could drive (2026-11-30).
+    t.keep_alive_interval(Some(Duration::from_secs(20)));
     t.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("idle")));
     Arc::new(t)
 }
