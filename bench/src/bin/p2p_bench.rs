@@ -970,8 +970,11 @@ fn svg(bars: &[(String, f64, Option<f64>)], title: &str) -> String {
     );
     for (i, (label, r, target)) in bars.iter().enumerate() {
         let y = top + row * i as f64;
-        let met = target.is_none_or(|t| *r >= t);
-        let colour = if met { "#4a8f4a" } else { "#c8553d" };
+        let colour = match target {
+            None => "#7a86a8",
+            Some(t) if *r >= *t => "#4a8f4a",
+            Some(_) => "#c8553d",
+        };
         s.push_str(&format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{colour}\"/>\n<text x=\"{:.1}\" y=\"{}\">{r:.2}x</text>\n",
             left - 8.0,
@@ -994,7 +997,7 @@ fn svg(bars: &[(String, f64, Option<f64>)], title: &str) -> String {
     }
     let base_y = top + row * bars.len() as f64;
     s.push_str(&format!(
-        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{base_y}\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n<text x=\"{0:.1}\" y=\"{1}\" text-anchor=\"middle\" fill=\"#555\">1x</text>\n<text x=\"10\" y=\"{2}\" fill=\"#555\">black tick: the issue's target; green: met, red: not met</text>\n</svg>\n",
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{base_y}\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n<text x=\"{0:.1}\" y=\"{1}\" text-anchor=\"middle\" fill=\"#555\">1x</text>\n<text x=\"10\" y=\"{2}\" fill=\"#555\">black tick: the issue's target; green: met, red: not met, blue: no target</text>\n</svg>\n",
         x(1.0),
         base_y + 14.0,
         base_y + 32.0
