@@ -951,7 +951,11 @@ fn v_len(by_tool: &BTreeMap<String, Vec<f64>>, tool: &str) -> usize {
 /// Ratios as horizontal bars, with the target as a tick; hand-written SVG.
 fn svg(bars: &[(String, f64, Option<f64>)], title: &str) -> String {
     let row = 28.0;
-    let left = 290.0;
+    // Room for the longest label (about 6.6 px a character at 12 px sans-serif).
+    let left = bars
+        .iter()
+        .map(|(label, _, _)| label.chars().count() as f64 * 6.6 + 24.0)
+        .fold(200.0f64, f64::max);
     let width = 420.0;
     let top = 40.0;
     let max = bars
