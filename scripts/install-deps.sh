@@ -5,6 +5,7 @@
 #   makes lab NATs forget their mappings for the NAT rebinding cell).
 # - coturn: turnutils_uclient / turnutils_peer for tests/turn_interop.rs (root only). Its
 #   turnserver daemon is left stopped and disabled: it would take UDP 3478.
+# - iperf3: the TCP reference of scripts/bench.sh's long-link figures (netsim longlink; root only).
 # - Python: pytest, msgpack, cbor2 for the wrapper tests; maturin builds the wheel
 #   (scripts/build-wheel.sh); python3-pip and python3-venv (root only, when pip is missing or
 #   `python3 -m venv` fails, as on a fresh Debian/Ubuntu) let scripts/check-wheel.sh install the
@@ -22,6 +23,7 @@ if [ "$(id -u)" = 0 ]; then
   command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
   # systemd-analyze: scripts/check-packaging.sh verifies packaging/p2p-rendezvous.service.
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
   # Debian's python3 without python3-venv imports ensurepip but cannot make a venv: try one.
   venv_probe=$(mktemp -d)

@@ -25,6 +25,8 @@ fi
 rm -f "$demo_out"
 echo "== pytest (python wrappers, real binaries on loopback)"
 python3 -m pytest -q python/tests
+echo "== scripts/bench.sh smoke: every benchmark runs once, tiny sizes (figures reported, never asserted)"
+./scripts/bench.sh smoke
 echo "== wheel (dev profile, reusing the build above): fresh venv outside the checkout, README example"
 ./scripts/check-wheel.sh dev
 if [ "$(id -u)" = 0 ]; then

@@ -54,10 +54,15 @@ struct Args {
     /// Seconds between QUIC keep-alives, which hold NAT mappings open; 0 disables them.
     #[arg(long, default_value_t = 5)]
     keepalive_secs: u64,
-    /// QUIC congestion control: `cubic` (loss-based) or `bbr` (experimental; much faster on
-    /// lossy links, see docs/PERFORMANCE.md).
-    #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Cubic)]
+    /// QUIC congestion control: `bbr` (model-based; chosen by measurement on long and lossy
+    /// links, docs/PERFORMANCE.md) or `cubic` (loss-based, quinn's default).
+    #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Bbr)]
     congestion: p2pnat::socket::CongestionControl,
+    /// QUIC flow-control window W in bytes: per stream W, per connection 2 W received and not
+    /// yet read, W sent and not yet acknowledged (so at most 3 W held per peer).
+    #[arg(long, default_value_t = p2pnat::socket::DEFAULT_FLOW_WINDOW,
+          value_parser = clap::value_parser!(u64).range(65536..=1073741824))]
+    flow_window: u64,
     /// Never use the relay the rendezvous offers (peers that cannot be reached directly are
     /// then unreachable).
     #[arg(long)]
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    p2pnat::socket::set_flow_window(args.flow_window);
     let config = NodeConfig {
         identity,
         rendezvous: args.rendezvous,

@@ -665,14 +665,47 @@ pub enum CongestionControl {
     Bbr,
 }
 
+/// Default flow-control window of a connection, `W` below: 8 MiB, the bandwidth-delay product
+/// of about 670 Mbit/s at a 100 ms round trip (840 Mbit/s at 80 ms). quinn's default stream
+/// window (1.25 MB) caps one stream at about 15 MB/s over an 80 ms round trip
+/// (docs/PERFORMANCE.md, "Flow-control windows").
+pub const DEFAULT_FLOW_WINDOW: u64 = 8 * 1024 * 1024;
+/// Smallest and largest `--flow-window` accepted.
+pub const FLOW_WINDOW_RANGE: std::ops::RangeInclusive<u64> = 64 * 1024..=1024 * 1024 * 1024;
+
+static FLOW_WINDOW: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_FLOW_WINDOW);
+
+/// Sets `W` for connections configured from now on (p2p-node's `--flow-window`), clamped to
+/// [`FLOW_WINDOW_RANGE`].
+pub fn set_flow_window(bytes: u64) {
+    let bytes = bytes.clamp(*FLOW_WINDOW_RANGE.start(), *FLOW_WINDOW_RANGE.end());
+    FLOW_WINDOW.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current `W` (see [`set_flow_window`]).
+pub fn flow_window() -> u64 {
+    FLOW_WINDOW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Transport settings shared by every connection: keep-alives (every `keepalive`, `None` for
 /// none) hold NAT mappings open; `idle_timeout` declares a silent connection dead.
+///
+/// Flow control, sized to a bandwidth-delay product and bounded per connection (so per peer):
+/// a stream may receive `W` ([`flow_window`]) unread bytes, the whole connection `2 W` (quinn's
+/// default is unbounded: 100 streams of 1.25 MB), and at most `W` bytes written by the node wait
+/// in quinn for acknowledgement. Worst case held by quinn per peer: `3 W` (24 MiB by default).
 pub fn transport_config(
     idle_timeout: std::time::Duration,
     keepalive: Option<std::time::Duration>,
     congestion: CongestionControl,
 ) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
+    let window = flow_window();
+    let varint = |v: u64| quinn::VarInt::from_u64(v).unwrap_or(quinn::VarInt::MAX);
+    transport.stream_receive_window(varint(window));
+    transport.receive_window(varint(2 * window));
+    transport.send_window(window);
     transport.keep_alive_interval(keepalive);
     if congestion == CongestionControl::Bbr {
         transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));

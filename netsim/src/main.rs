@@ -49,6 +49,9 @@ enum Cmd {
     Matrix(matrix::MatrixArgs),
     /// Run `p2p-node netcheck` behind every NAT kind and check its verdict against the lab.
     Netcheck(p2pnat_netsim::netcheck::NetcheckArgs),
+    /// scripts/bench.sh's long-link figures: iperf3 TCP and p2p-node bulk on 20 ms uplinks
+    /// (uncapped, 100 Mbit/s, 100 Mbit/s with 1% loss), interleaved over rounds.
+    Longlink(matrix::longlink::LongLinkArgs),
     /// Remove leftover labs (namespaces named nsim*) whose owning process is gone.
     Down {
         /// Also remove labs whose owner is still running.
@@ -83,6 +86,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
         Cmd::Check => check(),
         Cmd::Matrix(args) => matrix::run_cli(&args),
         Cmd::Netcheck(args) => p2pnat_netsim::netcheck::run_cli(&args),
+        Cmd::Longlink(args) => matrix::longlink::run_cli(&args),
         Cmd::Down { all } => down(all),
     }
 }

@@ -8,6 +8,7 @@
 pub mod cell;
 pub mod coturn;
 pub mod expected;
+pub mod longlink;
 pub mod node;
 pub mod rebind;
 pub mod relaybench;

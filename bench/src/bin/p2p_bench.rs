@@ -1,0 +1,1122 @@
+//! `p2p-bench`: scripts/bench.sh's driver. Runs p2p-node, the in-repo quinn pipe and (when given)
+//! dumbpipe side by side on loopback, interleaved over several rounds, and writes the medians and
+//! ratios as markdown, JSON and an SVG bar chart. It measures; it never asserts on a figure.
+//!
+//! Every tool gets the same session per round:
+//! 1. connect to first byte: p2p-node from a `SEND` to a peer it has never connected to (lookup,
+//!    punch, checks, QUIC handshake) until the peer's application has the byte; the pipes from
+//!    starting the connecting process (it then dials and handshakes) until the listener's stdout
+//!    has the byte;
+//! 2. idle RSS: both ends' VmRSS, connected, after a second of silence;
+//! 3. one-way latency: 64 bytes written to the sender's stdin until they are read from the
+//!    receiver's stdout, one at a time (p50, p99);
+//! 4. (p2p-node only) 64-byte message rate: that many `SEND` frames written as fast as the node
+//!    takes them, until the last `RECV`;
+//! 5. bulk: the same bytes through stdin -> stdout (p2p-node: 1 MiB messages), MiB/s;
+//! 6. loaded RSS: both ends' VmHWM (peak) after the bulk.
+//!
+//! The Python wrapper's JSON rate runs `bench/python_json.py` once per round against its own
+//! rendezvous.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use p2pnat_proto::app::{encode_send_frame, FRAME_RECV};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+type Error = Box<dyn std::error::Error>;
+
+#[derive(Clone)]
+struct Options {
+    node: PathBuf,
+    rendezvous: PathBuf,
+    pipe: PathBuf,
+    dumbpipe: Option<PathBuf>,
+    python_script: Option<PathBuf>,
+    rounds: usize,
+    bulk_mib: usize,
+    small_messages: usize,
+    latency_samples: usize,
+    python_messages: usize,
+    out: PathBuf,
+    node_args: Vec<String>,
+    pipe_args: Vec<String>,
+    label: String,
+    extra_json: Vec<PathBuf>,
+    notes: Option<PathBuf>,
+    /// `--node-variant NAME=ARGS`: p2p-node again with ARGS added, as tool "p2p-node NAME".
+    node_variants: Vec<(String, Vec<String>)>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: p2p-bench --node BIN --rendezvous BIN --pipe BIN [--dumbpipe BIN] [--python-script FILE]\n\
+         \t[--rounds N] [--bulk-mib N] [--small N] [--latency N] [--python-messages N] [--out DIR]\n\
+         \t[--node-arg ARG]... [--pipe-arg ARG]... [--label TEXT] [--include JSON]... [--include-notes MD]\n\
+         \t[--node-variant NAME=ARGS]..."
+    );
+    std::process::exit(2)
+}
+
+fn parse_options() -> Options {
+    let mut o = Options {
+        node: PathBuf::new(),
+        rendezvous: PathBuf::new(),
+        pipe: PathBuf::new(),
+        dumbpipe: None,
+        python_script: None,
+        rounds: 3,
+        bulk_mib: 512,
+        small_messages: 200_000,
+        latency_samples: 2000,
+        python_messages: 20_000,
+        out: PathBuf::from("reports/bench"),
+        node_args: Vec::new(),
+        pipe_args: Vec::new(),
+        label: String::new(),
+        extra_json: Vec::new(),
+        notes: None,
+        node_variants: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--node" => o.node = value().into(),
+            "--rendezvous" => o.rendezvous = value().into(),
+            "--pipe" => o.pipe = value().into(),
+            "--dumbpipe" => o.dumbpipe = Some(value().into()),
+            "--python-script" => o.python_script = Some(value().into()),
+            "--rounds" => o.rounds = value().parse().unwrap_or_else(|_| usage()),
+            "--bulk-mib" => o.bulk_mib = value().parse().unwrap_or_else(|_| usage()),
+            "--small" => o.small_messages = value().parse().unwrap_or_else(|_| usage()),
+            "--latency" => o.latency_samples = value().parse().unwrap_or_else(|_| usage()),
+            "--python-messages" => o.python_messages = value().parse().unwrap_or_else(|_| usage()),
+            "--out" => o.out = value().into(),
+            "--node-arg" => o.node_args.push(value()),
+            "--pipe-arg" => o.pipe_args.push(value()),
+            "--label" => o.label = value(),
+            "--include" => o.extra_json.push(value().into()),
+            "--include-notes" => o.notes = Some(value().into()),
+            "--node-variant" => {
+                let v = value();
+                let (name, rest) = v.split_once('=').unwrap_or((&v, ""));
+                o.node_variants.push((
+                    name.to_string(),
+                    rest.split_whitespace().map(String::from).collect(),
+                ));
+            }
+            _ => usage(),
+        }
+    }
+    if o.node.as_os_str().is_empty()
+        || o.rendezvous.as_os_str().is_empty()
+        || o.pipe.as_os_str().is_empty()
+    {
+        usage()
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A child killed (and reaped) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    /// Waits up to `patience` for the child to exit by itself.
+    fn wait_exit(&mut self, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+/// What a reader thread saw on a child's stdout.
+enum Seen {
+    /// Payload bytes (a RECV frame's payload, or a raw read), and when.
+    Bytes(usize, Instant),
+    /// A framed-mode event line.
+    Event(String),
+}
+
+/// Reads a raw byte stream, reporting each read's size.
+fn raw_reader(mut stdout: impl Read + Send + 'static) -> Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(Seen::Bytes(n, Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads p2p-node's framed stdout (docs/PROTOCOL.md 1.2).
+fn frame_reader(stdout: impl Read + Send + 'static) -> Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
+        let mut body = Vec::new();
+        loop {
+            let mut header = [0u8; 5];
+            if stdout.read_exact(&mut header).is_err() {
+                return;
+            }
+            let length = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+            body.resize(length.saturating_sub(1), 0);
+            if stdout.read_exact(&mut body).is_err() {
+                return;
+            }
+            let seen = if header[4] == FRAME_RECV {
+                let id_len = body.first().copied().unwrap_or(0) as usize;
+                Seen::Bytes(body.len().saturating_sub(1 + id_len), Instant::now())
+            } else {
+                Seen::Event(String::from_utf8_lossy(&body).into_owned())
+            };
+            if tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until `total` payload bytes have arrived; returns when the last did.
+fn wait_bytes(rx: &Receiver<Seen>, total: u64) -> Result<Instant, Error> {
+    let mut got = 0u64;
+    let mut last = Instant::now();
+    while got < total {
+        match rx.recv_timeout(PATIENCE)? {
+            Seen::Bytes(n, at) => {
+                got += n as u64;
+                last = at;
+            }
+            Seen::Event(e) if e.starts_with("error") || e.starts_with("failed") => {
+                return Err(format!("node: {e}").into())
+            }
+            Seen::Event(_) => {}
+        }
+    }
+    Ok(last)
+}
+
+fn wait_event(rx: &Receiver<Seen>, prefix: &str) -> Result<String, Error> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left)? {
+            Seen::Event(e) if e.starts_with(prefix) => return Ok(e),
+            _ => {}
+        }
+    }
+}
+
+/// Drains a receiver in the background (the sending node's `delivered` events).
+fn drain(rx: Receiver<Seen>) {
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+}
+
+/// Writes `chunks` (already encoded) from a thread; returns the stdin when done.
+fn write_in_thread(
+    mut stdin: ChildStdin,
+    chunks: impl Iterator<Item = Vec<u8>> + Send + 'static,
+) -> std::thread::JoinHandle<std::io::Result<ChildStdin>> {
+    std::thread::spawn(move || {
+        for chunk in chunks {
+            stdin.write_all(&chunk)?;
+        }
+        stdin.flush()?;
+        Ok(stdin)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// One session per tool
+
+/// What one session measured.
+#[derive(Default)]
+struct Session {
+    first_byte_ms: Option<f64>,
+    idle_rss_mib: Option<f64>,
+    latency_p50_us: Option<f64>,
+    latency_p99_us: Option<f64>,
+    small_msgs_per_s: Option<f64>,
+    bulk_mib_s: Option<f64>,
+    loaded_rss_mib: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The ends of a connected pipe-like tool: where bytes go in, and what comes out.
+trait Ends {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    fn rx(&self) -> &Receiver<Seen>;
+    fn pids(&self) -> [u32; 2];
+}
+
+fn latency(ends: &mut dyn Ends, samples: usize, record: &[u8]) -> Result<(f64, f64), Error> {
+    let mut us = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        ends.write(record)?;
+        let at = wait_bytes(ends.rx(), 64)?;
+        us.push(at.duration_since(start).as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    Ok((percentile(&us, 0.5), percentile(&us, 0.99)))
+}
+
+fn rss_sum(pids: [u32; 2], field: &str) -> f64 {
+    mib(pids.iter().map(|pid| proc_kib(*pid, field)).sum())
+}
+
+// --- p2p-node
+
+struct Rendezvous {
+    _proc: Proc,
+    addr: String,
+}
+
+fn start_rendezvous(o: &Options, dir: &Path, extra: &[&str]) -> Result<Rendezvous, Error> {
+    let mut child = Command::new(&o.rendezvous)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--no-tls",
+        ])
+        .arg("--identity")
+        .arg(dir.join("rendezvous.key"))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    let addr = line
+        .strip_prefix("listening ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| format!("rendezvous said {line:?}"))?
+        .to_string();
+    Ok(Rendezvous {
+        _proc: Proc(child),
+        addr,
+    })
+}
+
+struct Node {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Seen>,
+    id: String,
+}
+
+fn start_node(o: &Options, rendezvous: &str, key: &Path, extra: &[String]) -> Result<Node, Error> {
+    let mut child = Command::new(&o.node)
+        .args([
+            "--io",
+            "frames",
+            "--listen",
+            "127.0.0.1:0",
+            "--rendezvous",
+            rendezvous,
+        ])
+        .arg("--identity")
+        .arg(key)
+        .args(&o.node_args)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdin = child.stdin.take();
+    let rx = frame_reader(child.stdout.take().unwrap());
+    let proc = Proc(child);
+    let ready = wait_event(&rx, "ready ")?;
+    let id = ready
+        .split_whitespace()
+        .nth(1)
+        .ok_or("ready without an id")?
+        .to_string();
+    Ok(Node {
+        proc,
+        stdin,
+        rx,
+        id,
+    })
+}
+
+/// The sending node: its process and stdin; its stdout is drained by a thread.
+struct Sender {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+}
+
+struct NodeEnds {
+    a: Sender,
+    b: Node,
+    msg_id: u64,
+}
+
+impl Ends for NodeEnds {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.msg_id += 1;
+        let frame = encode_send_frame(self.msg_id, &self.b.id, bytes);
+        let stdin = self.a.stdin.as_mut().ok_or("stdin taken")?;
+        stdin.write_all(&frame)?;
+        stdin.flush()?;
+        Ok(())
+    }
+    fn rx(&self) -> &Receiver<Seen> {
+        &self.b.rx
+    }
+    fn pids(&self) -> [u32; 2] {
+        [self.a.proc.pid(), self.b.proc.pid()]
+    }
+}
+
+impl NodeEnds {
+    /// Sends `count` messages of `size` bytes as fast as the node takes them; seconds until the
+    /// receiving application had them all.
+    fn stream(&mut self, count: usize, size: usize) -> Result<f64, Error> {
+        let stdin = self.a.stdin.take().ok_or("stdin taken")?;
+        let peer = self.b.id.clone();
+        let first = self.msg_id + 1;
+        self.msg_id += count as u64;
+        let payload = vec![0x5a; size];
+        // Small messages are encoded 1,000 to a write, so that the driver is not the limit.
+        let per_write = (65536 / (size + 64)).max(1);
+        let chunks = (0..count.div_ceil(per_write)).map(move |w| {
+            let mut chunk = Vec::new();
+            for i in w * per_write..((w + 1) * per_write).min(count) {
+                chunk.extend(encode_send_frame(first + i as u64, &peer, &payload));
+            }
+            chunk
+        });
+        let start = Instant::now();
+        let writer = write_in_thread(stdin, chunks);
+        let last = wait_bytes(&self.b.rx, (count * size) as u64)?;
+        self.a.stdin = Some(writer.join().map_err(|_| "writer panicked")??);
+        Ok(last.duration_since(start).as_secs_f64())
+    }
+}
+
+fn node_session(o: &Options, dir: &Path, extra: &[String]) -> Result<Session, Error> {
+    let mut s = Session::default();
+    let rendezvous = start_rendezvous(o, dir, &[])?;
+    let a = start_node(o, &rendezvous.addr, &dir.join("a.key"), extra)?;
+    let b = start_node(o, &rendezvous.addr, &dir.join("b.key"), extra)?;
+    drain(a.rx);
+    let mut ends = NodeEnds {
+        a: Sender {
+            proc: a.proc,
+            stdin: a.stdin,
+        },
+        b,
+        msg_id: 0,
+    };
+    let start = Instant::now();
+    ends.write(b"x")?;
+    let at = wait_bytes(&ends.b.rx, 1)?;
+    s.first_byte_ms = Some(at.duration_since(start).as_secs_f64() * 1e3);
+    std::thread::sleep(Duration::from_secs(1));
+    s.idle_rss_mib = Some(rss_sum(ends.pids(), "VmRSS:"));
+    let (p50, p99) = latency(&mut ends, o.latency_samples, &[0x5a; 64])?;
+    s.latency_p50_us = Some(p50);
+    s.latency_p99_us = Some(p99);
+    let secs = ends.stream(o.small_messages, 64)?;
+    s.small_msgs_per_s = Some(o.small_messages as f64 / secs);
+    let secs = ends.stream(o.bulk_mib, 1024 * 1024)?;
+    s.bulk_mib_s = Some(o.bulk_mib as f64 / secs);
+    s.loaded_rss_mib = Some(rss_sum(ends.pids(), "VmHWM:"));
+    drop(ends);
+    drop(rendezvous);
+    Ok(s)
+}
+
+// --- the pipes: quinn-pipe and dumbpipe (stdin of the connecting side -> stdout of the listener)
+
+struct PipeEnds {
+    listener: Proc,
+    connector: Proc,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Seen>,
+}
+
+impl Ends for PipeEnds {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let stdin = self.stdin.as_mut().ok_or("stdin taken")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+    fn rx(&self) -> &Receiver<Seen> {
+        &self.rx
+    }
+    fn pids(&self) -> [u32; 2] {
+        [self.connector.pid(), self.listener.pid()]
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Pipe {
+    Quinn,
+    Dumb,
+}
+
+fn pipe_session(o: &Options, which: Pipe) -> Result<Session, Error> {
+    let mut s = Session::default();
+    let (bin, listen_args): (&Path, Vec<String>) = match which {
+        Pipe::Quinn => (&o.pipe, {
+            let mut a = vec!["listen".to_string()];
+            a.extend(o.pipe_args.iter().cloned());
+            a
+        }),
+        Pipe::Dumb => (
+            o.dumbpipe.as_deref().ok_or("no dumbpipe")?,
+            vec!["listen".into(), "--ipv4-addr".into(), "127.0.0.1:0".into()],
+        ),
+    };
+    let mut child = Command::new(bin)
+        .args(&listen_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let rx = raw_reader(child.stdout.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let listener = Proc(child);
+    // quinn-pipe: "listening <addr> <peer_id>"; dumbpipe: "dumbpipe connect <ticket>".
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let connect_args: Vec<String> = loop {
+        let line = line_rx.recv_timeout(PATIENCE)?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match (which, words.as_slice()) {
+            (Pipe::Quinn, ["listening", addr, id]) => {
+                let mut a = vec!["connect".to_string(), addr.to_string(), id.to_string()];
+                a.extend(o.pipe_args.iter().cloned());
+                break a;
+            }
+            (Pipe::Dumb, ["dumbpipe", "connect", ticket]) => {
+                break vec![
+                    "connect".into(),
+                    ticket.to_string(),
+                    "--ipv4-addr".into(),
+                    "127.0.0.1:0".into(),
+                ]
+            }
+            _ => {}
+        }
+    };
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .args(&connect_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdin = child.stdin.take();
+    let mut ends = PipeEnds {
+        listener,
+        connector: Proc(child),
+        stdin,
+        rx,
+    };
+    ends.write(b"x")?;
+    let at = wait_bytes(&ends.rx, 1)?;
+    s.first_byte_ms = Some(at.duration_since(start).as_secs_f64() * 1e3);
+    std::thread::sleep(Duration::from_secs(1));
+    s.idle_rss_mib = Some(rss_sum(ends.pids(), "VmRSS:"));
+    let (p50, p99) = latency(&mut ends, o.latency_samples, &[0x5a; 64])?;
+    s.latency_p50_us = Some(p50);
+    s.latency_p99_us = Some(p99);
+    let stdin = ends.stdin.take().ok_or("stdin taken")?;
+    let total = o.bulk_mib * 1024 * 1024;
+    let chunk = vec![0x5a; 256 * 1024];
+    let start = Instant::now();
+    let writer = write_in_thread(stdin, (0..total / chunk.len()).map(move |_| chunk.clone()));
+    let last = wait_bytes(&ends.rx, total as u64)?;
+    s.bulk_mib_s = Some(o.bulk_mib as f64 / last.duration_since(start).as_secs_f64());
+    s.loaded_rss_mib = Some(rss_sum(ends.pids(), "VmHWM:"));
+    drop(writer.join());
+    let _ = ends.connector.wait_exit(Duration::from_secs(2));
+    Ok(s)
+}
+
+// --- the Python wrapper
+
+fn python_session(o: &Options, dir: &Path) -> Result<f64, Error> {
+    let script = o.python_script.as_ref().ok_or("no script")?;
+    let rendezvous = start_rendezvous(o, dir, &[])?;
+    let out = Command::new("python3")
+        .arg(script)
+        .args([
+            "--node",
+            &o.node.to_string_lossy(),
+            "--rendezvous",
+            &rendezvous.addr,
+        ])
+        .args(["--count", &o.python_messages.to_string(), "--dir"])
+        .arg(dir)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{} failed: {}", script.display(), out.status).into());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    value["messages_per_s"]
+        .as_f64()
+        .ok_or_else(|| "no messages_per_s in the script's output".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rounds, medians, reports
+
+const NODE: &str = "p2p-node";
+const QUINN: &str = "quinn-pipe";
+const DUMB: &str = "dumbpipe";
+
+/// samples[metric][tool] = one value per round.
+type Samples = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
+
+fn record(samples: &mut Samples, tool: &str, s: &Session) {
+    let mut put = |metric: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            samples
+                .entry(metric.to_string())
+                .or_default()
+                .entry(tool.to_string())
+                .or_default()
+                .push(v);
+        }
+    };
+    put("first_byte_ms", s.first_byte_ms);
+    put("idle_rss_mib", s.idle_rss_mib);
+    put("latency_p50_us", s.latency_p50_us);
+    put("latency_p99_us", s.latency_p99_us);
+    put("small_msgs_per_s", s.small_msgs_per_s);
+    put("bulk_mib_s", s.bulk_mib_s);
+    put("loaded_rss_mib", s.loaded_rss_mib);
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One row of the table: what it is, its unit, whether higher is better, the issue's target.
+struct Metric {
+    key: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    higher_better: bool,
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        key: "bulk_mib_s",
+        name: "loopback bulk, stdin -> peer stdout",
+        unit: "MiB/s",
+        higher_better: true,
+    },
+    Metric {
+        key: "small_msgs_per_s",
+        name: "64-byte messages",
+        unit: "msg/s",
+        higher_better: true,
+    },
+    Metric {
+        key: "latency_p50_us",
+        name: "one-way latency p50 (64 B)",
+        unit: "us",
+        higher_better: false,
+    },
+    Metric {
+        key: "latency_p99_us",
+        name: "one-way latency p99 (64 B)",
+        unit: "us",
+        higher_better: false,
+    },
+    Metric {
+        key: "first_byte_ms",
+        name: "connect to first byte",
+        unit: "ms",
+        higher_better: false,
+    },
+    Metric {
+        key: "idle_rss_mib",
+        name: "idle RSS, both ends",
+        unit: "MiB",
+        higher_better: false,
+    },
+    Metric {
+        key: "loaded_rss_mib",
+        name: "peak RSS after bulk, both ends",
+        unit: "MiB",
+        higher_better: false,
+    },
+    Metric {
+        key: "python_json_msgs_per_s",
+        name: "Python P2PClient -> P2PServer, JSON",
+        unit: "msg/s",
+        higher_better: true,
+    },
+];
+
+fn fmt_value(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// p2p-node's median against another tool's, as "how many times as good" (>1 = p2p-node better).
+fn ratio(metric: &Metric, node: f64, other: f64) -> f64 {
+    if metric.higher_better {
+        node / other
+    } else {
+        other / node
+    }
+}
+
+struct Report {
+    markdown: String,
+    json: serde_json::Value,
+    /// (label, ratio, target) bars for the SVG.
+    bars: Vec<(String, f64, Option<f64>)>,
+}
+
+fn report(o: &Options, samples: &Samples, rounds_done: usize, started: &str) -> Report {
+    let variant_names: Vec<String> = o
+        .node_variants
+        .iter()
+        .map(|(name, _)| format!("{NODE} {name}"))
+        .collect();
+    let mut tools: Vec<&str> = vec![NODE];
+    tools.extend(variant_names.iter().map(String::as_str));
+    tools.extend([QUINN, DUMB]);
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# scripts/bench.sh{}\n\nStarted {started} UTC; {rounds_done} round(s), tools interleaved in each round; median of the rounds (range in brackets).\nBulk {} MiB, {} 64-byte messages, {} latency samples, {} Python messages. Ratios are p2p-node against the other tool, >1 means p2p-node is better (higher rate, or lower time/memory).\n\n",
+        if o.label.is_empty() { String::new() } else { format!(" ({})", o.label) },
+        o.bulk_mib, o.small_messages, o.latency_samples, o.python_messages
+    ));
+    md.push_str("| measure | unit | p2p-node |");
+    for (name, args) in &o.node_variants {
+        md.push_str(&format!(" p2p-node {name} (`{}`) |", args.join(" ")));
+    }
+    md.push_str(" quinn-pipe | dumbpipe 0.40.1 | p2p-node / quinn-pipe | p2p-node / dumbpipe |\n|---|---|---|");
+    for _ in &o.node_variants {
+        md.push_str("---|");
+    }
+    md.push_str("---|---|---|---|\n");
+    let mut json_rows = Vec::new();
+    let mut bars = Vec::new();
+    for metric in METRICS {
+        let Some(by_tool) = samples.get(metric.key) else {
+            continue;
+        };
+        let cell = |tool: &str| {
+            by_tool.get(tool).filter(|v| !v.is_empty()).map(|v| {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (median(v), lo, hi)
+            })
+        };
+        let shown = |tool: &str| match cell(tool) {
+            Some((m, lo, hi)) if v_len(by_tool, tool) > 1 => {
+                format!("{} [{}-{}]", fmt_value(m), fmt_value(lo), fmt_value(hi))
+            }
+            Some((m, _, _)) => fmt_value(m),
+            None => "-".into(),
+        };
+        let node = cell(NODE).map(|c| c.0);
+        let r_quinn = node.zip(cell(QUINN)).map(|(n, q)| ratio(metric, n, q.0));
+        let r_dumb = node.zip(cell(DUMB)).map(|(n, d)| ratio(metric, n, d.0));
+        let fmt_ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        let variant_cells: String = variant_names
+            .iter()
+            .map(|t| format!(" {} |", shown(t)))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | {} |{variant_cells} {} | {} | {} | {} |\n",
+            metric.name,
+            metric.unit,
+            shown(NODE),
+            shown(QUINN),
+            shown(DUMB),
+            fmt_ratio(r_quinn),
+            fmt_ratio(r_dumb)
+        ));
+        if metric.key == "bulk_mib_s" {
+            if let Some(r) = r_quinn {
+                bars.push(("loopback bulk / quinn-pipe".into(), r, Some(0.9)));
+            }
+            if let Some(r) = r_dumb {
+                bars.push(("loopback bulk / dumbpipe".into(), r, Some(5.0)));
+            }
+        }
+        if metric.key == "latency_p50_us" {
+            if let Some(r) = r_quinn {
+                bars.push(("latency p50: quinn-pipe / p2p-node".into(), r, None));
+            }
+        }
+        let mut row = serde_json::json!({
+            "key": metric.key, "name": metric.name, "unit": metric.unit,
+            "higher_is_better": metric.higher_better,
+            "ratio_vs_quinn_pipe": r_quinn, "ratio_vs_dumbpipe": r_dumb,
+        });
+        for tool in &tools {
+            if let Some((m, lo, hi)) = cell(tool) {
+                row[*tool] = serde_json::json!({"median": m, "min": lo, "max": hi, "samples": by_tool[*tool]});
+            }
+        }
+        json_rows.push(row);
+    }
+    // Issue targets against p2p-node's medians.
+    let node_median = |key: &str| {
+        samples
+            .get(key)
+            .and_then(|t| t.get(NODE))
+            .filter(|v| !v.is_empty())
+            .map(|v| median(v))
+    };
+    let mut targets = Vec::new();
+    let mut target = |what: &str, value: Option<f64>, goal: f64, higher: bool, unit: &str| {
+        let status = match value {
+            Some(v) if (higher && v >= goal) || (!higher && v <= goal) => "met",
+            Some(_) => "not met",
+            None => "not measured",
+        };
+        targets.push(
+            serde_json::json!({"target": what, "value": value, "goal": goal, "status": status}),
+        );
+        format!(
+            "| {what} | {} | {}{}{unit} | {status} |\n",
+            value.map_or("-".into(), |v| format!("{}{unit}", fmt_value(v))),
+            if higher { ">= " } else { "<= " },
+            fmt_value(goal)
+        )
+    };
+    let bulk = samples.get("bulk_mib_s");
+    let ratio_of =
+        |tool: &str| bulk.and_then(|t| Some(median(t.get(NODE)?) / median(t.get(tool)?)));
+    let mut tmd = String::from(
+        "\n## Issue #16 targets (loopback)\n\n| target | measured | goal | status |\n|---|---|---|---|\n",
+    );
+    tmd.push_str(&target(
+        "loopback bulk / quinn-pipe",
+        ratio_of(QUINN),
+        0.9,
+        true,
+        "x",
+    ));
+    tmd.push_str(&target(
+        "loopback bulk / dumbpipe",
+        ratio_of(DUMB),
+        5.0,
+        true,
+        "x",
+    ));
+    tmd.push_str(&target(
+        "64-byte messages",
+        node_median("small_msgs_per_s"),
+        500_000.0,
+        true,
+        " msg/s",
+    ));
+    tmd.push_str(&target(
+        "one-way latency p50",
+        node_median("latency_p50_us"),
+        100.0,
+        false,
+        " us",
+    ));
+    tmd.push_str(&target(
+        "Python JSON",
+        node_median("python_json_msgs_per_s"),
+        100_000.0,
+        true,
+        " msg/s",
+    ));
+    md.push_str(&tmd);
+    // Figures measured elsewhere (netsim long link, rendezvous load), merged as given.
+    let mut extra = Vec::new();
+    for path in &o.extra_json {
+        match std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            Some(v) => {
+                if let Some(text) = v["markdown"].as_str() {
+                    md.push('\n');
+                    md.push_str(text);
+                }
+                if let Some(list) = v["bars"].as_array() {
+                    for b in list {
+                        if let (Some(l), Some(r)) = (b["label"].as_str(), b["ratio"].as_f64()) {
+                            bars.push((l.to_string(), r, b["target"].as_f64()));
+                        }
+                    }
+                }
+                extra.push(v);
+            }
+            None => md.push_str(&format!("\n({} could not be read)\n", path.display())),
+        }
+    }
+    if let Some(notes) = o
+        .notes
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        md.push_str("\n## Notes\n\n");
+        md.push_str(&notes);
+    }
+    let json = serde_json::json!({
+        "started_utc": started, "label": o.label, "rounds": rounds_done,
+        "bulk_mib": o.bulk_mib, "small_messages": o.small_messages,
+        "latency_samples": o.latency_samples, "python_messages": o.python_messages,
+        "node_args": o.node_args, "pipe_args": o.pipe_args, "node_variants": o.node_variants,
+        "rows": json_rows, "targets": targets, "included": extra,
+    });
+    Report {
+        markdown: md,
+        json,
+        bars,
+    }
+}
+
+fn v_len(by_tool: &BTreeMap<String, Vec<f64>>, tool: &str) -> usize {
+    by_tool.get(tool).map_or(0, Vec::len)
+}
+
+/// Ratios as horizontal bars, with the target as a tick; hand-written SVG.
+fn svg(bars: &[(String, f64, Option<f64>)], title: &str) -> String {
+    let row = 28.0;
+    // Room for the longest label (about 6.6 px a character at 12 px sans-serif).
+    let left = bars
+        .iter()
+        .map(|(label, _, _)| label.chars().count() as f64 * 6.6 + 24.0)
+        .fold(200.0f64, f64::max);
+    let width = 420.0;
+    let top = 40.0;
+    let max = bars
+        .iter()
+        .flat_map(|(_, r, t)| [*r, t.unwrap_or(0.0)])
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let x = |v: f64| left + width * (v / max);
+    let height = top + row * bars.len() as f64 + 40.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">{}</text>\n",
+        left + width + 80.0,
+        xml(title)
+    );
+    for (i, (label, r, target)) in bars.iter().enumerate() {
+        let y = top + row * i as f64;
+        let colour = match target {
+            None => "#7a86a8",
+            Some(t) if *r >= *t => "#4a8f4a",
+            Some(_) => "#c8553d",
+        };
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{colour}\"/>\n<text x=\"{:.1}\" y=\"{}\">{r:.2}x</text>\n",
+            left - 8.0,
+            y + 15.0,
+            xml(label),
+            y + 4.0,
+            (x(*r) - left).max(1.0),
+            row - 8.0,
+            x(*r) + 4.0,
+            y + 15.0
+        ));
+        if let Some(t) = target {
+            s.push_str(&format!(
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"black\" stroke-width=\"2\"/>\n",
+                x(*t),
+                y + 1.0,
+                y + row - 1.0
+            ));
+        }
+    }
+    let base_y = top + row * bars.len() as f64;
+    s.push_str(&format!(
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{base_y}\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n<text x=\"{0:.1}\" y=\"{1}\" text-anchor=\"middle\" fill=\"#555\">1x</text>\n<text x=\"10\" y=\"{2}\" fill=\"#555\">black tick: the issue's target; green: met, red: not met, blue: no target</text>\n</svg>\n",
+        x(1.0),
+        base_y + 14.0,
+        base_y + 32.0
+    ));
+    s
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    let o = parse_options();
+    let started = utc_now();
+    std::fs::create_dir_all(&o.out).expect("output directory");
+    let work = o.out.join("work");
+    let mut samples = Samples::new();
+    let mut failures = 0usize;
+    let mut tools: Vec<String> = vec![NODE.to_string()];
+    for (name, _) in &o.node_variants {
+        tools.push(format!("{NODE} {name}"));
+    }
+    tools.push(QUINN.to_string());
+    if o.dumbpipe.is_some() {
+        tools.push(DUMB.to_string());
+    }
+    for round in 0..o.rounds {
+        // Interleaved: every tool once per round, the order rotated from round to round.
+        let mut order = tools.clone();
+        order.rotate_left(round % tools.len());
+        for tool in order {
+            let tool = tool.as_str();
+            let dir = work.join(format!("round{round}-{}", tool.replace(' ', "-")));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("work directory");
+            let variant = o
+                .node_variants
+                .iter()
+                .find(|(name, _)| tool.strip_prefix("p2p-node ") == Some(name.as_str()));
+            let result = match (tool, variant) {
+                (_, Some((_, extra))) => node_session(&o, &dir, extra),
+                (NODE, None) => node_session(&o, &dir, &[]),
+                (QUINN, None) => pipe_session(&o, Pipe::Quinn),
+                _ => pipe_session(&o, Pipe::Dumb),
+            };
+            match result {
+                Ok(s) => {
+                    eprintln!(
+                        "round {} {tool}: bulk {:.1} MiB/s, first byte {:.2} ms, latency p50 {:.0} us p99 {:.0} us{}, RSS idle {:.1} MiB peak {:.1} MiB",
+                        round + 1,
+                        s.bulk_mib_s.unwrap_or(f64::NAN),
+                        s.first_byte_ms.unwrap_or(f64::NAN),
+                        s.latency_p50_us.unwrap_or(f64::NAN),
+                        s.latency_p99_us.unwrap_or(f64::NAN),
+                        s.small_msgs_per_s.map_or(String::new(), |r| format!(", 64 B {r:.0} msg/s")),
+                        s.idle_rss_mib.unwrap_or(f64::NAN),
+                        s.loaded_rss_mib.unwrap_or(f64::NAN),
+                    );
+                    record(&mut samples, tool, &s);
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("round {} {tool}: failed: {e}", round + 1)
+                }
+            }
+        }
+        if o.python_script.is_some() {
+            let dir = work.join(format!("round{round}-python"));
+            let _ = std::fs::create_dir_all(&dir);
+            match python_session(&o, &dir) {
+                Ok(rate) => {
+                    eprintln!("round {} python JSON: {rate:.0} msg/s", round + 1);
+                    samples
+                        .entry("python_json_msgs_per_s".into())
+                        .or_default()
+                        .entry(NODE.into())
+                        .or_default()
+                        .push(rate);
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("round {} python: failed: {e}", round + 1)
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let r = report(&o, &samples, o.rounds, &started);
+    let title = format!(
+        "p2p-node against the others, medians of {} round(s) ({started} UTC)",
+        o.rounds
+    );
+    std::fs::write(o.out.join("bench.md"), &r.markdown).expect("bench.md");
+    std::fs::write(
+        o.out.join("bench.json"),
+        serde_json::to_string_pretty(&r.json).unwrap() + "\n",
+    )
+    .expect("bench.json");
+    std::fs::write(o.out.join("bench.svg"), svg(&r.bars, &title)).expect("bench.svg");
+    print!("{}", r.markdown);
+    // A session that did not run is a failure (the smoke run in CI checks that every tool
+    // works); figures themselves are never judged here.
+    if failures > 0 {
+        eprintln!("p2p-bench: {failures} session(s) failed");
+        std::process::exit(1);
+    }
+}

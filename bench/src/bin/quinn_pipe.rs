@@ -1,0 +1,160 @@
+//! `quinn-pipe`: the smallest quinn 0.11 pipe, the ceiling for p2pnat's shape (stdin -> one QUIC
+//! stream -> stdout, nothing else): no rendezvous, no path agent, no framing, no acknowledgements.
+//! It uses p2pnat's own TLS (ed25519 certificates, TLS 1.3, ring) and, unless `--quinn-defaults`,
+//! p2pnat's transport configuration (`p2pnat::socket::transport_config`: windows, congestion
+//! controller), over quinn's ordinary UDP socket.
+//!
+//! ```text
+//! quinn-pipe listen [--bind 127.0.0.1:0]          # stderr: "listening <addr> <peer_id>"
+//! quinn-pipe connect <addr> <peer_id>             # stdin goes to the listener's stdout
+//! options: --congestion bbr|cubic (bbr, as p2p-node)   --flow-window BYTES (as p2p-node's)
+//!          --quinn-defaults (quinn's own TransportConfig instead)
+//! ```
+//! The listener takes one connection and one stream, writes it to stdout and exits when it ends.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2pnat::identity::Identity;
+use p2pnat::socket::CongestionControl;
+use p2pnat::tls;
+
+const ALPN: &[u8] = b"quinn-pipe/1";
+const CHUNK: usize = 256 * 1024;
+
+struct Options {
+    congestion: CongestionControl,
+    quinn_defaults: bool,
+    bind: SocketAddr,
+    positional: Vec<String>,
+}
+
+fn parse(args: Vec<String>) -> Result<Options, String> {
+    let mut options = Options {
+        congestion: CongestionControl::Bbr,
+        quinn_defaults: false,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        positional: Vec::new(),
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--congestion" => {
+                options.congestion = match args.next().as_deref() {
+                    Some("cubic") => CongestionControl::Cubic,
+                    Some("bbr") => CongestionControl::Bbr,
+                    other => return Err(format!("--congestion cubic|bbr, not {other:?}")),
+                }
+            }
+            "--quinn-defaults" => options.quinn_defaults = true,
+            "--flow-window" => p2pnat::socket::set_flow_window(
+                args.next()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or("--flow-window needs a byte count")?,
+            ),
+            "--bind" => {
+                options.bind = args
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or("--bind needs an address")?
+            }
+            _ => options.positional.push(arg),
+        }
+    }
+    Ok(options)
+}
+
+fn transport(options: &Options) -> Arc<quinn::TransportConfig> {
+    if options.quinn_defaults {
+        Arc::new(quinn::TransportConfig::default())
+    } else {
+        p2pnat::socket::transport_config(
+            Duration::from_secs(30),
+            Some(Duration::from_secs(5)),
+            options.congestion,
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1).collect()) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("quinn-pipe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match options.positional.first().map(String::as_str) {
+            Some("listen") => listen(&options).await,
+            Some("connect") if options.positional.len() == 3 => connect(&options).await,
+            _ => Err("usage: quinn-pipe listen [--bind ADDR] | connect ADDR PEER_ID".into()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quinn-pipe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn listen(options: &Options) -> Result<(), BoxError> {
+    let identity = Identity::generate()?;
+    let mut server = quinn::ServerConfig::with_crypto(tls::server_crypto(&identity, ALPN)?);
+    server.transport_config(transport(options));
+    let endpoint = quinn::Endpoint::server(server, options.bind)?;
+    eprintln!(
+        "listening {} {}",
+        endpoint.local_addr()?,
+        identity.peer_id()
+    );
+    let incoming = endpoint.accept().await.ok_or("endpoint closed")?;
+    let connection = incoming.await?;
+    let mut stream = connection.accept_uni().await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut stdout = std::io::stdout().lock();
+    while let Some(n) = stream.read(&mut buf).await? {
+        tokio::task::block_in_place(|| stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()))?;
+    }
+    connection.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+async fn connect(options: &Options) -> Result<(), BoxError> {
+    let addr: SocketAddr = options.positional[1].parse()?;
+    let peer = &options.positional[2];
+    let identity = Identity::generate()?;
+    let mut client = quinn::ClientConfig::new(tls::client_crypto(&identity, ALPN, false)?);
+    client.transport_config(transport(options));
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let endpoint = quinn::Endpoint::client(bind)?;
+    let connection = endpoint.connect_with(client, addr, peer)?.await?;
+    let mut stream = connection.open_uni().await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let n = tokio::task::block_in_place(|| stdin.read(&mut buf))?;
+        if n == 0 {
+            break;
+        }
+        stream.write_all(&buf[..n]).await?;
+    }
+    stream.finish()?;
+    // The listener closes the connection once it has written everything.
+    connection.closed().await;
+    endpoint.wait_idle().await;
+    Ok(())
+}
