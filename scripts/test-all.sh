@@ -10,6 +10,8 @@ echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzz smoke: every fuzz target a few seconds from its corpus (nightly; docs/FUZZING.md)"
+./scripts/fuzz.sh smoke
 echo "== the README's quick start: scripts/demo.sh, checked by what it must show"
 demo_out=$(mktemp)
 if ! ./scripts/demo.sh >"$demo_out" 2>&1 \
