@@ -334,7 +334,7 @@ fn turn_seeds(out: &Path) {
     let auth = |mut attributes: Vec<StunAttribute>| {
         attributes.push(UserName::new(&issued.username).unwrap().into());
         attributes.push(Realm::new("p2pnat").unwrap().into());
-        attributes.push(Nonce::new(&"x".repeat(36)).unwrap().into());
+        attributes.push(Nonce::new("x".repeat(36)).unwrap().into());
         attributes
     };
     let udp = || -> StunAttribute { RequestedTrasport::from(stun_rs::protocols::UDP).into() };
@@ -393,7 +393,7 @@ fn turn_seeds(out: &Path) {
                 &stun_message(
                     SEND,
                     MessageClass::Indication,
-                    vec![peer_attr(), Data::new(b"hello".to_vec()).into()],
+                    vec![peer_attr(), Data::new(b"hello").into()],
                     None,
                 ),
             ),
@@ -513,7 +513,7 @@ fn turn_seeds(out: &Path) {
                 &stun_message(
                     DATA,
                     MessageClass::Indication,
-                    vec![peer_attr(), Data::new(b"hello".to_vec()).into()],
+                    vec![peer_attr(), Data::new(b"hello").into()],
                     None,
                 ),
             ),

@@ -16,10 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut pending: Vec<u8> = Vec::new();
     for (_, chunk) in Records::new(data) {
         pending.extend_from_slice(chunk);
-        loop {
-            let Some(header) = pending.first_chunk::<FRAME_HEADER>() else {
-                break;
-            };
+        while let Some(header) = pending.first_chunk::<FRAME_HEADER>() {
             let header = match FrameHeader::parse(header) {
                 Ok(header) => header,
                 // The connection is closed: nothing after a bad header is read.

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use p2pnat_proto::stun::{self, StunError, MAX_STUN_MESSAGE};
 
 fuzz_target!(|data: &[u8]| {
-    let source: SocketAddr = if data.len() % 2 == 0 {
+    let source: SocketAddr = if data.len().is_multiple_of(2) {
         "192.0.2.7:40000".parse().unwrap()
     } else {
         "[2001:db8::5]:9".parse().unwrap()

@@ -206,7 +206,7 @@ impl Harness {
                 else {
                     return;
                 };
-                let peer_ip = if u16_at(body, 0) % 2 == 0 {
+                let peer_ip = if u16_at(body, 0).is_multiple_of(2) {
                     IpAddr::V4(Ipv4Addr::new(
                         203,
                         0,
