@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export CARGO_TARGET_DIR="$PWD/target"
 TARGETS=(demux stun control control_stream path_wire app_frames app_lines turn_server turn_client turn_stream)
-TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+TRIPLE=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p' || true)
 # A decoder that allocates more than this in one call is a failure (libFuzzer's malloc limit).
 LIMITS=(-rss_limit_mb=1024 -malloc_limit_mb=128)
 
@@ -56,6 +56,19 @@ summary() {
   echo "${execs:-?} ${speed:-?} ${cov:-?} ${ft:-?}"
 }
 
+# Builds every target (extra arguments: cargo fuzz build options); the log only on failure.
+build() {
+  local log
+  log=$(mktemp)
+  if ! cargo +nightly fuzz build "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "fuzz: cargo fuzz build failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+
 corpus_size() {
   local dir=$1
   echo "$(find "$dir" -type f | wc -l) files, $(du -sb "$dir" | cut -f1) bytes"
@@ -68,7 +81,7 @@ case "$mode" in
     secs=${SMOKE_SECS:-5}
     start=$(date +%s)
     echo "fuzz smoke: building ${#TARGETS[@]} targets (nightly, AddressSanitizer)"
-    cargo +nightly fuzz build --sanitizer address 2>&1 | grep -vE '^\s*(Compiling|Finished|Blocking)' || true
+    build --sanitizer address
     bin="target/$TRIPLE/release"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
@@ -99,7 +112,7 @@ case "$mode" in
     max_secs=${4:-0}
     export CARGO_TARGET_DIR="$PWD/target/long"
     echo "fuzz long: building ${#TARGETS[@]} targets (nightly, no sanitizer: panics, overflow and bounds checks stay on)"
-    cargo +nightly fuzz build --sanitizer none 2>&1 | grep -vE '^\s*(Compiling|Finished|Blocking)' || true
+    build --sanitizer none
     bin="$CARGO_TARGET_DIR/$TRIPLE/release"
     out="$PWD/target/long-corpus"
     logs="$PWD/target/long-logs"
