@@ -14,12 +14,15 @@
 #                                  encoder output), plus any corpus DIR/<target> given, minimised
 #                                  with `cargo fuzz cmin`.
 #
-# Needs the nightly toolchain and cargo-fuzz (scripts/install-deps.sh installs both). Without
-# them the smoke step says so loudly; it fails when CI=true and passes (skipped) otherwise, so
-# an offline developer can still run the rest of test-all.sh.
+# Needs cargo-fuzz and the nightly toolchain (scripts/install-deps.sh installs both). Where no
+# nightly can be had (a machine that reaches no toolchain server), it says so loudly and builds
+# with the default toolchain and RUSTC_BOOTSTRAP=1, which cargo-fuzz supports (FUZZ_TOOLCHAIN=
+# stable forces that). Without cargo-fuzz, or when neither toolchain builds, nothing is fuzzed:
+# it says so loudly and fails when CI=true, passes (skipped) otherwise, so an offline developer
+# can still run the rest of test-all.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
-export CARGO_TARGET_DIR="$PWD/target"
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
 TARGETS=(demux stun control control_stream path_wire app_frames app_lines turn_server turn_client turn_stream)
 TRIPLE=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p' || true)
 # A decoder that allocates more than this in one call is a failure (libFuzzer's malloc limit).
@@ -38,9 +41,18 @@ missing() {
   exit 0
 }
 
+FUZZ_CARGO=(cargo +nightly)
 check_tools() {
-  rustup run nightly rustc --version >/dev/null 2>&1 || missing "no nightly toolchain"
   cargo fuzz --version >/dev/null 2>&1 || missing "cargo-fuzz is not installed"
+  if [ "${FUZZ_TOOLCHAIN:-nightly}" = nightly ] && rustup run nightly rustc --version >/dev/null 2>&1; then
+    return
+  fi
+  command -v rustc >/dev/null 2>&1 || missing "no Rust toolchain"
+  {
+    echo "!! fuzz: NO NIGHTLY TOOLCHAIN: building with $(rustc --version) and RUSTC_BOOTSTRAP=1"
+  } >&2
+  export RUSTC_BOOTSTRAP=1
+  FUZZ_CARGO=(cargo)
 }
 
 # One libFuzzer binary's summary from its log: executions, exec/s, coverage, features.
@@ -60,10 +72,10 @@ summary() {
 build() {
   local log
   log=$(mktemp)
-  if ! cargo +nightly fuzz build "$@" >"$log" 2>&1; then
+  if ! "${FUZZ_CARGO[@]}" fuzz build "$@" >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
-    echo "fuzz: cargo fuzz build failed" >&2
+    echo "fuzz: cargo fuzz build failed (${FUZZ_CARGO[*]})" >&2
     exit 1
   fi
   rm -f "$log"
@@ -80,9 +92,9 @@ case "$mode" in
     check_tools
     secs=${SMOKE_SECS:-5}
     start=$(date +%s)
-    echo "fuzz smoke: building ${#TARGETS[@]} targets (nightly, AddressSanitizer)"
+    echo "fuzz smoke: building ${#TARGETS[@]} targets (${FUZZ_CARGO[*]}, AddressSanitizer)"
     build --sanitizer address
-    bin="target/$TRIPLE/release"
+    bin="$CARGO_TARGET_DIR/$TRIPLE/release"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     failed=()
@@ -110,12 +122,12 @@ case "$mode" in
     runs=${2:?usage: fuzz.sh long N [JOBS] [MAX_SECS]}
     jobs=${3:-1}
     max_secs=${4:-0}
-    export CARGO_TARGET_DIR="$PWD/target/long"
-    echo "fuzz long: building ${#TARGETS[@]} targets (nightly, no sanitizer: panics, overflow and bounds checks stay on)"
+    export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/long"
+    echo "fuzz long: building ${#TARGETS[@]} targets (${FUZZ_CARGO[*]}, no sanitizer: panics, overflow and bounds checks stay on)"
     build --sanitizer none
     bin="$CARGO_TARGET_DIR/$TRIPLE/release"
-    out="$PWD/target/long-corpus"
-    logs="$PWD/target/long-logs"
+    out="$CARGO_TARGET_DIR/../long-corpus"
+    logs="$CARGO_TARGET_DIR/../long-logs"
     mkdir -p "$out" "$logs"
     run_one() {
       local target=$1
@@ -159,7 +171,7 @@ case "$mode" in
       for extra in "$@"; do
         if [ -d "$extra/$target" ]; then cp "$extra/$target"/* "corpus/$target/" 2>/dev/null || true; fi
       done
-      cargo +nightly fuzz cmin "$target" "corpus/$target" >"$seeds/$target.cmin.log" 2>&1 \
+      "${FUZZ_CARGO[@]}" fuzz cmin "$target" "corpus/$target" >"$seeds/$target.cmin.log" 2>&1 \
         || { tail -20 "$seeds/$target.cmin.log"; exit 1; }
       echo "  $target: $(corpus_size "corpus/$target")"
     done
