@@ -11,9 +11,20 @@
 #   `python3 -m venv` fails, as on a fresh Debian/Ubuntu) let scripts/check-wheel.sh install the
 #   wheel into a fresh venv.
 # - systemd (root only, when systemd-analyze is missing): scripts/check-packaging.sh.
+# - Fuzzing (scripts/fuzz.sh, docs/FUZZING.md): the nightly toolchain (minimal profile) and
+#   cargo-fuzz, pinned; each only when missing.
 set -euo pipefail
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "install-deps: could not add rustfmt/clippy components" >&2
+fi
+CARGO_FUZZ_VERSION=0.13.2
+if command -v rustup >/dev/null 2>&1 && ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal >/dev/null 2>&1 \
+    || echo "install-deps: could not install the nightly toolchain (scripts/fuzz.sh needs it)" >&2
+fi
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet >/dev/null 2>&1 \
+    || echo "install-deps: could not install cargo-fuzz $CARGO_FUZZ_VERSION (scripts/fuzz.sh needs it)" >&2
 fi
 if [ "$(id -u)" = 0 ]; then
   need=()

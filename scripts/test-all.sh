@@ -12,6 +12,8 @@ echo "== packaging: systemd unit (systemd-analyze), example config, Containerfil
 ./scripts/check-packaging.sh
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzz smoke: every fuzz target a few seconds from its corpus (nightly; docs/FUZZING.md)"
+./scripts/fuzz.sh smoke
 echo "== the README's quick start: scripts/demo.sh, checked by what it must show"
 demo_out=$(mktemp)
 if ! ./scripts/demo.sh >"$demo_out" 2>&1 \
