@@ -8,6 +8,7 @@
 //! - [`table`]: virtual peer addresses, each with a selected path and the routes it accepts;
 //! - [`agent`]: the [`PathAgent`]: candidates, paced and triggered checks, selection,
 //!   heartbeats and path switches, driven by one `poll_output()`;
+//! - `incoming` (private): checks and replies as they arrive, and the checks they trigger;
 //! - `pairs` (private): one peer's candidate pairs and their states;
 //! - `routes` (private): the agent's side of the table (joining, releasing, routing addresses).
 //!
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod birthday;
 pub mod crossing;
 pub mod events;
+mod incoming;
 mod pairs;
 pub mod relay;
 mod routes;
