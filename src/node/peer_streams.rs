@@ -134,7 +134,10 @@ impl MessageReader {
                 Ok(()) => {
                     count += 1;
                     let _ = count_tx.send(count);
-                    self.status.lock().expect("status lock").last_active = Instant::now();
+                    // Once per burst (when the buffered bytes are used up), not per message.
+                    if stream.buffer().is_empty() {
+                        self.status.lock().expect("status lock").last_active = Instant::now();
+                    }
                 }
                 Err(ReadMessageError::Ended(e)) => {
                     tracing::debug!("message stream ended: {e}");
