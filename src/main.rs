@@ -63,6 +63,12 @@ struct Args {
     #[arg(long, default_value_t = p2pnat::socket::DEFAULT_FLOW_WINDOW,
           value_parser = clap::value_parser!(u64).range(65536..=1073741824))]
     flow_window: u64,
+    /// Most peers the node keeps state for (a task, paths, connections). When all hold work
+    /// (queued, unconfirmed or dialling), new peers are refused with `busy`; otherwise the
+    /// idlest peer makes room. Lower it to bound memory on a small device.
+    #[arg(long, default_value_t = p2pnat::node::DEFAULT_MAX_PEERS,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_peers: u64,
     /// Never use the relay the rendezvous offers (peers that cannot be reached directly are
     /// then unreachable).
     #[arg(long)]
@@ -117,11 +123,13 @@ fn main() -> ExitCode {
         listen: args.listen,
         io: args.io,
         max_message: args.max_message,
+        max_peers: args.max_peers as usize,
         paths: AgentConfig {
             check_timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
             relay_only: args.relay_only,
             ..AgentConfig::default()
-        },
+        }
+        .sized_for_peers(args.max_peers as usize),
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         keepalive: (args.keepalive_secs > 0).then(|| Duration::from_secs(args.keepalive_secs)),

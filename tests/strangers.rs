@@ -96,3 +96,78 @@ fn connections_per_peer_are_capped() {
         "{open} of 12 connections from one peer still open"
     );
 }
+
+/// A connection the node refuses (every peer slot holds undelivered messages) frees its
+/// virtual address: a node refusing many strangers still has addresses for its genuine peers.
+/// With `--max-peers 1` the path table holds 16 virtual addresses; 24 strangers from 24 source
+/// addresses are each refused with a `busy` close that reaches them (an address freed at once
+/// would drop the close: they would wait for their idle timeout), and then a genuine peer
+/// still connects and delivers.
+#[test]
+fn refused_connections_free_their_virtual_addresses() {
+    let rendezvous = Rendezvous::start(&[]);
+    let mut node = Node::start(&rendezvous, &["--max-peers", "1"]);
+    let mut friend = Node::start(&rendezvous, &[]);
+    let runtime = stranger::runtime();
+    let addr = stranger::node_addr(&node.ready);
+    let node_id = node.id.clone();
+    // The node's one slot: a stranger that takes a message and never acknowledges it.
+    let _runtime_context = runtime.enter();
+    let holder = Stranger::new(Identity::generate().unwrap());
+    let holder_connection = runtime.block_on(holder.connect(addr, &node_id));
+    node.send(1, &holder.id(), b"never acknowledged");
+    let held_stream = runtime.block_on(async {
+        let mut stream = holder_connection
+            .accept_uni()
+            .await
+            .expect("message stream");
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], STREAM_MESSAGES);
+        stream
+    });
+    let refusals = runtime.block_on(async {
+        let mut refusals = Vec::new();
+        for round in 0..24 {
+            if round % 6 == 5 {
+                // Refused addresses are freed a second after their close: let them go.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            let stranger = Stranger::new(Identity::generate().unwrap());
+            let refused = tokio::time::timeout(Duration::from_secs(5), async {
+                let connecting = stranger.endpoint.connect(addr, &node_id).unwrap();
+                match connecting.await {
+                    Ok(connection) => connection.closed().await.to_string(),
+                    Err(e) => format!("handshake failed: {e}"),
+                }
+            })
+            .await
+            .unwrap_or_else(|_| "no answer within 5 s".to_string());
+            let busy = refused.contains("busy");
+            refusals.push(refused);
+            if !busy {
+                break; // the assertion below names it
+            }
+        }
+        refusals
+    });
+    assert_eq!(
+        refusals.len(),
+        24,
+        "a stranger was not refused: {refusals:?}"
+    );
+    for (i, refused) in refusals.iter().enumerate() {
+        assert!(
+            refused.contains("busy"),
+            "stranger {i} was not refused as busy: {refused}"
+        );
+    }
+    // The holder goes away: its message fails, its slot frees, and the friend gets in.
+    holder_connection.close(0u32.into(), b"gone");
+    node.wait_event(|e| e.starts_with("failed 1 "));
+    drop((held_stream, holder_connection, holder));
+    friend.send(2, &node.id, b"a genuine peer");
+    let got = node.wait_recvs(1);
+    assert_eq!(got[0].1, b"a genuine peer");
+    friend.wait_event(|e| e == format!("delivered 2 {}", node.id));
+}

@@ -4,9 +4,9 @@
 //! rendezvous go to the agent the same way, as the answering side.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use p2pnat_proto::control::{PeerRecord, Push, RegisteredOver};
 use p2pnat_proto::path::{CheckRole, PeerCandidates};
@@ -201,19 +201,48 @@ fn candidates_of(record: &PeerRecord) -> Vec<SocketAddr> {
 /// Answers are limited per requesting peer ([`PUNCH_ANSWERS_PER_PEER`]) and per requester IP
 /// ([`PUNCH_ANSWERS_PER_IP`]): many identities behind one address get no more than one.
 pub async fn answer_punch_requests(paths: Arc<Paths>, mut pushes: mpsc::Receiver<Push>) {
-    let (burst, interval) = PUNCH_ANSWERS_PER_PEER;
-    let mut per_peer = TokenBuckets::new(burst, interval, 4096);
-    let (burst, interval) = PUNCH_ANSWERS_PER_IP;
-    let mut per_ip = TokenBuckets::new(burst, interval, 4096);
+    let mut limits = PunchAnswerLimits::new();
     while let Some(Push::PunchRequest { peer, record }) = pushes.recv().await {
-        let now = std::time::Instant::now();
-        if !per_peer.take(now, peer) || !per_ip.take(now, record.observed.ip()) {
+        if !limits.admit(Instant::now(), peer, record.observed.ip()) {
             tracing::info!(peer = %peer.short(), from = %record.observed.ip(), "punch request over the limit; not answered");
             continue;
         }
         if let Err(e) = start(&paths, peer, &record, CheckRole::Answerer) {
             tracing::debug!(peer = %peer.short(), "punch request not answered: {e}");
         }
+    }
+}
+
+/// Which punch requests a node answers: [`PUNCH_ANSWERS_PER_PEER`] per requesting peer and
+/// [`PUNCH_ANSWERS_PER_IP`] per requester IP (each a token bucket; at most 4,096 of each are
+/// tracked, the oldest forgotten first). A request must pass both; the IP's token is taken
+/// first, so a request refused by its IP does not spend its peer's token.
+#[derive(Debug)]
+pub struct PunchAnswerLimits {
+    per_peer: TokenBuckets<PeerId>,
+    per_ip: TokenBuckets<IpAddr>,
+}
+
+impl PunchAnswerLimits {
+    pub fn new() -> Self {
+        let (peer_burst, peer_interval) = PUNCH_ANSWERS_PER_PEER;
+        let (ip_burst, ip_interval) = PUNCH_ANSWERS_PER_IP;
+        PunchAnswerLimits {
+            per_peer: TokenBuckets::new(peer_burst, peer_interval, 4096),
+            per_ip: TokenBuckets::new(ip_burst, ip_interval, 4096),
+        }
+    }
+
+    /// Whether to answer a punch request from `peer`, whose registration the rendezvous
+    /// observed at `ip`, arriving at `now`.
+    pub fn admit(&mut self, now: Instant, peer: PeerId, ip: IpAddr) -> bool {
+        self.per_ip.take(now, ip) && self.per_peer.take(now, peer)
+    }
+}
+
+impl Default for PunchAnswerLimits {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -228,5 +257,46 @@ pub async fn repunch(dialler: Dialler, mut requests: mpsc::Receiver<PeerId>) {
                 tracing::info!(peer = %peer.short(), "re-punch failed: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId([n; 32])
+    }
+
+    #[test]
+    fn punch_answers_are_limited_per_requesting_peer() {
+        let mut limits = PunchAnswerLimits::new();
+        let start = Instant::now();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let answered = (0..10).filter(|_| limits.admit(start, peer(1), ip)).count();
+        assert_eq!(answered, PUNCH_ANSWERS_PER_PEER.0 as usize);
+        // Another peer on the same IP is still answered.
+        assert!(limits.admit(start, peer(2), ip));
+        // One more for the first peer per interval.
+        let later = start + PUNCH_ANSWERS_PER_PEER.1;
+        assert!(limits.admit(later, peer(1), ip));
+        assert!(!limits.admit(later, peer(1), ip));
+    }
+
+    #[test]
+    fn punch_answers_are_limited_per_requester_ip_whatever_the_keys() {
+        let mut limits = PunchAnswerLimits::new();
+        let start = Instant::now();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let answered = (0..40u8)
+            .filter(|n| limits.admit(start, peer(*n), ip))
+            .count();
+        assert_eq!(answered, PUNCH_ANSWERS_PER_IP.0 as usize);
+        // Another IP is not affected.
+        assert!(limits.admit(start, peer(100), "198.51.100.8".parse().unwrap()));
+        // One more per interval; a peer refused by its IP kept its own token.
+        let later = start + PUNCH_ANSWERS_PER_IP.1;
+        assert!(limits.admit(later, peer(39), ip));
+        assert!(!limits.admit(later, peer(38), ip));
     }
 }

@@ -36,8 +36,8 @@ use app_io::{Input, IoMode, Outputs};
 use peer::{Outgoing, PeerContext, PeerControl, PeerHandle};
 use rendezvous_client::RendezvousTarget;
 
-/// Most peers a node keeps a task for.
-pub const MAX_PEERS: usize = 1024;
+/// Most peers a node keeps a task for unless `--max-peers` says otherwise.
+pub const DEFAULT_MAX_PEERS: u64 = 1024;
 
 /// Settings of one node run.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub io: IoMode,
     pub max_message: usize,
+    /// Most peer tasks (`--max-peers`); see [`Peers::get_or_spawn`].
+    pub max_peers: usize,
     /// Timing and limits of the path agent (checks, heartbeats).
     pub paths: AgentConfig,
     pub handshake_timeout: Duration,
@@ -79,13 +81,15 @@ pub enum NodeError {
 /// The peers a node knows, shared by the core and the acceptor.
 struct Peers {
     context: PeerContext,
+    /// Most peer tasks at once (at least 1).
+    max_peers: usize,
     handles: Mutex<Option<HashMap<PeerId, PeerHandle>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Peers {
     /// The peer's handle, starting its task if needed. Refused when shutting down, or when
-    /// [`MAX_PEERS`] tasks all hold work; otherwise an idle task (the least recently active one
+    /// `max_peers` tasks all hold work; otherwise an idle task (the least recently active one
     /// with nothing queued, unconfirmed or dialling) makes room: throw-away identities that
     /// connect once cannot lock the node out of new peers.
     fn get_or_spawn(&self, peer: PeerId) -> Result<PeerHandle, &'static str> {
@@ -94,7 +98,7 @@ impl Peers {
         if let Some(handle) = handles.get(&peer) {
             return Ok(handle.clone());
         }
-        if handles.len() >= MAX_PEERS {
+        if handles.len() >= self.max_peers {
             let idlest = handles
                 .iter()
                 .filter(|(_, handle)| handle.evictable())
@@ -273,6 +277,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             max_message: config.max_message,
             stop: stop_rx.clone(),
         },
+        max_peers: config.max_peers.max(1),
         handles: Mutex::new(Some(HashMap::new())),
         tasks: Mutex::new(Vec::new()),
     });
@@ -637,8 +642,8 @@ async fn accept_connections(endpoint: quinn::Endpoint, peers: Arc<Peers>) {
                     let _ = handle.control.send(PeerControl::Incoming(connection)).await;
                 }
                 Err(reason) => {
-                    connection.close(0u32.into(), reason.as_bytes());
-                    paths.release(vaddr, false);
+                    tracing::info!(peer = %peer.short(), "incoming connection refused: {reason}");
+                    peer::close_then_release(&connection, paths, reason.as_bytes());
                 }
             }
         });

@@ -33,7 +33,7 @@ use tracing::Instrument as _;
 
 use super::app_io::Outputs;
 use super::dial::Dialler;
-use super::paths::PeerPathState;
+use super::paths::{Paths, PeerPathState};
 
 /// First byte of a message stream.
 pub const STREAM_MESSAGES: u8 = 0x01;
@@ -283,14 +283,7 @@ impl PeerTask {
             self.fail(queued.msg_id, &not_sent).await;
         }
         for connection in &self.connections {
-            connection.close(0u32.into(), b"quit");
-            // The close must still reach the peer over the path: free the address later.
-            let (connection, paths) = (connection.clone(), self.context.dialler.paths.clone());
-            tokio::spawn(async move {
-                connection.closed().await;
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                paths.release(connection.remote_address(), false);
-            });
+            close_then_release(connection, &self.context.dialler.paths, b"quit");
         }
         let paths = &self.context.dialler.paths;
         if !self.connections.is_empty() {
@@ -713,4 +706,21 @@ impl PeerTask {
             self.fail(msg_id, reason).await;
         }
     }
+}
+
+/// Closes `connection` (application code 0, `reason`) and frees its virtual address a second
+/// after the close completes: the CONNECTION_CLOSE must still reach the peer over the path, and
+/// an address freed at once would drop it (the peer would then wait for its idle timeout).
+pub(super) fn close_then_release(
+    connection: &quinn::Connection,
+    paths: &Arc<Paths>,
+    reason: &[u8],
+) {
+    connection.close(0u32.into(), reason);
+    let (connection, paths) = (connection.clone(), paths.clone());
+    tokio::spawn(async move {
+        connection.closed().await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        paths.release(connection.remote_address(), false);
+    });
 }

@@ -115,6 +115,17 @@ pub struct AgentConfig {
     pub relay_only: bool,
 }
 
+impl AgentConfig {
+    /// These limits for a node that keeps at most `node_peers` peer tasks: twice as many peer
+    /// states (so the node's eviction of idle peers decides, not this table) and four virtual
+    /// addresses per peer task, at least 16. The defaults are `sized_for_peers(1024)`.
+    pub fn sized_for_peers(mut self, node_peers: usize) -> Self {
+        self.max_peers = node_peers.saturating_mul(2).max(2);
+        self.max_vaddrs = node_peers.saturating_mul(4).max(16);
+        self
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
