@@ -81,12 +81,13 @@ mkdir "$tmp/out"
 
 echo "-- booting systemd in a container (systemd-nspawn, private network) to run the unit"
 start=$(date +%s)
-# A private mount namespace with a tmpfs on /run/systemd: nspawn's own directories there
-# (nspawn-root, propagate) must not land on the host's /run, which here is not a tmpfs.
+# A private mount namespace with a fresh tmpfs on /run: nspawn's own directories there
+# (systemd/nspawn-root, systemd/nspawn/propagate) must not land on the host's /run, which here is
+# not a tmpfs (nspawn refuses to remove them from a disk), and /run/systemd may not exist.
 # shellcheck disable=SC2016
 CGROUPS="${cgroups[*]}" timeout -k 10 120 unshare --mount --propagation private -- bash -c '
   for cg in $CGROUPS; do echo $$ >"$cg/cgroup.procs"; done
-  mount -t tmpfs tmpfs /run/systemd
+  mount -t tmpfs -o mode=0755 tmpfs /run
   exec "$@"' _ systemd-nspawn --quiet --directory=/ --volatile=yes --register=no --keep-unit \
   --console=pipe --private-network --machine="$name" \
   --tmpfs=/usr/local/bin \
