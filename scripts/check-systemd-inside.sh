@@ -54,6 +54,9 @@ for n, line in enumerate(lines, 1):
   fail "the journal holds $(grep -c . <<<"$ids") 'rendezvous listening' events, not $1"
 }
 
+pid1=$(cat /proc/1/comm)
+[ "$pid1" = systemd ] || fail "PID 1 is $pid1, not systemd"
+echo "-- PID 1: $pid1 ($(systemctl --version | sed -n 1p)); system state: $(systemctl is-system-running || true)"
 echo "-- systemctl enable --now $unit"
 systemctl enable --now "$unit"
 healthy_within_10s
