@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks packaging/ and the Containerfile (scripts/test-all.sh runs it after the build):
+# Checks packaging/ and the Containerfile statically (scripts/test-all.sh runs it after the build;
+# scripts/check-systemd.sh then runs the unit under a real systemd, as root):
 # - the systemd unit passes `systemd-analyze verify` with no warning, and its sandbox scores
 #   at most 2.5 on `systemd-analyze security --offline` (0 best, 10 worst); without
 #   systemd-analyze it says so loudly and only parses the unit;

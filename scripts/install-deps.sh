@@ -11,6 +11,9 @@
 #   `python3 -m venv` fails, as on a fresh Debian/Ubuntu) let scripts/check-wheel.sh install the
 #   wheel into a fresh venv.
 # - systemd (root only, when systemd-analyze is missing): scripts/check-packaging.sh.
+# - systemd-container (systemd-nspawn), curl and Debian's python3-prometheus-client (root only):
+#   scripts/check-systemd.sh runs the rendezvous under its unit with systemd as PID 1 in a
+#   container that sees only the host's /usr (so the metrics parser must come from apt, not pip).
 # - Fuzzing (scripts/fuzz.sh, docs/FUZZING.md): the nightly toolchain (minimal profile) and
 #   cargo-fuzz, pinned; each only when missing.
 set -euo pipefail
@@ -34,6 +37,9 @@ if [ "$(id -u)" = 0 ]; then
   command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
   # systemd-analyze: scripts/check-packaging.sh verifies packaging/p2p-rendezvous.service.
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
   # Debian's python3 without python3-venv imports ensurepip but cannot make a venv: try one.

@@ -32,10 +32,12 @@ echo "== scripts/bench.sh smoke: every benchmark runs once, tiny sizes (figures 
 echo "== wheel (dev profile, reusing the build above): fresh venv outside the checkout, README example"
 ./scripts/check-wheel.sh dev
 if [ "$(id -u)" = 0 ]; then
+  echo "== systemd: p2p-rendezvous under packaging/p2p-rendezvous.service, systemd as PID 1 (nspawn)"
+  ./scripts/check-systemd.sh
   echo "== netsim check and matrix (root: NAT lab in network namespaces)"
   target/debug/netsim check
   target/debug/netsim netcheck --out reports/netsim
   target/debug/netsim matrix --out reports/netsim
 else
-  echo "== netsim skipped: it needs root (network namespaces and nftables); run this script as root"
+  echo "== netsim and the systemd check skipped: they need root (namespaces, nftables, systemd-nspawn)"
 fi

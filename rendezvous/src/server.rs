@@ -287,6 +287,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         }
     }
 
+    // SIGTERM (`systemctl stop`) is a clean shutdown from the moment it says it listens.
+    let signals = p2pnat::process::ShutdownSignals::install();
     // Everything is bound: /healthz answers ok from before the first line is printed.
     crate::http::set_ready(true);
     tracing::info!(%local, id = %identity.peer_id(), "rendezvous listening");
@@ -323,9 +325,12 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             ));
         }
     };
+    // Pinned here, `accept` (and its loop guard) lives to the end of this function, past
+    // set_ready(false): a stop by signal is not a loop that failed.
+    tokio::pin!(accept);
     tokio::select! {
-        _ = accept => {}
-        _ = p2pnat::process::shutdown_signal() => tracing::info!("shutting down"),
+        _ = &mut accept => {}
+        _ = signals.recv() => tracing::info!("shutting down"),
     }
     crate::http::set_ready(false);
     endpoint.close(0u32.into(), b"rendezvous shutting down");

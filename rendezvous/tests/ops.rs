@@ -195,22 +195,35 @@ fn json_log_format_writes_one_json_object_a_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = 0;
-    for line in stderr.lines() {
+    let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut messages = Vec::new();
+    let mut sent_sigterm = false;
+    // Every line up to "rendezvous listening", then SIGTERM (as `systemctl stop` sends) and every
+    // line to the end: all JSON, all INFO (a stop by signal is no failed loop), "shutting down".
+    for line in stderr {
         let line = line.unwrap();
         let value: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         assert_eq!(value["level"], "INFO", "{line}");
-        seen += 1;
-        if value["fields"]["message"] == "rendezvous listening" {
+        let message = value["fields"]["message"].as_str().unwrap().to_string();
+        if message == "rendezvous listening" && !sent_sigterm {
             assert!(value["fields"]["id"].is_string());
-            break;
+            let kill = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            sent_sigterm = true;
         }
+        messages.push(message);
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(seen >= 1);
+    let status = child.wait().unwrap();
+    assert!(
+        sent_sigterm,
+        "no \"rendezvous listening\" line: {messages:?}"
+    );
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert_eq!(messages.last().map(String::as_str), Some("shutting down"));
 }
 
 #[test]
