@@ -74,6 +74,11 @@ def _peer_id_bytes(peer_id: str) -> bytes:
     return raw
 
 
+def frame_peer_id(peer_id: str) -> bytes:
+    """``peer_id`` as the bytes a frame carries; ValueError/TypeError if it is not a valid one."""
+    return _peer_id_bytes(peer_id)
+
+
 def encode_frame(frame_type: int, body: bytes = b"") -> bytes:
     """One complete frame: length, type, body."""
     if not 0 <= frame_type <= 0xFF:

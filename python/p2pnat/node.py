@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import signal
+import struct
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
@@ -35,8 +36,8 @@ from . import events as ev
 from .binary import NODE, find_binary
 from .channel import BoundedChannel
 from .errors import DeliveryFailed, FrameError, NodeExited, NodeStartError, P2PError
-from .frames import (TYPE_EVENT, TYPE_RECV, DEFAULT_MAX_MESSAGE, FrameDecoder, decode_recv_body,
-                     encode_command, max_frame_length, send_header)
+from .frames import (MAX_FRAME_LENGTH_FIELD, TYPE_EVENT, TYPE_RECV, TYPE_SEND, DEFAULT_MAX_MESSAGE,
+                     FrameDecoder, encode_command, frame_peer_id, max_frame_length, send_header)
 
 log = logging.getLogger("p2pnat.node")
 
@@ -333,38 +334,43 @@ class NodeProcess:
             return await fut
         return fut
 
-    def send_nowait(self, peer_id: str, payload: bytes) -> int:
-        """Queue ``payload`` for ``peer_id`` without waiting and without a Future; returns the msg_id.
+    async def send_many(self, peer_id: str, payloads: Any) -> List[int]:
+        """Send each payload (bytes) of an iterable to ``peer_id``; returns their msg_ids once all
+        are queued for the node, waiting while its stdin is full (as :meth:`send` does).
 
-        For throughput: the outcome is counted, not handed back per message. ``delivered`` adds
-        one to :attr:`delivered_count`; ``failed`` adds one to :attr:`failed_count` and is a
-        ``failed`` event (with this msg_id) as for any send; :meth:`wait_sent` waits until every
-        send so far has its outcome. Ignores ``max_in_flight`` and does not wait for the pipe:
-        call ``await node.drain()`` (or any ``await send(...)``) regularly, e.g. every few hundred
-        messages, so the node's stdin bounds memory (:meth:`send_many` does this for you).
-        Raises :class:`NodeExited` if the node is gone, ``ValueError`` for a bad peer id.
+        No Future per message: each ends in exactly one ``delivered`` (counted in
+        :attr:`delivered_count`) or ``failed`` (counted in :attr:`failed_count`, and a ``failed``
+        event with its msg_id, as for any send). :meth:`wait_sent` waits for every outcome.
+        ``max_in_flight`` does not apply. A bad ``peer_id`` raises before anything is sent; so
+        does a payload that is not bytes-like or too large for a frame (the ones before it in the
+        iterable are sent).
         """
         self._check_running()
-        if not isinstance(payload, bytes):
-            payload = bytes(payload)
-        msg_id = next(self._msg_ids)
-        header = send_header(msg_id, peer_id, len(payload))
-        self._pending[msg_id] = None
-        self._queue(header, payload)
-        return msg_id
-
-    async def send_many(self, peer_id: str, payloads: Any) -> List[int]:
-        """``send_nowait`` each payload of an iterable, waiting for the pipe as needed; the msg_ids.
-
-        Every message ends in exactly one ``delivered`` (counted) or ``failed`` (counted, and an
-        event). Await :meth:`wait_sent` to wait for all of them.
-        """
+        pid = frame_peer_id(peer_id)  # ValueError/TypeError at the caller
+        head = struct.Struct(f">IBQB{len(pid)}s")
+        fixed = 1 + 8 + 1 + len(pid)
+        pending = self._pending
+        wbuf = self._wbuf
         ids = []
         for payload in payloads:
-            ids.append(self.send_nowait(peer_id, payload))
-            if self._wbuf_bytes == 0:  # a batch just went to the pipe
+            if type(payload) is not bytes:
+                payload = bytes(payload)
+            size = len(payload)
+            if fixed + size > MAX_FRAME_LENGTH_FIELD:
+                raise ValueError(f"payload too large for one frame: {size} bytes")
+            self._check_running()
+            msg_id = next(self._msg_ids)
+            pending[msg_id] = None
+            ids.append(msg_id)
+            wbuf.append(head.pack(fixed + size, TYPE_SEND, msg_id, len(pid), pid))
+            wbuf.append(payload)
+            self._wbuf_bytes += 4 + fixed + size
+            if self._wbuf_bytes >= WRITE_BATCH_BYTES:
+                self._flush()
                 await self._maybe_drain()
-        await self._maybe_drain()
+                wbuf = self._wbuf
+        if self._wbuf and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)  # type: ignore[union-attr]
         return ids
 
     async def drain(self) -> None:
