@@ -28,6 +28,10 @@ import logging
 import os
 import re
 import signal
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (not Unix)
+    fcntl = None  # type: ignore
 import struct
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
@@ -47,6 +51,8 @@ STDERR_MAX_LINE = 8192
 EVENT_PAYLOAD_PREFIX = 256
 #: Bytes asked of the node's stdout per read: many small frames are split from one chunk.
 READ_CHUNK = 256 * 1024
+#: Size asked for the node's stdin and stdout pipes (Linux; best effort).
+PIPE_SIZE = 1024 * 1024
 #: Frames waiting in the wrapper's write buffer are handed to the pipe when the event loop gets
 #: control (end of the current batch of callbacks) or as soon as this many bytes are waiting.
 WRITE_BATCH_BYTES = 64 * 1024
@@ -214,9 +220,11 @@ class NodeProcess:
             # If Python dies the node sees end of stdin, which it treats as quit.
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, limit=READ_CHUNK)
         except OSError as exc:
             raise NodeStartError(f"cannot start {binary}: {exc}") from exc
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            _grow_pipe(pipe)
         self._stderr_task = loop.create_task(self._drain_stderr(), name=f"{self.name}-stderr")
         self._reader_task = loop.create_task(self._read_stdout(), name=f"{self.name}-stdout")
         self._monitor_task = loop.create_task(self._monitor(), name=f"{self.name}-monitor")
@@ -786,6 +794,18 @@ class NodeProcess:
         self._publish(ev.Event(kind=ev.NODE_EXITED, reason=reason, returncode=returncode))
         self._events.close()
         (log.info if self._stopping else log.warning)("%s (pid %s): %s", self.name, self.pid, reason)
+
+
+def _grow_pipe(stream: Any) -> None:
+    """Ask Linux for a PIPE_SIZE pipe (F_SETPIPE_SZ): fewer, larger reads and writes per batch
+    of frames, so fewer wake-ups of the node and of this loop. Best effort: other systems, or a
+    limit below it (/proc/sys/fs/pipe-max-size), keep the default size."""
+    try:
+        transport = stream.transport
+        fd = transport.get_extra_info("pipe").fileno()
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except Exception:
+        pass
 
 
 def _is_power_of_two(n: int) -> bool:
