@@ -26,7 +26,6 @@ import inspect
 import itertools
 import logging
 import os
-import re
 import signal
 try:
     import fcntl
@@ -40,13 +39,13 @@ from . import events as ev
 from .binary import NODE, find_binary
 from .channel import BoundedChannel
 from .errors import DeliveryFailed, FrameError, NodeExited, NodeStartError, P2PError
+from .stderr import STDERR_MAX_LINE, drain_stderr  # noqa: F401 (re-exported)
 from .frames import (MAX_FRAME_LENGTH_FIELD, TYPE_EVENT, TYPE_RECV, TYPE_SEND, DEFAULT_MAX_MESSAGE,
                      FrameDecoder, encode_command, frame_peer_id, max_frame_length, send_header)
 
 log = logging.getLogger("p2pnat.node")
 
 STDERR_TAIL_LINES = 30
-STDERR_MAX_LINE = 8192
 #: How many bytes of an undecodable or unexpected payload an event keeps (for diagnostics).
 EVENT_PAYLOAD_PREFIX = 256
 #: Bytes asked of the node's stdout per read: many small frames are split from one chunk.
@@ -63,9 +62,6 @@ WRITE_HIGH_WATER = 64 * 1024
 EventHandler = Callable[[ev.Event], Union[None, Awaitable[None]]]
 StderrTarget = Union[None, str, "os.PathLike[str]", Any]
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LEVEL = re.compile(r"\b(ERROR|WARN|INFO|DEBUG|TRACE)\b")
-_LOG_LEVELS = {"ERROR": logging.ERROR, "WARN": logging.WARNING, "INFO": logging.INFO}
 
 
 class PeerInfo(NamedTuple):
@@ -701,46 +697,8 @@ class NodeProcess:
 
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
-        target = self._stderr_target
-        sink = None
-        if isinstance(target, (str, os.PathLike)):
-            sink = open(target, "a", encoding="utf-8", errors="replace")
-        elif target is not None:
-            sink = target
-        buf = bytearray()
-        try:
-            while True:
-                chunk = await self._proc.stderr.read(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        break
-                    self._stderr_line(bytes(buf[:nl]), sink)
-                    del buf[:nl + 1]
-                if len(buf) > STDERR_MAX_LINE:  # a very long line: pass it on in pieces
-                    self._stderr_line(bytes(buf), sink)
-                    buf.clear()
-            if buf:
-                self._stderr_line(bytes(buf), sink)
-        finally:
-            if sink is not None and sink is not target:
-                sink.close()
-
-    def _stderr_line(self, raw: bytes, sink: Any) -> None:
-        line = _ANSI.sub("", raw.decode("utf-8", errors="replace")).rstrip("\r")
-        self._stderr_tail.append(line[:500])
-        if sink is not None:
-            try:
-                sink.write(line + "\n")
-            except Exception:
-                log.exception("%s: cannot write stderr line", self.name)
-        else:
-            match = _LEVEL.search(line[:80])
-            level = _LOG_LEVELS.get(match.group(1), logging.DEBUG) if match else logging.DEBUG
-            log.log(level, "[%s %s] %s", self.name, self.pid, line)
+        await drain_stderr(self._proc.stderr, self._stderr_target, self._stderr_tail,
+                           lambda: f"{self.name} {self.pid}")
 
     async def _monitor(self) -> None:
         proc = self._proc
