@@ -274,10 +274,14 @@ class _Messages:
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            item = await self._channel.get()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
+        channel = self._channel
+        if channel:  # something queued: take it without another coroutine
+            item = channel.get_nowait()
+        else:
+            try:
+                item = await channel.get()
+            except ChannelClosed:
+                raise StopAsyncIteration from None
         return item if self._with_peer else item[1]
 
     async def aclose(self) -> None:

@@ -89,6 +89,14 @@ class BoundedChannel(Generic[T]):
             self._wake()
         return True
 
+    def get_nowait(self) -> T:
+        """The next item; ``IndexError`` if the channel is empty."""
+        item, size = self._items.popleft()
+        self.bytes -= size
+        if self._waiters:
+            self._wake()
+        return item
+
     def get_nowait_many(self, limit: Optional[int] = None) -> list:
         """Every queued item (at most ``limit``) without waiting; may be empty."""
         n = len(self._items) if limit is None else min(limit, len(self._items))

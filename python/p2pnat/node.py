@@ -327,7 +327,9 @@ class NodeProcess:
         try:
             self._check_running()
             self._queue(header, payload)
-            await self._maybe_drain()
+            stdin = self._proc.stdin  # type: ignore[union-attr]
+            if stdin.is_closing() or stdin.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                await self._maybe_drain()
         except BaseException:
             if not fut.done():
                 fut.cancel()
