@@ -10,8 +10,9 @@ API (python/README.md):
 * ``bulk`` (what a program written for throughput does): ``client.send_many`` of 1,000 messages at
   a time, ``await client.wait_sent()`` for their ``delivered`` events, and at the server
   ``async for batch in server.message_batches()``;
-* ``per-message``: ``await client.send_message(m, wait=False)`` each (a Future each), all the
-  Futures gathered, and at the server ``async for peer, m in server.messages()``.
+* ``per-message``: ``await client.send_message(m, wait=False)`` each (a Future each), then
+  ``await client.wait_sent()`` and every Future's ``result()`` checked (``asyncio.gather`` of them
+  would add a callback per Future), and at the server ``async for peer, m in server.messages()``.
 
 A run ends when both are complete: the server's loop has decoded the last message (each checked
 in order by its ``i``) and the client has a ``delivered`` event for every message (none failed).
@@ -63,7 +64,11 @@ async def per_message(server, client, count):
     start = time.perf_counter()
     pending = [await client.send_message({"i": i, "text": "hello"}, wait=False)
                for i in range(count)]
-    await asyncio.gather(*pending)  # raises DeliveryFailed / NodeExited if any failed
+    await client.wait_sent()  # every send has its outcome (cheaper than gather: no callbacks)
+    for i, fut in enumerate(pending):  # each Future: done and delivered (result() raises if not)
+        if not fut.done():
+            raise SystemExit(f"per-message: send {i} has no outcome after wait_sent()")
+        fut.result()
     sent = time.perf_counter()
     received = await receiver
     return start, sent, received
