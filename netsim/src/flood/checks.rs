@@ -94,6 +94,9 @@ pub struct Legit {
     /// Times alice dialled bob (her first send, and one per disconnect round), each one a
     /// lookup and a punch request at the rendezvous during the flood.
     pub dials: usize,
+    /// Whether the punch flood was still running when the exchange ended (else the exchange
+    /// did not meet it).
+    pub under_punch_flood: bool,
     pub connected: bool,
     pub path: Option<String>,
     pub messages: MessageTally,
@@ -269,9 +272,9 @@ pub fn verdict(
         "legitimate nodes registered under the flood",
         ready && legit.observed_mismatches.is_empty(),
         format!(
-            "alice ready: {}; bob ready: {}{}",
-            legit.alice_ready,
-            legit.bob_ready,
+            "alice ready {}; bob ready {}{}",
+            ready_summary(&legit.alice_ready),
+            ready_summary(&legit.bob_ready),
             legit
                 .observed_mismatches
                 .iter()
@@ -304,6 +307,11 @@ pub fn verdict(
     ));
 
     checks.push(check(
+        "the exchange ran under the punch flood",
+        legit.under_punch_flood,
+        "the punch flood was still running when the legitimate exchange ended".into(),
+    ));
+    checks.push(check(
         "rendezvous memory under the documented bound",
         memory.peak_kib > 0 && memory.peak_kib < memory.bound_kib,
         format!(
@@ -330,6 +338,19 @@ pub fn verdict(
         String::new(),
     ));
     checks
+}
+
+/// The `observed=` and `nat=` fields of a `ready` event, or `-`.
+fn ready_summary(ready: &str) -> String {
+    let fields: Vec<&str> = ready
+        .split(' ')
+        .filter(|w| w.starts_with("observed=") || w.starts_with("nat="))
+        .collect();
+    if fields.is_empty() {
+        "-".into()
+    } else {
+        fields.join(" ")
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -388,6 +409,7 @@ mod tests {
             alice_ready: "id=a".into(),
             bob_ready: "id=b".into(),
             dials: 2,
+            under_punch_flood: true,
             connected: true,
             path: Some("direct".into()),
             messages: MessageTally {

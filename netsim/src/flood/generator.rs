@@ -52,8 +52,11 @@ pub struct SourceTally {
     pub register_errors: usize,
     /// `Registered` answers whose observed IP is not the source's `seen_ip`.
     pub observed_elsewhere: usize,
-    /// Distinct source ports the rendezvous reported (one per NAT mapping behind a NAT).
+    /// Distinct source ports the rendezvous reported to the registered ones.
     pub observed_ports: usize,
+    /// Behind a NAT: the UDP mappings its router holds toward the rendezvous at the end
+    /// (conntrack), one per flooding socket.
+    pub nat_mappings: Option<usize>,
     pub lookups_not_found: usize,
     /// Lookups of random keys answered otherwise, or not at all.
     pub lookups_other: usize,
@@ -299,6 +302,13 @@ pub struct PunchFlood {
     handle: tokio::task::JoinHandle<Vec<PunchTally>>,
     /// Rounds completed so far.
     pub rounds: Arc<AtomicU64>,
+}
+
+impl PunchFlood {
+    /// Whether it is still sending (it stops when told, or after its last round).
+    pub fn running(&self) -> bool {
+        !self.handle.is_finished()
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -55,9 +55,10 @@ const METRICS_PORT: u16 = 9464;
 /// Refill interval given to the per-IP limits: far longer than a run, so each limit is an
 /// exact count.
 const NO_REFILL_MS: &str = "600000";
-/// Most punch rounds (each identity makes one request a round; below the per-key burst of
-/// 32, so only the per-IP limit refuses).
-const MAX_PUNCH_ROUNDS: usize = 10;
+/// Most punch rounds (each identity makes one request a round; fewer than the rendezvous's
+/// per-key burst of 32, so only the per-IP limit refuses). The rounds go on until the
+/// legitimate exchange is over; this only bounds a very slow one.
+const MAX_PUNCH_ROUNDS: usize = 30;
 
 /// Arguments of `netsim flood`.
 #[derive(Debug, Clone, clap::Args)]
@@ -351,6 +352,7 @@ fn run_in(
     let stop = Arc::new(AtomicBool::new(false));
     let punches = flood.start_punches(targets, MAX_PUNCH_ROUNDS, stop.clone());
     let mut legit = exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
+    legit.under_punch_flood = punches.running();
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
     seconds.push((
@@ -365,6 +367,18 @@ fn run_in(
             legit.notes.push(format!("metrics scrape failed: {e}"));
             Scraped::default()
         });
+    for (source, tally) in flood.sources.iter().zip(flood.tallies.iter_mut()) {
+        if let Some(router) = lab.plan().router_of(lab.node(&source.host)?) {
+            tally.nat_mappings = lab.udp_mappings(&router.name).ok().map(|m| {
+                m.iter()
+                    .filter(|m| {
+                        m.remote
+                            == std::net::SocketAddrV4::new(RENDEZVOUS_ADDRS[0], RENDEZVOUS_PORT)
+                    })
+                    .count()
+            });
+        }
+    }
     let connected = flood.connected();
     let memory = Memory {
         before_kib,
@@ -511,7 +525,7 @@ fn secs(since: Instant) -> f64 {
 pub fn markdown(r: &FloodReport, args: &FloodArgs) -> String {
     let mut out = format!(
         "# netsim flood: {} identities from {} source IPs, alice {} / bob {}\n\n\
-         | source | seen as | identities | connected | registered | refused | ports seen | punch requests |\n\
+         | source | seen as | identities | connected | registered | refused | NAT mappings | punch requests |\n\
          |---|---|---|---|---|---|---|---|\n",
         r.identities,
         r.sources.len(),
@@ -532,7 +546,7 @@ pub fn markdown(r: &FloodReport, args: &FloodArgs) -> String {
             } else {
                 refused.join(", ")
             },
-            t.observed_ports,
+            t.nat_mappings.map_or("-".to_string(), |n| n.to_string()),
             t.punch_answered
         ));
     }
