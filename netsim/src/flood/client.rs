@@ -15,8 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Longest wait for a handshake or for the answer to one request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a handshake or for the answer to one request: the rendezvous's idle
+/// timeout (30 s). Under the junk flood a datagram may be dropped by the rendezvous's full
+/// socket buffer and QUIC's retransmissions back off, so an answer can take seconds; one
+/// that has not come when the connection would be dropped anyway has failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep-alive interval of the held connection (a node's: the flood may outlast the
 /// rendezvous's idle timeout).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);

@@ -351,8 +351,10 @@ fn run_in(
         .map_err(|e| NetsimError::Matrix(format!("a node's peer ID: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
     let punches = flood.start_punches(targets, MAX_PUNCH_ROUNDS, stop.clone());
+    let exchange_start = Instant::now();
     let mut legit = exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
     legit.under_punch_flood = punches.running();
+    write_events(&session, exchange_start, work);
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
     seconds.push((
@@ -440,6 +442,9 @@ fn exchange(
         ..Legit::default()
     };
     let hello = session.hello(timeout);
+    // Each round closes the connection: first wait for the senders' `delivered` events, or a
+    // message that arrived would be failed by the close before its acknowledgement came back.
+    settle(session, &[(0, 1), (1, 2)], timeout);
     legit.dials = 1;
     let bob = session.ids[1].clone();
     let alice = session.ids[0].clone();
@@ -470,6 +475,7 @@ fn exchange(
         session.wait(0, id, Instant::now() + timeout);
         session.send(1, id + 1, b"again, alice");
         session.wait(1, id + 1, Instant::now() + timeout);
+        settle(session, &[(0, id), (1, id + 1)], timeout);
         legit.dials += 1;
     }
     session.finish(&hello, Duration::from_secs(5), result);
@@ -478,6 +484,41 @@ fn exchange(
     legit.messages = result.messages.clone();
     legit.notes.extend(result.notes.iter().cloned());
     legit
+}
+
+/// Waits up to `timeout` for each (sender, message id)'s `delivered` or `failed` event.
+fn settle(session: &mut Session, messages: &[(usize, u64)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for (from, id) in messages {
+        let key = id.to_string();
+        session.nodes[*from].wait_for(deadline, |h| {
+            session::find_event(h, &["delivered", "failed"], &key)
+        });
+    }
+}
+
+/// Each node's events, with their times from the start of the exchange, to
+/// `<host>.events` (for reading a failure).
+fn write_events(session: &Session, start: Instant, work: &Path) {
+    for node in &session.nodes {
+        let mut text = String::new();
+        for t in &node.history {
+            let at = t.at.saturating_duration_since(start).as_secs_f64() * 1000.0;
+            match &t.output {
+                crate::matrix::node::Output::Event(line) => {
+                    text.push_str(&format!("{at:9.1} ms  {line}\n"))
+                }
+                crate::matrix::node::Output::Recv { peer, payload } => text.push_str(&format!(
+                    "{at:9.1} ms  (recv {} bytes from {peer})\n",
+                    payload.len()
+                )),
+                crate::matrix::node::Output::Broken(why) => {
+                    text.push_str(&format!("{at:9.1} ms  (stdout: {why})\n"))
+                }
+            }
+        }
+        let _ = std::fs::write(work.join(format!("{}.events", node.host)), text);
+    }
 }
 
 /// GET /metrics from the rendezvous's metrics endpoint, from inside its namespace.
