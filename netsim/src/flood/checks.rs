@@ -89,6 +89,9 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// What the two legitimate nodes did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Legit {
+    /// Flooders done (connected and answered) when both nodes were ready: below the total,
+    /// they registered in the middle of the flood.
+    pub flooders_arrived_at_ready: usize,
     pub alice_ready: String,
     pub bob_ready: String,
     /// Times alice dialled bob (her first send, and one per disconnect round), each one a

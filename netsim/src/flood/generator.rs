@@ -14,7 +14,7 @@ use p2pnat_proto::PeerId;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -101,7 +101,13 @@ impl Flood {
     /// Opens the sockets in their namespaces, then connects every identity to the rendezvous
     /// at `rendezvous`, registers it and has it look up a random key; returns once all have
     /// answered or failed. The connections stay open until the [`Flood`] is dropped.
-    pub fn connect_all(lab: &Lab, sources: Vec<Source>, rendezvous: SocketAddr) -> Result<Flood> {
+    /// `arrived` counts the identities done so far (connected and answered, or failed).
+    pub fn connect_all(
+        lab: &Lab,
+        sources: Vec<Source>,
+        rendezvous: SocketAddr,
+        arrived: Arc<AtomicUsize>,
+    ) -> Result<Flood> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -133,10 +139,12 @@ impl Flood {
         for (index, source) in sources.iter().enumerate() {
             for n in 0..source.identities {
                 let endpoint = endpoints[index][n % endpoints[index].len()].clone();
-                let slots = slots.clone();
+                let (slots, arrived) = (slots.clone(), arrived.clone());
                 tasks.push(runtime.spawn(async move {
                     let _slot = slots.acquire_owned().await;
-                    arrive(index, &endpoint, rendezvous).await
+                    let arrival = arrive(index, &endpoint, rendezvous).await;
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    arrival
                 }));
             }
         }

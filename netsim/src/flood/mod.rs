@@ -42,7 +42,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,7 +85,8 @@ pub struct FloodArgs {
     /// Junk datagrams a second from the flood host's addresses, from the start to the end.
     #[arg(long, default_value_t = 5000)]
     pub junk_per_sec: u64,
-    /// Times alice disconnects from bob and dials him again during the punch flood.
+    /// Times alice disconnects from bob and dials him again during the punch flood (at most
+    /// --punch-per-ip-burst minus 2: her dials count against her IP's limit too).
     #[arg(long, default_value_t = 3)]
     pub redials: usize,
     /// The memory bound: this base (MiB) ...
@@ -196,6 +197,15 @@ fn validate(args: &FloodArgs) -> Result<()> {
     }
     if args.behind_nat > args.identities {
         return bad("--behind-nat cannot exceed --identities".into());
+    }
+    // alice's dials are punch requests from her router's IP, under the same limit without
+    // refill: they must stay below it (one to spare for a dial of bob's).
+    if args.redials + 2 > args.punch_per_ip_burst as usize {
+        return bad(format!(
+            "--redials {} needs --punch-per-ip-burst of at least {} (each dial is a punch request from alice's IP, which the flood's limits do not refill)",
+            args.redials,
+            args.redials + 2
+        ));
     }
     if args.identities == 0 {
         return bad("--identities must be at least 1".into());
@@ -334,15 +344,32 @@ fn run_in(
 
     let phase = Instant::now();
     let junk = Junk::start(lab, "flood", &addrs, quic, args.junk_per_sec)?;
-    let mut flood = Flood::connect_all(lab, sources, quic)?;
+    // The flood connects in the background; once half of it has arrived, alice and bob start
+    // and register in the middle of it.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let mut result = CellResult::new("flood");
+    let (mut flood, session, arrived_at_ready) = std::thread::scope(|scope| {
+        let counter = arrived.clone();
+        let connecting = scope.spawn(move || Flood::connect_all(lab, sources, quic, counter));
+        while arrived.load(Ordering::SeqCst) < args.identities / 2 && !connecting.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let session = Session::start(cfg, lab, work, &rendezvous_id, &mut result);
+        let arrived_at_ready = arrived.load(Ordering::SeqCst);
+        let flood = connecting
+            .join()
+            .map_err(|_| NetsimError::Matrix("the flood's thread panicked".into()))?;
+        Ok::<_, NetsimError>((flood?, session?, arrived_at_ready))
+    })?;
     seconds.push((
-        format!("{} identities connect, register, look up", args.identities),
+        format!(
+            "{} identities connect, register, look up (alice and bob register meanwhile)",
+            args.identities
+        ),
         secs(phase),
     ));
 
     let phase = Instant::now();
-    let mut result = CellResult::new("flood");
-    let mut session = Session::start(cfg, lab, work, &rendezvous_id, &mut result)?;
     let targets = session
         .ids
         .iter()
@@ -352,8 +379,10 @@ fn run_in(
     let stop = Arc::new(AtomicBool::new(false));
     let punches = flood.start_punches(targets, MAX_PUNCH_ROUNDS, stop.clone());
     let exchange_start = Instant::now();
+    let mut session = session;
     let mut legit = exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
     legit.under_punch_flood = punches.running();
+    legit.flooders_arrived_at_ready = arrived_at_ready;
     write_events(&session, exchange_start, work);
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
@@ -592,7 +621,8 @@ pub fn markdown(r: &FloodReport, args: &FloodArgs) -> String {
         ));
     }
     out.push_str(&format!(
-        "\npunch rounds: {}; junk datagrams sent: {}; limits: --new-per-ip-burst {} --punch-per-ip-burst {} (no refill)\n",
+        "\nalice and bob ready when {} of {} flooders had arrived; punch rounds: {}; junk datagrams sent: {}; limits: --new-per-ip-burst {} --punch-per-ip-burst {} (no refill)\n",
+        r.legit.flooders_arrived_at_ready, r.identities,
         r.punch_rounds, r.junk_sent, r.limits.new_per_ip_burst, r.limits.punch_per_ip_burst
     ));
     for (what, s) in &r.seconds {
