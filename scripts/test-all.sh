@@ -32,9 +32,12 @@ echo "== scripts/bench.sh smoke: every benchmark runs once, tiny sizes (figures 
 echo "== wheel (dev profile, reusing the build above): fresh venv outside the checkout, README example"
 ./scripts/check-wheel.sh dev
 if [ "$(id -u)" = 0 ]; then
-  echo "== netsim check and matrix (root: NAT lab in network namespaces)"
+  echo "== netsim check, netcheck, flood and matrix (root: NAT lab in network namespaces)"
   target/debug/netsim check
   target/debug/netsim netcheck --out reports/netsim
+  # A public rendezvous under 1,000 throw-away clients from many lab addresses and from
+  # behind the lab's NATs, while two real nodes meet through it (about 15 s).
+  target/debug/netsim flood --out reports/netsim/flood
   target/debug/netsim matrix --out reports/netsim
 else
   echo "== netsim skipped: it needs root (network namespaces and nftables); run this script as root"

@@ -413,7 +413,7 @@ impl Drop for Junk {
 /// Junk datagram number `n`: a STUN Binding indication when `n` is even, else 64 bytes that
 /// are neither STUN nor valid QUIC.
 pub fn junk_datagram(n: u32) -> Vec<u8> {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let mut indication = vec![0u8; 20];
         indication[..8].copy_from_slice(&[0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42]);
         indication[8..12].copy_from_slice(&n.to_be_bytes());
