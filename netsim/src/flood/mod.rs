@@ -27,6 +27,7 @@
 pub mod checks;
 pub mod client;
 pub mod generator;
+pub mod report;
 
 use crate::error::{NetsimError, Result};
 use crate::lab::{Lab, LabProcess};
@@ -283,7 +284,7 @@ pub fn run_cli(args: &FloodArgs) -> Result<ExitCode> {
     }
     lab.teardown()?;
     let report = report?;
-    let text = markdown(&report, args);
+    let text = report::markdown(&report, args);
     print!("{text}");
     if let Some(out) = &args.out {
         let json = serde_json::to_string_pretty(&report)
@@ -383,7 +384,7 @@ fn run_in(
     let mut legit = exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
     legit.under_punch_flood = punches.running();
     legit.flooders_arrived_at_ready = arrived_at_ready;
-    write_events(&session, exchange_start, work);
+    report::write_events(&session, exchange_start, work);
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
     seconds.push((
@@ -526,30 +527,6 @@ fn settle(session: &mut Session, messages: &[(usize, u64)], timeout: Duration) {
     }
 }
 
-/// Each node's events, with their times from the start of the exchange, to
-/// `<host>.events` (for reading a failure).
-fn write_events(session: &Session, start: Instant, work: &Path) {
-    for node in &session.nodes {
-        let mut text = String::new();
-        for t in &node.history {
-            let at = t.at.saturating_duration_since(start).as_secs_f64() * 1000.0;
-            match &t.output {
-                crate::matrix::node::Output::Event(line) => {
-                    text.push_str(&format!("{at:9.1} ms  {line}\n"))
-                }
-                crate::matrix::node::Output::Recv { peer, payload } => text.push_str(&format!(
-                    "{at:9.1} ms  (recv {} bytes from {peer})\n",
-                    payload.len()
-                )),
-                crate::matrix::node::Output::Broken(why) => {
-                    text.push_str(&format!("{at:9.1} ms  (stdout: {why})\n"))
-                }
-            }
-        }
-        let _ = std::fs::write(work.join(format!("{}.events", node.host)), text);
-    }
-}
-
 /// GET /metrics from the rendezvous's metrics endpoint, from inside its namespace.
 fn scrape(lab: &Lab) -> Result<String> {
     let netns = lab.node(RENDEZVOUS)?.netns.clone();
@@ -589,68 +566,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 fn secs(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 10.0).round() / 10.0
-}
-
-/// The run as Markdown: sources, figures, checks.
-pub fn markdown(r: &FloodReport, args: &FloodArgs) -> String {
-    let mut out = format!(
-        "# netsim flood: {} identities from {} source IPs, alice {} / bob {}\n\n\
-         | source | seen as | identities | connected | registered | refused | NAT mappings | punch requests |\n\
-         |---|---|---|---|---|---|---|---|\n",
-        r.identities,
-        r.sources.len(),
-        args.alice,
-        args.bob
-    );
-    for (s, t) in &r.sources {
-        let refused: Vec<String> = t.refused.iter().map(|(c, n)| format!("{n} {c}")).collect();
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            s.name,
-            s.seen_ip,
-            s.identities,
-            t.connected,
-            t.registered,
-            if refused.is_empty() {
-                "-".into()
-            } else {
-                refused.join(", ")
-            },
-            t.nat_mappings.map_or("-".to_string(), |n| n.to_string()),
-            t.punch_answered
-        ));
-    }
-    out.push_str(&format!(
-        "\nalice and bob ready when {} of {} flooders had arrived; punch rounds: {}; junk datagrams sent: {}; limits: --new-per-ip-burst {} --punch-per-ip-burst {} (no refill)\n",
-        r.legit.flooders_arrived_at_ready, r.identities,
-        r.punch_rounds, r.junk_sent, r.limits.new_per_ip_burst, r.limits.punch_per_ip_burst
-    ));
-    for (what, s) in &r.seconds {
-        out.push_str(&format!("{what}: {s} s\n"));
-    }
-    out.push('\n');
-    for c in &r.checks {
-        out.push_str(&format!(
-            "{} {}: {}\n",
-            if c.passed { "PASS" } else { "FAIL" },
-            c.name,
-            c.detail
-        ));
-    }
-    for (s, t) in &r.sources {
-        for e in &t.errors {
-            out.push_str(&format!("note: {}: {e}\n", s.name));
-        }
-    }
-    for n in &r.legit.notes {
-        out.push_str(&format!("note: legitimate nodes: {n}\n"));
-    }
-    let failed = r.checks.iter().filter(|c| !c.passed).count();
-    out.push_str(&format!(
-        "flood: {} checks, {failed} failed\n",
-        r.checks.len()
-    ));
-    out
 }
 
 #[cfg(test)]
