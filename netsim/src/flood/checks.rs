@@ -102,6 +102,11 @@ pub struct Legit {
     pub under_punch_flood: bool,
     pub connected: bool,
     pub path: Option<String>,
+    /// From a send to its arrival, the slowest of their messages (a figure, not a check).
+    pub slowest_message_ms: Option<f64>,
+    /// Punch requests the nodes dropped because their queue of pushes was full (counted in
+    /// their logs; a figure, not a check).
+    pub pushes_dropped: usize,
     pub messages: MessageTally,
     pub observed_mismatches: Vec<String>,
     pub notes: Vec<String>,
@@ -298,14 +303,18 @@ pub fn verdict(
         "legitimate nodes served",
         all_delivered,
         format!(
-            "{} dials by alice (lookup + punch each) during the punch flood; {} of {} messages delivered intact with a delivered event ({} failed, {} lost, {} unconfirmed); path at the end: {}",
+            "{} dials by alice (lookup + punch each) during the punch flood; {} of {} messages delivered intact with a delivered event ({} failed, {} lost, {} unconfirmed); slowest {} ms; path at the end: {}; {} pushes dropped by the nodes' full push queues",
             legit.dials,
             m.delivered,
             m.sent,
             m.failed,
             m.lost,
             m.unconfirmed,
-            legit.path.as_deref().unwrap_or("-")
+            legit
+                .slowest_message_ms
+                .map_or("-".to_string(), |v| v.to_string()),
+            legit.path.as_deref().unwrap_or("-"),
+            legit.pushes_dropped
         ),
     ));
 

@@ -21,6 +21,10 @@ use tokio::sync::Semaphore;
 
 /// Handshakes (and registrations) in flight at once.
 const IN_FLIGHT: usize = 64;
+/// Rounds of the punch flood start at least this far apart: each identity then asks at most
+/// twice a second, slower than the rendezvous's per-key refill (one every 250 ms after a
+/// burst of 32, its defaults), so only the per-IP limit ever refuses it.
+const PUNCH_ROUND_GAP: Duration = Duration::from_millis(500);
 /// Errors kept per source, as examples.
 const ERROR_EXAMPLES: usize = 3;
 
@@ -227,9 +231,9 @@ impl Flood {
         self.clients.len()
     }
 
-    /// Starts the punch flood in the background: in rounds, every connected identity asks for
-    /// a punch to one of `targets` (in turn), until `stop` is set after a round or
-    /// `max_rounds` rounds are done. [`Flood::finish_punches`] waits for it.
+    /// Starts the punch flood in the background: in rounds at least [`PUNCH_ROUND_GAP`] apart,
+    /// every connected identity asks for a punch to one of `targets` (in turn), until `stop` is
+    /// set after a round or `max_rounds` rounds are done. [`Flood::finish_punches`] waits for it.
     pub fn start_punches(
         &self,
         targets: Vec<PeerId>,
@@ -246,6 +250,7 @@ impl Flood {
                 if round > 0 && stop.load(Ordering::SeqCst) {
                     break;
                 }
+                let next_round = tokio::time::Instant::now() + PUNCH_ROUND_GAP;
                 let mut tasks = Vec::new();
                 for (i, (source, client)) in clients.iter().enumerate() {
                     let (client, source) = (client.clone(), *source);
@@ -275,6 +280,7 @@ impl Flood {
                     }
                 }
                 done.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep_until(next_round).await;
             }
             tallies
         });

@@ -47,6 +47,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What p2p-node logs when its queue of pushes from the rendezvous is full (each one a punch
+/// request dropped).
+const PUSH_DROPPED: &str = "too many pushes from the rendezvous at once";
 /// The flood host's first extra address; the others follow.
 pub const FIRST_FLOOD_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// Most flood addresses (198.51.100.100-.199; the witness is .250).
@@ -56,10 +59,9 @@ const METRICS_PORT: u16 = 9464;
 /// Refill interval given to the per-IP limits: far longer than a run, so each limit is an
 /// exact count.
 const NO_REFILL_MS: &str = "600000";
-/// Most punch rounds (each identity makes one request a round; fewer than the rendezvous's
-/// per-key burst of 32, so only the per-IP limit refuses). The rounds go on until the
-/// legitimate exchange is over; this only bounds a very slow one.
-const MAX_PUNCH_ROUNDS: usize = 30;
+/// Most punch rounds (half a second apart at least): the rounds go on until the legitimate
+/// exchange is over, whose own timeouts bound it; this only bounds a broken one.
+const MAX_PUNCH_ROUNDS: usize = 1000;
 
 /// Arguments of `netsim flood`.
 #[derive(Debug, Clone, clap::Args)]
@@ -385,6 +387,10 @@ fn run_in(
     legit.under_punch_flood = punches.running();
     legit.flooders_arrived_at_ready = arrived_at_ready;
     report::write_events(&session, exchange_start, work);
+    for host in ["alice", "bob"] {
+        let log = std::fs::read_to_string(work.join(format!("{host}.stderr"))).unwrap_or_default();
+        legit.pushes_dropped += log.matches(PUSH_DROPPED).count();
+    }
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
     seconds.push((
@@ -472,6 +478,8 @@ fn exchange(
         ..Legit::default()
     };
     let hello = session.hello(timeout);
+    // (sender, message id, sent at), for the slowest message.
+    let mut sends = vec![(0, 1, hello.t0), (1, 2, hello.t1)];
     // Each round closes the connection: first wait for the senders' `delivered` events, or a
     // message that arrived would be failed by the close before its acknowledgement came back.
     settle(session, &[(0, 1), (1, 2)], timeout);
@@ -501,14 +509,30 @@ fn exchange(
             ));
         }
         let id = 10 + 2 * round as u64;
-        session.send(0, id, b"again, bob");
+        sends.push((0, id, session.send(0, id, b"again, bob")));
         session.wait(0, id, Instant::now() + timeout);
-        session.send(1, id + 1, b"again, alice");
+        sends.push((1, id + 1, session.send(1, id + 1, b"again, alice")));
         session.wait(1, id + 1, Instant::now() + timeout);
         settle(session, &[(0, id), (1, id + 1)], timeout);
         legit.dials += 1;
     }
     session.finish(&hello, Duration::from_secs(5), result);
+    legit.slowest_message_ms = sends
+        .iter()
+        .filter_map(|&(from, id, at)| {
+            let to = &session.nodes[1 - from];
+            to.history.iter().find_map(|t| match &t.output {
+                crate::matrix::node::Output::Recv { peer, payload }
+                    if *peer == session.ids[from]
+                        && payload.get(..8) == Some(&id.to_be_bytes()[..]) =>
+                {
+                    Some(t.at.saturating_duration_since(at))
+                }
+                _ => None,
+            })
+        })
+        .max()
+        .map(session::ms);
     legit.connected = result.connected;
     legit.path = result.path.clone();
     legit.messages = result.messages.clone();
