@@ -271,7 +271,9 @@ pub fn run_cli(args: &FloodArgs) -> Result<ExitCode> {
         node_bin,
         rendezvous_bin,
         work_dir: work.clone(),
-        ready_timeout: Duration::from_secs(20),
+        // Registering in the middle of the flood can take a while (the rendezvous's idle
+        // timeout bounds it).
+        ready_timeout: Duration::from_secs(30),
         message_timeout: Duration::from_secs(15),
         bulk_bytes: 0,
         bulk_timeout: Duration::ZERO,
