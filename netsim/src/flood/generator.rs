@@ -246,7 +246,8 @@ impl Flood {
         let sources = self.sources.len();
         let handle = self.runtime.spawn(async move {
             let mut tallies = vec![PunchTally::default(); sources];
-            for round in 0..max_rounds {
+            let rounds = if targets.is_empty() { 0 } else { max_rounds };
+            for round in 0..rounds {
                 if round > 0 && stop.load(Ordering::SeqCst) {
                     break;
                 }

@@ -14,11 +14,13 @@
 //! 2. 1,000 throw-away ed25519 identities (by default: 800 from 20 flood addresses, 100
 //!    behind each flooding NAT with a socket, so a mapping, each) connect, register, and look
 //!    up a random key, and hold their connections;
-//! 3. the two real `p2p-node`s start and register; the punch flood starts (in rounds, every
-//!    identity asks for a punch to alice or bob) and meanwhile alice sends bob a message and
-//!    bob answers, then `--redials` times alice disconnects and dials bob again (each dial a
-//!    lookup and a punch request at the rendezvous) and they exchange one more message each;
-//! 4. the rendezvous's metrics are scraped and its memory read from /proc; the checks
+//! 3. once half of them have arrived, the two real `p2p-node`s start and register in the
+//!    middle of it;
+//! 4. the punch flood (in rounds half a second apart, every identity asks for a punch to alice
+//!    or bob) and meanwhile alice sends bob a message and bob answers, then `--redials` times
+//!    alice disconnects and dials bob again (each dial a lookup and a punch request at the
+//!    rendezvous) and they exchange one more message each;
+//! 5. the rendezvous's metrics are scraped and its memory read from /proc; the checks
 //!    ([`checks::verdict`]) decide.
 //!
 //! The sockets of the flood are opened inside the lab's namespaces and driven by this
@@ -160,7 +162,11 @@ pub fn plan_sources(lab_plan: &crate::topology::LabPlan, args: &FloodArgs) -> Re
             name: format!("{host} via {router} ({})", kind.name()),
             host: host.to_string(),
             bind: Ipv4Addr::UNSPECIFIED,
-            seen_ip: router_plan.addrs[0],
+            seen_ip: router_plan
+                .addrs
+                .first()
+                .copied()
+                .ok_or_else(|| NetsimError::Topology(format!("router {router} has no address")))?,
             identities: n,
             socket_each: true,
         });
@@ -318,7 +324,7 @@ fn run_in(
     let dev = &flood
         .uplink
         .as_ref()
-        .expect("public hosts have an uplink")
+        .ok_or_else(|| NetsimError::Topology("the flood host has no uplink".into()))?
         .interface;
     let addrs: Vec<Ipv4Addr> = (0..args.addrs).map(flood_addr).collect();
     if let Some(taken) = addrs
