@@ -83,8 +83,17 @@ pub enum PeerControl {
     Connect,
     Disconnect,
     Incoming(quinn::Connection),
-    Acked { connection: usize, count: u64 },
-    Closed { connection: usize, reason: String },
+    Acked {
+        connection: usize,
+        count: u64,
+    },
+    Closed {
+        connection: usize,
+        reason: String,
+    },
+    /// A second after a connection closed: forget its virtual address unless a live connection
+    /// uses it again (see [`PeerTask::closed`]).
+    ReleaseIfUnused(std::net::SocketAddr),
 }
 
 /// What `list` and `status` report of a peer, and what eviction looks at.
@@ -265,6 +274,7 @@ impl PeerTask {
                 Some(input) = control.recv() => match input {
                     PeerControl::Acked { connection, count } => self.acked(connection, count).await,
                     PeerControl::Closed { connection, reason } => self.closed(connection, reason).await,
+                    PeerControl::ReleaseIfUnused(vaddr) => self.release_if_unused(vaddr),
                     PeerControl::Incoming(connection) => connection.close(0u32.into(), b"quit"),
                     PeerControl::Connect | PeerControl::Disconnect => {}
                 },
@@ -325,6 +335,7 @@ impl PeerTask {
             PeerControl::Incoming(connection) => self.add_connection(connection).await,
             PeerControl::Acked { connection, count } => self.acked(connection, count).await,
             PeerControl::Closed { connection, reason } => self.closed(connection, reason).await,
+            PeerControl::ReleaseIfUnused(vaddr) => self.release_if_unused(vaddr),
         }
     }
 
@@ -386,6 +397,7 @@ impl PeerTask {
                     PeerControl::Connect => {}
                     PeerControl::Acked { connection, count } => self.acked(connection, count).await,
                     PeerControl::Closed { connection, reason } => self.closed(connection, reason).await,
+                    PeerControl::ReleaseIfUnused(vaddr) => self.release_if_unused(vaddr),
                 },
                 result = &mut dial => break result.map(Some).map_err(|e| e.to_string()),
             }
@@ -651,6 +663,12 @@ impl PeerTask {
         }
     }
 
+    fn release_if_unused(&mut self, vaddr: std::net::SocketAddr) {
+        if !self.connections.iter().any(|c| c.remote_address() == vaddr) {
+            self.context.dialler.paths.release(vaddr, false);
+        }
+    }
+
     async fn closed(&mut self, connection: usize, reason: String) {
         let vaddr = self
             .connections
@@ -659,10 +677,15 @@ impl PeerTask {
             .map(|c| c.remote_address());
         self.connections.retain(|c| c.stable_id() != connection);
         if let Some(vaddr) = vaddr {
-            // Keep the path table bounded: forget a virtual address no live connection uses.
-            if !self.connections.iter().any(|c| c.remote_address() == vaddr) {
-                self.context.dialler.paths.release(vaddr, false);
-            }
+            // Keep the path table bounded: forget a virtual address no live connection uses,
+            // but a second later: a connection we closed still sends its CONNECTION_CLOSE over
+            // the path (freed at once, the peer would only learn of the close when its idle
+            // timeout or a stateless reset told it, seconds later).
+            let control = self.control_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let _ = control.send(PeerControl::ReleaseIfUnused(vaddr)).await;
+            });
         }
         if self
             .sender
