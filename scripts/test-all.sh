@@ -34,9 +34,12 @@ echo "== wheel (dev profile, reusing the build above): fresh venv outside the ch
 if [ "$(id -u)" = 0 ]; then
   echo "== systemd: p2p-rendezvous under packaging/p2p-rendezvous.service, systemd as PID 1 (nspawn)"
   ./scripts/check-systemd.sh
-  echo "== netsim check and matrix (root: NAT lab in network namespaces)"
+  echo "== netsim check, netcheck, flood and matrix (root: NAT lab in network namespaces)"
   target/debug/netsim check
   target/debug/netsim netcheck --out reports/netsim
+  # A public rendezvous under 1,000 throw-away clients from many lab addresses and from
+  # behind the lab's NATs, while two real nodes meet through it (about 15 s).
+  target/debug/netsim flood --out reports/netsim/flood
   target/debug/netsim matrix --out reports/netsim
 else
   echo "== netsim and the systemd check skipped: they need root (namespaces, nftables, systemd-nspawn)"

@@ -143,13 +143,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(node::run(config));
+    // The node runs as a task on the runtime's workers, not on this thread: its hand-offs to
+    // the stdin reader, the peer tasks and the stdout writer then stay among the workers.
+    let result = runtime.block_on(async { tokio::spawn(node::run(config)).await });
     // stdin may still be blocked in a read; do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("p2p-node: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("p2p-node: the node task failed: {e}");
             ExitCode::FAILURE
         }
     }

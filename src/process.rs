@@ -79,3 +79,43 @@ impl ShutdownSignals {
 pub async fn shutdown_signal() {
     ShutdownSignals::install().recv().await;
 }
+
+/// The process's stdin for the async runtime. A pipe (how programs and the Python wrapper drive
+/// the node) is put in non-blocking mode and registered with the reactor, so a read costs no
+/// thread hand-off; anything else (a terminal, a file) uses tokio's blocking-pool stdin.
+///
+/// Non-blocking mode belongs to the pipe's open file description, which only this process's
+/// end shares (the writer holds the other end): the terminal a person types into is never
+/// switched. After this call nothing may read fd 0 with blocking std I/O.
+pub fn async_stdin() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
+    match pipe {
+        Ok(pipe) => Box::new(pipe),
+        Err(e) => {
+            tracing::debug!("stdin is not a pipe ({e}); reading it on the blocking pool");
+            Box::new(tokio::io::stdin())
+        }
+    }
+}
+
+/// The process's stdout for the async runtime: a pipe is registered with the reactor (see
+/// [`async_stdin`]); anything else uses tokio's blocking-pool stdout. After this call nothing
+/// may write fd 1 with blocking std I/O (`println!` could fail with `WouldBlock`).
+pub fn async_stdout() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(tokio::net::unix::pipe::Sender::from_owned_fd);
+    match pipe {
+        Ok(pipe) => Box::new(pipe),
+        Err(e) => {
+            tracing::debug!("stdout is not a pipe ({e}); writing it on the blocking pool");
+            Box::new(tokio::io::stdout())
+        }
+    }
+}

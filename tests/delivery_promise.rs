@@ -198,3 +198,26 @@ fn a_peer_that_breaks_our_message_stream_is_disconnected_not_left_broken() {
         (1..msg_id).collect::<Vec<_>>()
     );
 }
+
+/// A `disconnect` reaches the peer as a close (`closed by peer`), not seconds later as an idle
+/// timeout or a stateless reset: the connection's virtual address outlives its close long
+/// enough for the CONNECTION_CLOSE to leave. Several rounds, since freeing the address at once
+/// lost the close only sometimes (a race with quinn's driver).
+#[test]
+fn a_disconnect_reaches_the_peer_as_a_close() {
+    let rendezvous = Rendezvous::start(&[]);
+    let mut a = Node::start(&rendezvous, &[]);
+    let mut b = Node::start(&rendezvous, &[]);
+    for round in 0..16u64 {
+        a.send(round, &b.id, b"hello");
+        a.wait_event(|e| e == format!("delivered {round} {}", b.id));
+        b.wait_recvs(1);
+        a.command(&format!("disconnect {}", b.id));
+        a.wait_event(|e| e.starts_with(&format!("disconnected {}", b.id)));
+        let seen = b.wait_event(|e| e.starts_with(&format!("disconnected {}", a.id)));
+        assert!(
+            seen.contains("closed by peer"),
+            "round {round}: the peer saw the disconnect as {seen:?}"
+        );
+    }
+}

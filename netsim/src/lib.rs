@@ -19,6 +19,7 @@
 
 pub mod classify;
 pub mod error;
+pub mod flood;
 pub mod lab;
 pub mod matrix;
 pub mod netcheck;

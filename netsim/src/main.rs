@@ -52,6 +52,10 @@ enum Cmd {
     /// scripts/bench.sh's long-link figures: iperf3 TCP and p2p-node bulk on 20 ms uplinks
     /// (uncapped, 100 Mbit/s, 100 Mbit/s with 1% loss), interleaved over rounds.
     Longlink(matrix::longlink::LongLinkArgs),
+    /// A public rendezvous under a flood of 1,000 throw-away clients from many lab addresses
+    /// and from behind the lab's NATs, while two real nodes meet through it: limits, memory,
+    /// service (netsim/README.md).
+    Flood(p2pnat_netsim::flood::FloodArgs),
     /// Remove leftover labs (namespaces named nsim*) whose owning process is gone.
     Down {
         /// Also remove labs whose owner is still running.
@@ -87,6 +91,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, NetsimError> {
         Cmd::Matrix(args) => matrix::run_cli(&args),
         Cmd::Netcheck(args) => p2pnat_netsim::netcheck::run_cli(&args),
         Cmd::Longlink(args) => matrix::longlink::run_cli(&args),
+        Cmd::Flood(args) => p2pnat_netsim::flood::run_cli(&args),
         Cmd::Down { all } => down(all),
     }
 }

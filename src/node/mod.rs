@@ -207,7 +207,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let writer = tokio::spawn(app_io::write_outputs(
         config.io,
         output_rx,
-        tokio::io::stdout(),
+        crate::process::async_stdout(),
     ));
 
     let local_addrs = local_addresses(bound);
@@ -359,7 +359,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let stdin_budget = Arc::new(Semaphore::new(config.max_message.saturating_mul(2).max(1)));
     let reader = tokio::spawn(app_io::read_inputs(
         config.io,
-        tokio::io::stdin(),
+        crate::process::async_stdin(),
         input_tx,
         outputs.clone(),
         config.max_message,

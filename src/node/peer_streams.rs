@@ -133,9 +133,11 @@ impl MessageReader {
             match self.read_one(&mut stream).await {
                 Ok(()) => {
                     count += 1;
-                    let _ = count_tx.send(count);
-                    // Once per burst (when the buffered bytes are used up), not per message.
-                    if stream.buffer().is_empty() {
+                    // Acknowledged once per burst: deferred only while the next message is
+                    // already complete in the buffer (handled without waiting), so an ack never
+                    // waits for bytes still to arrive.
+                    if !next_message_buffered(stream.buffer()) {
+                        let _ = count_tx.send(count);
                         self.status.lock().expect("status lock").last_active = Instant::now();
                     }
                 }
@@ -179,15 +181,16 @@ impl MessageReader {
         let mut permit: Option<OwnedSemaphorePermit> = None;
         let mut payload = Vec::with_capacity(length.min(64 * 1024));
         while payload.len() < length {
-            let available =
-                match tokio::time::timeout(MESSAGE_STALL_TIMEOUT, stream.fill_buf()).await {
-                    Ok(result) => result?,
-                    Err(_) => return Err(ReadMessageError::Stalled(MESSAGE_STALL_TIMEOUT)),
-                };
-            if available.is_empty() {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            // Only an empty buffer waits (and only then is a stall timer set up).
+            if stream.buffer().is_empty() {
+                let filled = tokio::time::timeout(MESSAGE_STALL_TIMEOUT, stream.fill_buf())
+                    .await
+                    .map_err(|_| ReadMessageError::Stalled(MESSAGE_STALL_TIMEOUT))?;
+                if filled?.is_empty() {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
             }
-            let take = available.len().min(length - payload.len());
+            let take = stream.buffer().len().min(length - payload.len());
             let more = self.outputs.reserve(take).await;
             match permit.as_mut() {
                 Some(held) => held.merge(more),
@@ -204,6 +207,17 @@ impl MessageReader {
             return Err(ReadMessageError::StdoutGone);
         }
         Ok(())
+    }
+}
+
+/// Whether `buffered` starts with a whole `u32 length | payload` record.
+fn next_message_buffered(buffered: &[u8]) -> bool {
+    match buffered.get(..4) {
+        Some(prefix) => {
+            let length = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
+            buffered.len() - 4 >= length
+        }
+        None => false,
     }
 }
 

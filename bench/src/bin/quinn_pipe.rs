@@ -2,7 +2,8 @@
 //! stream -> stdout, nothing else): no rendezvous, no path agent, no framing, no acknowledgements.
 //! It uses p2pnat's own TLS (ed25519 certificates, TLS 1.3, ring) and, unless `--quinn-defaults`,
 //! p2pnat's transport configuration (`p2pnat::socket::transport_config`: windows, congestion
-//! controller), over quinn's ordinary UDP socket.
+//! controller) and stdin/stdout handling (`p2pnat::process::async_stdin`: pipes registered with
+//! the reactor), over quinn's ordinary UDP socket.
 //!
 //! ```text
 //! quinn-pipe listen [--bind 127.0.0.1:0]          # stderr: "listening <addr> <peer_id>"
@@ -12,11 +13,11 @@
 //! ```
 //! The listener takes one connection and one stream, writes it to stdout and exits when it ends.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use p2pnat::identity::Identity;
 use p2pnat::socket::CongestionControl;
@@ -88,13 +89,17 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let result = runtime.block_on(async {
+    // On the runtime's workers, as p2p-node runs, not on this thread.
+    let pipe = async move {
         match options.positional.first().map(String::as_str) {
             Some("listen") => listen(&options).await,
             Some("connect") if options.positional.len() == 3 => connect(&options).await,
             _ => Err("usage: quinn-pipe listen [--bind ADDR] | connect ADDR PEER_ID".into()),
         }
-    });
+    };
+    let result = runtime
+        .block_on(async { tokio::spawn(pipe).await })
+        .unwrap_or_else(|e| Err(format!("the pipe task failed: {e}").into()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -119,11 +124,12 @@ async fn listen(options: &Options) -> Result<(), BoxError> {
     let incoming = endpoint.accept().await.ok_or("endpoint closed")?;
     let connection = incoming.await?;
     let mut stream = connection.accept_uni().await?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut stdout = std::io::stdout().lock();
-    while let Some(n) = stream.read(&mut buf).await? {
-        tokio::task::block_in_place(|| stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()))?;
-    }
+    // The node's own stdout handling (a pipe registered with the reactor, a 64 KiB buffer
+    // written out whenever the stream has nothing more at hand), so that the ratio to p2p-node
+    // measures the layers in between, not the I/O at the ends.
+    let mut stdout = tokio::io::BufWriter::with_capacity(CHUNK, p2pnat::process::async_stdout());
+    tokio::io::copy(&mut stream, &mut stdout).await?;
+    stdout.flush().await?;
     connection.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
     Ok(())
@@ -144,9 +150,9 @@ async fn connect(options: &Options) -> Result<(), BoxError> {
     let connection = endpoint.connect_with(client, addr, peer)?.await?;
     let mut stream = connection.open_uni().await?;
     let mut buf = vec![0u8; CHUNK];
-    let mut stdin = std::io::stdin().lock();
+    let mut stdin = p2pnat::process::async_stdin();
     loop {
-        let n = tokio::task::block_in_place(|| stdin.read(&mut buf))?;
+        let n = stdin.read(&mut buf).await?;
         if n == 0 {
             break;
         }
