@@ -195,7 +195,12 @@ def test_slow_consumer_stops_the_reader(tmp_path):
         async with fake("flood", message_queue_size=4, stop_timeout=0.5,
                         extra_env={"FAKE_NODE_COUNT_FILE": str(count_file)}) as node:
             await asyncio.sleep(1.0)  # give an unbounded reader ample time to swallow thousands
-            stalled = int(count_file.read_text())
+            text = ""
+            while not text:  # the flooder rewrites the file after each frame: skip a torn read
+                text = count_file.read_text().strip()
+                if not text:
+                    await asyncio.sleep(0.01)
+            stalled = int(text)
             assert len(node.messages()) == 4
             received = [await node.messages().get() for _ in range(stalled + 50)]
             return stalled, received
