@@ -728,7 +728,8 @@ fn main() {
                     eprintln!(
                         "round {} python JSON: {rate:.0} msg/s (bulk API){}",
                         round + 1,
-                        per_message.map_or(String::new(), |r| format!(", {r:.0} msg/s per message"))
+                        per_message
+                            .map_or(String::new(), |r| format!(", {r:.0} msg/s per message"))
                     );
                     for (key, value) in [
                         ("python_json_msgs_per_s", Some(rate)),
