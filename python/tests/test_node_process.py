@@ -186,7 +186,7 @@ def test_slow_consumer_stops_the_reader(tmp_path):
     queue plus the pipe and reader buffers; then its writes block. Reading resumes the flow."""
     count_file = tmp_path / "count"
     frame_size = 4 + 1 + 1 + len("flooder") + 8 + 1000
-    # pipe (asked PIPE_SIZE; the default 64 KiB elsewhere) + asyncio reader buffer (2 x READ_CHUNK)
+    # pipe (64 KiB; PIPE_SIZE as a generous bound) + asyncio reader buffer (2 x READ_CHUNK)
     # + the chunk being split + a frame in flight, generously doubled
     held = PIPE_SIZE + 2 * READ_CHUNK + READ_CHUNK
     bound = 2 * (held // frame_size + 8) + 4
