@@ -7,12 +7,17 @@ Python objects into payload bytes with a codec (JSON by default). Nothing here t
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 from . import events as ev
-from .codecs import decode_with, encode_with, get_codec, make_envelope
+from .channel import BoundedChannel, ChannelClosed
+from .codecs import JsonCodec, decode_with, encode_with, get_codec, make_envelope
 from .frames import send_header
 from .node import EventHandler, NodeProcess, PeerInfo, StderrTarget
+
+
+_DIRECT_CODECS = (JsonCodec,)
 
 
 class _Endpoint:
@@ -27,10 +32,16 @@ class _Endpoint:
                  extra_args: Sequence[str], env: Optional[Dict[str, str]], name: str) -> None:
         self.codec = get_codec(codec)
         codec_obj = self.codec
+        if type(codec_obj) in _DIRECT_CODECS:  # raises only DecodeError / EncodeError itself
+            decode = codec_obj.decode
+            self._encode = codec_obj.encode
+        else:
+            decode = functools.partial(decode_with, codec_obj)
+            self._encode = functools.partial(encode_with, codec_obj)
         self.node = NodeProcess(
             rendezvous=rendezvous, identity=identity, listen=listen, max_message=max_message,
             binary=binary, extra_args=extra_args, env=env,
-            decode=lambda data: decode_with(codec_obj, data), accept_from=accept_from,
+            decode=decode, accept_from=accept_from,
             message_queue_size=message_queue_size, message_queue_bytes=message_queue_bytes,
             event_queue_size=event_queue_size, max_in_flight=max_in_flight,
             ready_timeout=ready_timeout, stop_timeout=stop_timeout,
@@ -85,11 +96,39 @@ class _Endpoint:
     # encoding
     def encode(self, message: Any, *, envelope: bool = True) -> bytes:
         """The exact payload bytes ``send_message`` would put on the wire for ``message``."""
-        return encode_with(self.codec, make_envelope(message) if envelope else message)
+        return self._encode(make_envelope(message) if envelope else message)
 
     async def _send(self, peer_id: str, message: Any, wait: bool, envelope: bool) -> Any:
         payload = self.encode(message, envelope=envelope)  # EncodeError at the caller
         return await self.node.send(peer_id, payload, wait=wait)
+
+    async def _send_many(self, peer_id: str, messages: Any, envelope: bool) -> List[int]:
+        encode = self._encode
+        if envelope:
+            payloads = [encode(make_envelope(m)) for m in messages]
+        else:
+            payloads = [encode(m) for m in messages]
+        return await self.node.send_many(peer_id, payloads)
+
+    # bulk sending: no Future per message
+    @property
+    def delivered_count(self) -> int:
+        """Sends confirmed ``delivered`` since start (every kind of send)."""
+        return self.node.delivered_count
+
+    @property
+    def failed_count(self) -> int:
+        """Sends that ended ``failed``, or were pending when the node ended, since start."""
+        return self.node.failed_count
+
+    @property
+    def pending_count(self) -> int:
+        """Sends still waiting for ``delivered`` / ``failed``."""
+        return self.node.pending_count
+
+    async def wait_sent(self, timeout: Optional[float] = None) -> Tuple[int, int]:
+        """Wait until every send so far has its outcome; ``(delivered_count, failed_count)``."""
+        return await self.node.wait_sent(timeout)
 
 
 class P2PServer(_Endpoint):
@@ -131,14 +170,30 @@ class P2PServer(_Endpoint):
         """
         return await self._send(peer_id, message, wait, envelope)
 
-    async def messages(self) -> AsyncIterator[Tuple[str, Any]]:
+    def messages(self) -> AsyncIterator[Tuple[str, Any]]:
         """``(peer_id, message)`` for every decoded message; ends when the node ends.
 
         Messages are read only as fast as this is iterated (bounded queue): a slow loop slows the
         senders down instead of filling memory.
         """
-        async for peer_id, message in self.node.messages():
-            yield peer_id, message
+        return _Messages(self.node.messages(), with_peer=True)
+
+    def message_batches(self, max_batch: Optional[int] = None) -> AsyncIterator[List[Tuple[str, Any]]]:
+        """Lists of ``(peer_id, message)``: each waits for one message, then takes every message
+        already queued (at most ``max_batch``). Same order and backpressure as :meth:`messages`,
+        with one await per batch instead of per message."""
+        return _Batches(self.node.messages(), max_batch, with_peer=True)
+
+    async def send_many(self, peer_id: str, messages: Any, *, envelope: bool = True) -> List[int]:
+        """Send every message of ``messages`` (an iterable) to ``peer_id``; returns their msg_ids
+        once all are queued for the node (waiting while its stdin is full).
+
+        No Future per message: each ends in exactly one ``delivered`` (counted in
+        :attr:`delivered_count`) or ``failed`` (counted in :attr:`failed_count`, and a ``failed``
+        event with its msg_id). ``await wait_sent()`` waits for all outcomes. Every message is
+        encoded first: an :class:`~p2pnat.errors.EncodeError` means none was sent.
+        """
+        return await self._send_many(peer_id, messages, envelope)
 
 
 class P2PClient(_Endpoint):
@@ -192,10 +247,71 @@ class P2PClient(_Endpoint):
         """Send ``message`` to the server; same semantics as :meth:`P2PServer.send_message`."""
         return await self._send(self.server_peer_id, message, wait, envelope)
 
-    async def messages(self) -> AsyncIterator[Any]:
+    def messages(self) -> AsyncIterator[Any]:
         """Every decoded message from the server; ends when the node ends."""
-        async for _peer_id, message in self.node.messages():
-            yield message
+        return _Messages(self.node.messages(), with_peer=False)
+
+    def message_batches(self, max_batch: Optional[int] = None) -> AsyncIterator[List[Any]]:
+        """Lists of messages from the server, as :meth:`P2PServer.message_batches`."""
+        return _Batches(self.node.messages(), max_batch, with_peer=False)
+
+    async def send_many(self, messages: Any, *, envelope: bool = True) -> List[int]:
+        """Send every message to the server; as :meth:`P2PServer.send_many`."""
+        return await self._send_many(self.server_peer_id, messages, envelope)
+
+
+class _Messages:
+    """``messages()``: an async iterator over the node's message channel (a plain class, cheaper
+    per message than an async generator); ``aclose()`` is accepted as on a generator."""
+
+    __slots__ = ("_channel", "_with_peer")
+
+    def __init__(self, channel: BoundedChannel, with_peer: bool) -> None:
+        self._channel = channel
+        self._with_peer = with_peer
+
+    def __aiter__(self) -> "_Messages":
+        return self
+
+    async def __anext__(self) -> Any:
+        channel = self._channel
+        if channel:  # something queued: take it without another coroutine
+            item = channel.get_nowait()
+        else:
+            try:
+                item = await channel.get()
+            except ChannelClosed:
+                raise StopAsyncIteration from None
+        return item if self._with_peer else item[1]
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Batches:
+    """``message_batches()``: lists of what is queued, one await per list."""
+
+    __slots__ = ("_channel", "_max", "_with_peer")
+
+    def __init__(self, channel: BoundedChannel, max_batch: Optional[int], with_peer: bool) -> None:
+        if max_batch is not None and max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._channel = channel
+        self._max = max_batch
+        self._with_peer = with_peer
+
+    def __aiter__(self) -> "_Batches":
+        return self
+
+    async def __anext__(self) -> List[Any]:
+        try:
+            items = await self._channel.get_many(self._max)
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+        return items if self._with_peer else [message for _peer, message in items]
+
+    async def aclose(self) -> None:
+        pass
 
 
 def run(coro: Any) -> Any:

@@ -78,6 +78,46 @@ class BoundedChannel(Generic[T]):
         self._wake()
         return True
 
+    def offer(self, item: T, size: int = 0) -> bool:
+        """Add ``item`` if there is room now and the channel is open; False otherwise (then
+        :meth:`put` waits for room or reports the channel closed)."""
+        if self._closed or self._full_for(size):
+            return False
+        self._items.append((item, size))
+        self.bytes += size
+        if self._waiters:
+            self._wake()
+        return True
+
+    def get_nowait(self) -> T:
+        """The next item; ``IndexError`` if the channel is empty."""
+        item, size = self._items.popleft()
+        self.bytes -= size
+        if self._waiters:
+            self._wake()
+        return item
+
+    def get_nowait_many(self, limit: Optional[int] = None) -> list:
+        """Every queued item (at most ``limit``) without waiting; may be empty."""
+        n = len(self._items) if limit is None else min(limit, len(self._items))
+        out = []
+        for _ in range(n):
+            item, size = self._items.popleft()
+            self.bytes -= size
+            out.append(item)
+        if n and self._waiters:
+            self._wake()
+        return out
+
+    async def get_many(self, limit: Optional[int] = None) -> list:
+        """Wait for at least one item, then return every queued item (at most ``limit``);
+        :class:`ChannelClosed` once closed and empty."""
+        while not self._items and not self._closed:
+            await self._wait_change()
+        if self._items:
+            return self.get_nowait_many(limit)
+        raise ChannelClosed()
+
     def put_drop_oldest(self, item: T) -> bool:
         """Add ``item`` without waiting; when full, drop the oldest item. False if closed."""
         if self._closed:

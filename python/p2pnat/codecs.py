@@ -78,21 +78,91 @@ class JsonCodec:
     name = "json"
 
     def encode(self, obj: Any) -> bytes:
+        # Fast path: a message of plain dicts/lists/str/int/float/bool/None with str keys (what
+        # nearly every message is) goes straight to the C encoder, built once. Anything else
+        # (bytes, subclasses, the reserved key, an error of any kind) takes the exact path below,
+        # so results and errors are the same either way.
+        if _FAST_ENCODE is not None:
+            try:
+                if _plain(obj, 0):
+                    return "".join(_FAST_ENCODE(obj, 0)).encode("utf-8")
+            except Exception:
+                pass
         try:
             prepared = _json_prepare(obj)
             text = json.dumps(prepared, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            return text.encode("utf-8")  # UnicodeEncodeError (a lone surrogate) is a ValueError
         except EncodeError:
             raise
         except (TypeError, ValueError, RecursionError) as exc:
             raise EncodeError(f"json: cannot encode message: {exc}") from exc
-        return text.encode("utf-8")
 
     def decode(self, data: bytes) -> Any:
         try:
-            text = bytes(data).decode("utf-8")
-            return json.loads(text, object_hook=_json_object_hook, parse_constant=_json_reject_constant)
+            text = (data if type(data) is bytes else bytes(data)).decode("utf-8")
+            # The object hook only matters for an object whose one key is "__bytes__"; without a
+            # \u escape that key can only be written literally, so most payloads skip the hook.
+            if "__bytes__" not in text and "\\u" not in text:
+                return _FAST_DECODER.decode(text)
+            return _HOOK_DECODER.decode(text)
         except (ValueError, TypeError, RecursionError) as exc:
             raise DecodeError(f"json: cannot decode payload of {len(data)} bytes: {exc}") from exc
+
+
+#: Plain JSON scalars: values _plain() accepts without a look inside (exact types: subclasses take
+#: the exact path).
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+#: Deeper messages take the exact path (which has its own RecursionError handling).
+_PLAIN_MAX_DEPTH = 64
+
+
+def _plain(obj: Any, depth: int) -> bool:
+    """True if ``obj`` needs no preparation: exact dict/list/tuple/scalar types, str keys, no
+    one-key ``"__bytes__"`` dict, finite floats, nesting below _PLAIN_MAX_DEPTH."""
+    t = type(obj)
+    if t is dict:
+        if depth >= _PLAIN_MAX_DEPTH or (len(obj) == 1 and BYTES_MARKER in obj):
+            return False
+        for key, value in obj.items():
+            if type(key) is not str:
+                return False
+            vt = type(value)
+            if vt is float:
+                if value - value != 0.0:  # NaN or an infinity: the exact path raises
+                    return False
+            elif vt not in _SCALAR_TYPES and not _plain(value, depth + 1):
+                return False
+        return True
+    if t is list or t is tuple:
+        if depth >= _PLAIN_MAX_DEPTH:
+            return False
+        for value in obj:
+            vt = type(value)
+            if vt is float:
+                if value - value != 0.0:
+                    return False
+            elif vt not in _SCALAR_TYPES and not _plain(value, depth + 1):
+                return False
+        return True
+    if t is float:
+        return obj - obj == 0.0
+    return t in _SCALAR_TYPES
+
+
+def _make_fast_encoder() -> Any:
+    """The C encoder with the exact settings of the slow path (compact separators, non-ASCII as
+    is, NaN refused), built once; None where the C accelerator is missing."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:
+        return None
+    try:
+        enc = c_make_encoder(None, None, json.encoder.encode_basestring, None, ":", ",",
+                             False, False, False)
+        if "".join(enc({"a": [1, 2.5, "é", None, True]}, 0)) != '{"a":[1,2.5,"é",null,true]}':
+            return None
+        return enc
+    except Exception:
+        return None
 
 
 def _json_prepare(obj: Any) -> Any:
@@ -123,6 +193,11 @@ def _json_object_hook(obj: Dict[str, Any]) -> Any:
 
 def _json_reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_FAST_ENCODE = _make_fast_encoder()
+_FAST_DECODER = json.JSONDecoder(parse_constant=_json_reject_constant)
+_HOOK_DECODER = json.JSONDecoder(object_hook=_json_object_hook, parse_constant=_json_reject_constant)
 
 
 class MsgpackCodec:

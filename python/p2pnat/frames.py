@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import FrameError
 
@@ -41,6 +41,8 @@ MAX_MSG_ID = 0xFFFFFFFFFFFFFFFF
 _LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct(">IB")
 _SEND_FIXED = struct.Struct(">IBQB")  # length, type, msg_id, id_len
+_PEER_ID_CACHE_SIZE = 4096
+_PEER_ID_CACHE: Dict[str, bytes] = {}   # validated peer id text -> its ASCII bytes
 
 
 def max_frame_length(max_message: int = DEFAULT_MAX_MESSAGE) -> int:
@@ -53,6 +55,9 @@ def max_frame_length(max_message: int = DEFAULT_MAX_MESSAGE) -> int:
 
 
 def _peer_id_bytes(peer_id: str) -> bytes:
+    raw = _PEER_ID_CACHE.get(peer_id)  # a program talks to few peers: validate each text once
+    if raw is not None and type(peer_id) is str:
+        return raw
     if not isinstance(peer_id, str):
         raise TypeError(f"peer_id must be str, not {type(peer_id).__name__}")
     try:
@@ -63,7 +68,15 @@ def _peer_id_bytes(peer_id: str) -> bytes:
         raise ValueError(f"peer_id must be 1..{MAX_PEER_ID_LEN} bytes long, got {len(raw)}")
     if any(c <= 0x20 or c == 0x7F for c in raw):
         raise ValueError(f"peer_id must not contain spaces or control characters: {peer_id!r}")
+    if len(_PEER_ID_CACHE) >= _PEER_ID_CACHE_SIZE:
+        _PEER_ID_CACHE.clear()
+    _PEER_ID_CACHE[peer_id] = raw
     return raw
+
+
+def frame_peer_id(peer_id: str) -> bytes:
+    """``peer_id`` as the bytes a frame carries; ValueError/TypeError if it is not a valid one."""
+    return _peer_id_bytes(peer_id)
 
 
 def encode_frame(frame_type: int, body: bytes = b"") -> bytes:
@@ -141,25 +154,57 @@ class FrameDecoder:
     """Incremental frame splitter: feed bytes, get ``(type, body)`` tuples.
 
     Raises :class:`FrameError` for ``L = 0`` or ``L > max_length``; after that the stream cannot be
-    resynchronised and the decoder must be discarded. Holds at most one frame in memory.
+    resynchronised and the decoder must be discarded. Holds at most one incomplete frame plus the
+    bytes of one ``feed``. Frames are split by offset (``struct.unpack_from``) and the consumed
+    bytes dropped once per ``feed``, so many small frames in one chunk cost one pass.
     """
 
     def __init__(self, max_length: int = max_frame_length()) -> None:
         self.max_length = max_length
         self._buf = bytearray()
+        self.error: Optional[FrameError] = None
 
     def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
-        self._buf += data
+        """The frames completed by ``data``, in order.
+
+        A bad length raises :class:`FrameError`; if whole frames came before it in the same
+        ``data`` they are returned first, the error is kept in :attr:`error` and raised by the
+        next ``feed`` (so a reader can act on what was valid, then check :attr:`error`).
+        """
+        if self.error is not None:
+            raise self.error
+        buf = self._buf
+        if buf:
+            buf += data
+            view: Any = buf
+        else:
+            view = data  # the common case: the chunk starts at a frame boundary; no copy
         out: List[Tuple[int, bytes]] = []
-        while len(self._buf) >= 4:
-            (length,) = _LENGTH.unpack_from(self._buf, 0)
-            _check_length(length, self.max_length)
-            if len(self._buf) < 4 + length:
+        append = out.append
+        unpack = _LENGTH.unpack_from
+        max_length = self.max_length
+        end = len(view)
+        pos = 0
+        while end - pos >= 4:
+            (length,) = unpack(view, pos)
+            if length == 0 or length > max_length:
+                self._buf = bytearray()
+                try:
+                    _check_length(length, max_length)
+                except FrameError as exc:
+                    self.error = exc
+                    if not out:
+                        raise
+                    return out
+            stop = pos + 4 + length
+            if stop > end:
                 break
-            frame_type = self._buf[4]
-            body = bytes(self._buf[5:4 + length])
-            del self._buf[:4 + length]
-            out.append((frame_type, body))
+            append((view[pos + 4], bytes(view[pos + 5:stop])))
+            pos = stop
+        if view is buf:
+            del buf[:pos]
+        elif pos < end:
+            self._buf = bytearray(view[pos:])
         return out
 
     @property

@@ -26,8 +26,12 @@ import inspect
 import itertools
 import logging
 import os
-import re
 import signal
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (not Unix)
+    fcntl = None  # type: ignore
+import struct
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
@@ -35,22 +39,29 @@ from . import events as ev
 from .binary import NODE, find_binary
 from .channel import BoundedChannel
 from .errors import DeliveryFailed, FrameError, NodeExited, NodeStartError, P2PError
-from .frames import (TYPE_EVENT, TYPE_RECV, DEFAULT_MAX_MESSAGE, decode_recv_body, encode_command,
-                     max_frame_length, read_frame, send_header)
+from .stderr import STDERR_MAX_LINE, drain_stderr  # noqa: F401 (re-exported)
+from .frames import (MAX_FRAME_LENGTH_FIELD, TYPE_EVENT, TYPE_RECV, TYPE_SEND, DEFAULT_MAX_MESSAGE,
+                     FrameDecoder, encode_command, frame_peer_id, max_frame_length, send_header)
 
 log = logging.getLogger("p2pnat.node")
 
 STDERR_TAIL_LINES = 30
-STDERR_MAX_LINE = 8192
 #: How many bytes of an undecodable or unexpected payload an event keeps (for diagnostics).
 EVENT_PAYLOAD_PREFIX = 256
+#: Bytes asked of the node's stdout per read: many small frames are split from one chunk.
+READ_CHUNK = 256 * 1024
+#: Size asked for the node's stdin pipe (Linux; best effort).
+PIPE_SIZE = 1024 * 1024
+#: Frames waiting in the wrapper's write buffer are handed to the pipe when the event loop gets
+#: control (end of the current batch of callbacks) or as soon as this many bytes are waiting.
+WRITE_BATCH_BYTES = 64 * 1024
+#: The stdin transport's own buffer above which a send waits for the pipe (asyncio's default
+#: high-water mark): memory held for the node's stdin is bounded by about the sum of the two.
+WRITE_HIGH_WATER = 64 * 1024
 
 EventHandler = Callable[[ev.Event], Union[None, Awaitable[None]]]
 StderrTarget = Union[None, str, "os.PathLike[str]", Any]
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LEVEL = re.compile(r"\b(ERROR|WARN|INFO|DEBUG|TRACE)\b")
-_LOG_LEVELS = {"ERROR": logging.ERROR, "WARN": logging.WARNING, "INFO": logging.INFO}
 
 
 class PeerInfo(NamedTuple):
@@ -105,11 +116,21 @@ class NodeProcess:
         self._events: BoundedChannel[ev.Event] = BoundedChannel(event_queue_size)
         self._max_in_flight = max_in_flight
         self._in_flight: Optional[asyncio.Semaphore] = None
-        self._pending: Dict[int, asyncio.Future] = {}
+        # msg_id -> its Future (send) or None (send_nowait / send_many): every send until its
+        # delivered / failed (or the node's end).
+        self._pending: Dict[int, Optional[asyncio.Future]] = {}
+        self._idle_waiters: List[asyncio.Future] = []  # wait_sent()
+        self.delivered_count = 0
+        self.failed_count = 0
         self._msg_ids = itertools.count(1)
 
         self._proc: Optional[asyncio.subprocess.Process] = None
         self._write_lock: Optional[asyncio.Lock] = None
+        self._wbuf: List[bytes] = []       # frames not yet handed to the stdin transport
+        self._wbuf_bytes = 0
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._peer_text: Dict[bytes, str] = {}  # RECV / event peer id bytes -> str (few peers)
         self._reader_task: Optional[asyncio.Task] = None
         self._stderr_task: Optional[asyncio.Task] = None
         self._monitor_task: Optional[asyncio.Task] = None
@@ -184,6 +205,7 @@ class NodeProcess:
             self._in_flight = asyncio.Semaphore(self._max_in_flight)
         self._write_lock = asyncio.Lock()
         self._list_lock = asyncio.Lock()
+        self._loop = loop
         self._ready = loop.create_future()
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("NO_COLOR", "1")
@@ -194,9 +216,10 @@ class NodeProcess:
             # If Python dies the node sees end of stdin, which it treats as quit.
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, limit=READ_CHUNK)
         except OSError as exc:
             raise NodeStartError(f"cannot start {binary}: {exc}") from exc
+        _grow_pipe(self._proc.stdin)  # stdout keeps its size: a larger one measured no faster
         self._stderr_task = loop.create_task(self._drain_stderr(), name=f"{self.name}-stderr")
         self._reader_task = loop.create_task(self._read_stdout(), name=f"{self.name}-stdout")
         self._monitor_task = loop.create_task(self._monitor(), name=f"{self.name}-monitor")
@@ -238,6 +261,7 @@ class NodeProcess:
             if kill_now:
                 _signal(proc, signal.SIGKILL)
             else:
+                self._flush()  # frames already accepted by send() go before end of stdin
                 try:
                     proc.stdin.close()
                 except Exception:  # already closed or broken
@@ -281,11 +305,12 @@ class NodeProcess:
 
         ``wait=True``: returns the msg_id once the node reports ``delivered``; raises
         :class:`DeliveryFailed` on ``failed`` and :class:`NodeExited` if the node goes away first.
-        ``wait=False``: returns, once the frame is written to the node's stdin, an
+        ``wait=False``: returns, once the frame is queued for the node's stdin, an
         ``asyncio.Future`` with that outcome (an ignored failure is not reported as "never
         retrieved"; it is also a ``failed`` event).
         Either way the call waits while the node's stdin is full (backpressure) and, if
-        ``max_in_flight`` is set, while that many sends are unconfirmed.
+        ``max_in_flight`` is set, while that many sends are unconfirmed. Frames are written to the
+        pipe in batches: when the event loop next gets control, or once ``WRITE_BATCH_BYTES`` wait.
         """
         self._check_running()
         if not isinstance(payload, bytes):
@@ -294,18 +319,85 @@ class NodeProcess:
         header = send_header(msg_id, peer_id, len(payload))  # ValueError/TypeError at the caller
         if self._in_flight is not None:
             await self._in_flight.acquire()
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future = self._loop.create_future()  # type: ignore[union-attr]
         self._pending[msg_id] = fut
-        fut.add_done_callback(functools.partial(self._send_done, msg_id))
+        if self._in_flight is not None:  # the only bookkeeping a done callback is needed for
+            fut.add_done_callback(functools.partial(self._send_done, msg_id))
         try:
             self._check_running()
-            await self._write(header, payload)
+            self._queue(header, payload)
+            stdin = self._proc.stdin  # type: ignore[union-attr]
+            if stdin.is_closing() or stdin.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                await self._maybe_drain()
         except BaseException:
-            fut.cancel()
+            if not fut.done():
+                fut.cancel()
+            if self._pending.get(msg_id) is fut:
+                del self._pending[msg_id]
             raise
         if wait:
             return await fut
         return fut
+
+    async def send_many(self, peer_id: str, payloads: Any) -> List[int]:
+        """Send each payload (bytes) of an iterable to ``peer_id``; returns their msg_ids once all
+        are queued for the node, waiting while its stdin is full (as :meth:`send` does).
+
+        No Future per message: each ends in exactly one ``delivered`` (counted in
+        :attr:`delivered_count`) or ``failed`` (counted in :attr:`failed_count`, and a ``failed``
+        event with its msg_id, as for any send). :meth:`wait_sent` waits for every outcome.
+        ``max_in_flight`` does not apply. A bad ``peer_id`` raises before anything is sent; so
+        does a payload that is not bytes-like or too large for a frame (the ones before it in the
+        iterable are sent).
+        """
+        self._check_running()
+        pid = frame_peer_id(peer_id)  # ValueError/TypeError at the caller
+        head = struct.Struct(f">IBQB{len(pid)}s")
+        fixed = 1 + 8 + 1 + len(pid)
+        pending = self._pending
+        wbuf = self._wbuf
+        ids = []
+        for payload in payloads:
+            if type(payload) is not bytes:
+                payload = bytes(payload)
+            size = len(payload)
+            if fixed + size > MAX_FRAME_LENGTH_FIELD:
+                raise ValueError(f"payload too large for one frame: {size} bytes")
+            self._check_running()
+            msg_id = next(self._msg_ids)
+            pending[msg_id] = None
+            ids.append(msg_id)
+            wbuf.append(head.pack(fixed + size, TYPE_SEND, msg_id, len(pid), pid))
+            wbuf.append(payload)
+            self._wbuf_bytes += 4 + fixed + size
+            if self._wbuf_bytes >= WRITE_BATCH_BYTES:
+                self._flush()
+                await self._maybe_drain()
+                wbuf = self._wbuf
+        if self._wbuf and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        return ids
+
+    async def drain(self) -> None:
+        """Wait while the node's stdin is full (what ``send`` does after queueing a frame)."""
+        self._check_running()
+        await self._maybe_drain()
+
+    async def wait_sent(self, timeout: Optional[float] = None) -> Tuple[int, int]:
+        """Wait until every send so far has its ``delivered`` or ``failed``; returns
+        ``(delivered_count, failed_count)``, totals since start over every kind of send. Sends
+        still pending when the node ends count as failed (their Futures get :class:`NodeExited`).
+        ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        self._flush()
+        if self._pending:
+            fut = self._loop.create_future()  # type: ignore[union-attr]
+            self._idle_waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            finally:
+                if fut in self._idle_waiters:
+                    self._idle_waiters.remove(fut)
+        return self.delivered_count, self.failed_count
 
     def _send_done(self, msg_id: int, fut: asyncio.Future) -> None:
         if self._pending.get(msg_id) is fut:
@@ -315,10 +407,18 @@ class NodeProcess:
         if not fut.cancelled():
             fut.exception()  # mark retrieved: failures are also events
 
+    def _settled(self) -> None:
+        """Called when _pending became empty."""
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     async def command(self, text: str) -> None:
         """Write one COMMAND frame (e.g. ``connect <peer_id>``, ``disconnect <peer_id>``)."""
         self._check_running()
-        await self._write(encode_command(text))
+        self._queue(encode_command(text))
+        await self._maybe_drain()
 
     async def connect(self, peer_id: str) -> None:
         """Ask the node to connect to ``peer_id`` (without sending). See :meth:`wait_connected`."""
@@ -356,16 +456,50 @@ class NodeProcess:
             finally:
                 self._list_collector = None
 
-    async def _write(self, *parts: bytes) -> None:
+    def _queue(self, *parts: bytes) -> None:
+        """Add whole frames to the write buffer (never split: frames from concurrent senders
+        cannot interleave); hand the buffer to the pipe at once when it is large, else when the
+        loop next gets control."""
+        self._wbuf.extend(parts)
+        for part in parts:
+            self._wbuf_bytes += len(part)
+        if self._wbuf_bytes >= WRITE_BATCH_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._wbuf:
+            return
+        parts, self._wbuf, self._wbuf_bytes = self._wbuf, [], 0
+        stdin = self._proc.stdin if self._proc is not None else None
+        if stdin is None or stdin.is_closing():
+            # The node is gone or going: these frames were never read, so the node reports
+            # nothing for them; _finish fails every pending send with NodeExited.
+            return
+        try:
+            if len(parts) <= 2:  # one frame: no copy of a large payload just to join it
+                for part in parts:
+                    stdin.write(part)
+            else:
+                stdin.write(b"".join(parts))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # reported by _maybe_drain / _finish
+
+    async def _maybe_drain(self) -> None:
+        """Wait for the pipe if the stdin transport holds more than WRITE_HIGH_WATER bytes."""
+        stdin = self._proc.stdin  # type: ignore[union-attr]
+        if not stdin.is_closing() and stdin.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            return
         assert self._write_lock is not None and self._proc is not None
-        async with self._write_lock:
+        async with self._write_lock:  # one drain() waiter at a time (Python 3.9's StreamWriter)
             self._check_running()
-            stdin = self._proc.stdin
             try:
                 if stdin.is_closing():
                     raise ConnectionResetError("stdin is closed")
-                for part in parts:
-                    stdin.write(part)
                 await stdin.drain()
             except (BrokenPipeError, ConnectionResetError) as exc:
                 broken = exc
@@ -417,19 +551,38 @@ class NodeProcess:
 
     async def _read_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        decoder = FrameDecoder(self._max_frame)
+        messages = self._messages
         try:
             while True:
-                frame = await read_frame(self._proc.stdout, self._max_frame)
-                if frame is None:
+                chunk = await stdout.read(READ_CHUNK)
+                if not chunk:
+                    if decoder.buffered:
+                        raise FrameError(f"stream ended inside a frame ({decoder.buffered} bytes "
+                                         "of it read)")
                     return
-                frame_type, body = frame
-                if frame_type == TYPE_EVENT:
-                    self._handle_event(body)
-                elif frame_type == TYPE_RECV:
-                    await self._handle_recv(body)
-                else:
-                    self._protocol_error(f"unknown stdout frame type 0x{frame_type:02x} "
-                                         f"({len(body)} byte body) skipped")
+                try:
+                    frames = decoder.feed(chunk)
+                except FrameError:
+                    frames = []
+                for frame_type, body in frames:
+                    if frame_type == TYPE_RECV:
+                        item = self._recv_item(body)
+                        size = len(body) - 1 - body[0] if body else 0  # the payload's bytes
+                        if item is not None and not messages.offer(item, size):
+                            if not await messages.put(item, size):
+                                log.debug("%s: message from %s dropped: the node is stopping",
+                                          self.name, item[0])
+                    elif frame_type == TYPE_EVENT:
+                        if not (self._first_event_seen and body.startswith(b"delivered ")
+                                and self._delivered(body)):
+                            self._handle_event(body)
+                    else:
+                        self._protocol_error(f"unknown stdout frame type 0x{frame_type:02x} "
+                                             f"({len(body)} byte body) skipped")
+                if decoder.error is not None:
+                    raise decoder.error
         except FrameError as exc:
             # The stream cannot be resynchronised: the node is unusable.
             self._fatal = f"unreadable stdout: {exc}"
@@ -440,6 +593,68 @@ class NodeProcess:
             self._fatal = f"stdout reader failed: {exc!r}"
             self._protocol_error(self._fatal)
             _signal(self._proc, signal.SIGKILL)
+
+    def _delivered(self, body: bytes) -> bool:
+        """``delivered <msg_id> <peer_id>`` without building an Event (it is not published)."""
+        words = body.split(b" ", 2)
+        try:
+            msg_id = int(words[1])
+        except (IndexError, ValueError):
+            return False  # malformed: the general path reports it
+        self._resolve(msg_id, None, body)
+        return True
+
+    def _resolve(self, msg_id: Optional[int], failure: Optional[DeliveryFailed], raw: Any) -> None:
+        """The outcome of send ``msg_id``: delivered (``failure`` None) or failed."""
+        pending = self._pending
+        if msg_id is None or msg_id not in pending:
+            log.debug("%s: %s for no pending send", self.name, raw)
+            return
+        fut = pending.pop(msg_id)
+        if failure is None:
+            self.delivered_count += 1
+            if fut is not None and not fut.done():
+                fut.set_result(msg_id)
+        else:
+            self.failed_count += 1
+            if fut is not None and not fut.done():
+                fut.set_exception(failure)
+                fut.exception()  # mark retrieved: failures are also events
+        if not pending and self._idle_waiters:
+            self._settled()
+
+    def _recv_item(self, body: bytes) -> Optional[Tuple[str, Any]]:
+        """A RECV body as ``(peer_id, message)``, or None (dropped and reported)."""
+        id_len = body[0] if body else 0
+        if id_len == 0 or len(body) < 1 + id_len:
+            self._protocol_error(f"RECV body too short for its peer id: {len(body)} bytes, "
+                                 f"id_len {id_len}; frame skipped")
+            return None
+        raw_id = body[1:1 + id_len]
+        peer_id = self._peer_text.get(raw_id)
+        if peer_id is None:
+            peer_id = raw_id.decode("ascii", errors="replace")
+            if len(self._peer_text) >= 4096:
+                self._peer_text.clear()
+            self._peer_text[raw_id] = peer_id
+        payload = body[1 + id_len:]
+        if self._accept_from is not None and peer_id != self._accept_from:
+            self._publish(ev.Event(kind=ev.UNEXPECTED_MESSAGE, peer_id=peer_id,
+                                   reason=f"{len(payload)} byte message from a peer other than "
+                                          f"{self._accept_from} dropped",
+                                   payload=payload[:EVENT_PAYLOAD_PREFIX]))
+            return None
+        message: Any = payload
+        if self._decode is not None:
+            try:
+                message = self._decode(payload)
+            except Exception as exc:
+                log.warning("%s: undecodable %d byte message from %s: %s", self.name, len(payload),
+                            peer_id, exc)
+                self._publish(ev.Event(kind=ev.DECODE_ERROR, peer_id=peer_id, reason=str(exc),
+                                       payload=payload[:EVENT_PAYLOAD_PREFIX]))
+                return None
+        return peer_id, message
 
     def _protocol_error(self, message: str) -> None:
         log.error("%s: protocol error: %s", self.name, message)
@@ -459,16 +674,11 @@ class NodeProcess:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(event)
         elif kind == ev.DELIVERED:
-            fut = self._pending.get(event.msg_id) if event.msg_id is not None else None
-            if fut is not None and not fut.done():
-                fut.set_result(event.msg_id)
-            else:
-                log.debug("%s: %s for no pending send", self.name, event.raw)
+            self._resolve(event.msg_id, None, event.raw)
             return  # confirmations are not published: send() reports them
         elif kind == ev.FAILED:
-            fut = self._pending.get(event.msg_id) if event.msg_id is not None else None
-            if fut is not None and not fut.done():
-                fut.set_exception(DeliveryFailed(event.msg_id, event.peer_id or "?", event.reason or ""))
+            self._resolve(event.msg_id, DeliveryFailed(event.msg_id, event.peer_id or "?",
+                                                       event.reason or ""), event.raw)
         elif kind in (ev.CONNECTED, ev.PATH) and event.peer_id:
             info = PeerInfo(event.peer_id, "connected", event.path, event.remote_addr)
             self._peers[event.peer_id] = info
@@ -486,73 +696,10 @@ class NodeProcess:
             return
         self._publish(event)
 
-    async def _handle_recv(self, body: bytes) -> None:
-        try:
-            peer_id, payload = decode_recv_body(body)
-        except FrameError as exc:
-            self._protocol_error(f"{exc}; frame skipped")
-            return
-        if self._accept_from is not None and peer_id != self._accept_from:
-            self._publish(ev.Event(kind=ev.UNEXPECTED_MESSAGE, peer_id=peer_id,
-                                   reason=f"{len(payload)} byte message from a peer other than "
-                                          f"{self._accept_from} dropped",
-                                   payload=payload[:EVENT_PAYLOAD_PREFIX]))
-            return
-        message: Any = payload
-        if self._decode is not None:
-            try:
-                message = self._decode(payload)
-            except Exception as exc:
-                log.warning("%s: undecodable %d byte message from %s: %s", self.name, len(payload),
-                            peer_id, exc)
-                self._publish(ev.Event(kind=ev.DECODE_ERROR, peer_id=peer_id, reason=str(exc),
-                                       payload=payload[:EVENT_PAYLOAD_PREFIX]))
-                return
-        if not await self._messages.put((peer_id, message), len(payload)):
-            log.debug("%s: message from %s dropped: the node is stopping", self.name, peer_id)
-
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
-        target = self._stderr_target
-        sink = None
-        if isinstance(target, (str, os.PathLike)):
-            sink = open(target, "a", encoding="utf-8", errors="replace")
-        elif target is not None:
-            sink = target
-        buf = bytearray()
-        try:
-            while True:
-                chunk = await self._proc.stderr.read(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        break
-                    self._stderr_line(bytes(buf[:nl]), sink)
-                    del buf[:nl + 1]
-                if len(buf) > STDERR_MAX_LINE:  # a very long line: pass it on in pieces
-                    self._stderr_line(bytes(buf), sink)
-                    buf.clear()
-            if buf:
-                self._stderr_line(bytes(buf), sink)
-        finally:
-            if sink is not None and sink is not target:
-                sink.close()
-
-    def _stderr_line(self, raw: bytes, sink: Any) -> None:
-        line = _ANSI.sub("", raw.decode("utf-8", errors="replace")).rstrip("\r")
-        self._stderr_tail.append(line[:500])
-        if sink is not None:
-            try:
-                sink.write(line + "\n")
-            except Exception:
-                log.exception("%s: cannot write stderr line", self.name)
-        else:
-            match = _LEVEL.search(line[:80])
-            level = _LOG_LEVELS.get(match.group(1), logging.DEBUG) if match else logging.DEBUG
-            log.log(level, "[%s %s] %s", self.name, self.pid, line)
+        await drain_stderr(self._proc.stderr, self._stderr_target, self._stderr_tail,
+                           lambda: f"{self.name} {self.pid}")
 
     async def _monitor(self) -> None:
         proc = self._proc
@@ -588,9 +735,13 @@ class NodeProcess:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self._new_exit_error())
             self._ready.exception()  # start() may have given up waiting (timeout): no "never retrieved"
-        for fut in list(self._pending.values()):
-            if not fut.done():
+        pending, self._pending = self._pending, {}
+        self.failed_count += len(pending)
+        for fut in pending.values():
+            if fut is not None and not fut.done():
                 fut.set_exception(self._new_exit_error())
+                fut.exception()  # mark retrieved
+        self._settled()
         for waiters in self._connect_waiters.values():
             for fut in waiters:
                 if not fut.done():
@@ -602,6 +753,18 @@ class NodeProcess:
         self._publish(ev.Event(kind=ev.NODE_EXITED, reason=reason, returncode=returncode))
         self._events.close()
         (log.info if self._stopping else log.warning)("%s (pid %s): %s", self.name, self.pid, reason)
+
+
+def _grow_pipe(stream: Any) -> None:
+    """Ask Linux for a PIPE_SIZE pipe under the node's stdin (F_SETPIPE_SZ): the node reads more
+    frames per read and wakes less often. Best effort: other systems, or a limit below it
+    (/proc/sys/fs/pipe-max-size), keep the default size."""
+    try:
+        transport = stream.transport
+        fd = transport.get_extra_info("pipe").fileno()
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except Exception:
+        pass
 
 
 def _is_power_of_two(n: int) -> bool:

@@ -18,6 +18,8 @@ FAKE_NODE_MODE is a comma-separated list of:
   not-ready-first  write an error event before ready
   flood            after ready, write RECV frames forever; FAKE_NODE_COUNT_FILE gets the count
   stderr-spam      write 1 MiB of stderr lines at start
+  fail-every-3     answer a SEND whose msg_id is a multiple of 3 with failed, the others delivered
+  stall-stdin      after ready, never read stdin (until killed)
 """
 
 import os
@@ -85,6 +87,9 @@ def main():
             n += 1
             with open(count_file, "w") as f:
                 f.write(str(n))
+    if "stall-stdin" in MODE:
+        while True:
+            time.sleep(1)
     while True:
         head = read_exact(5)
         if head is None:
@@ -100,7 +105,7 @@ def main():
             payload = body[9 + id_len:]
             if "no-ack" in MODE:
                 continue
-            if peer.startswith("unreachable"):
+            if peer.startswith("unreachable") or ("fail-every-3" in MODE and msg_id % 3 == 0):
                 event(f"failed {msg_id} {peer} no route to peer")
                 continue
             if "echo" in MODE:

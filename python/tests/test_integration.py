@@ -322,3 +322,53 @@ def test_demo_scripts(rendezvous, tmp_path):
     assert "'hello'" in out and "'second line'" in out and "'from a pipe'" in out
     assert not (tmp_path / ".p2p_server_peer_id").exists()
     assert (tmp_path / ".p2p_client.key").exists() and (tmp_path / ".p2p_server.key").exists()
+
+
+def test_bulk_api_end_to_end(rendezvous, tmp_path):
+    """send_many + wait_sent at the client, message_batches at the server: every message arrives
+    once and in order, every send is counted delivered."""
+    count = 5000
+
+    async def main():
+        async with server_for(rendezvous, tmp_path) as server:
+            async with client_for(rendezvous, tmp_path, server.peer_id) as client:
+                async def receive():
+                    got = []
+                    async for batch in server.message_batches(max_batch=700):
+                        assert 1 <= len(batch) <= 700
+                        got += [m["payload"]["i"] for _peer, m in batch]
+                        if len(got) >= count:
+                            return got
+                receiver = asyncio.ensure_future(receive())
+                ids = []
+                for first in range(0, count, 1000):
+                    ids += await client.send_many({"i": i} for i in range(first, first + 1000))
+                counts = await client.wait_sent(timeout=60)
+                return ids, counts, await receiver, client.pending_count
+    ids, counts, got, pending = run(main())
+    assert len(set(ids)) == count and counts == (count, 0) and pending == 0
+    assert got == list(range(count))
+
+
+def test_send_many_with_a_too_large_message_in_the_middle(rendezvous, tmp_path):
+    """The node refuses one message of a batch (too-large): that one gets its failed event, the
+    others are delivered and arrive in order."""
+    async def main():
+        async with server_for(rendezvous, tmp_path) as server:
+            async with client_for(rendezvous, tmp_path, server.peer_id, max_message=4096) as client:
+                messages = [{"n": 0}, {"n": 1, "big": "x" * 10_000}, {"n": 2}, {"n": 3}]
+                ids = await client.send_many(messages)
+                counts = await client.wait_sent(timeout=60)
+                events = client.events()
+                failed = []
+                while not failed:
+                    event = await events.get()
+                    if event.kind == ev.FAILED:
+                        failed.append(event)
+                got = server.messages()
+                received = [(await got.__anext__())[1]["payload"]["n"] for _ in range(3)]
+                return ids, counts, failed, received
+    ids, counts, failed, received = run(main())
+    assert counts == (3, 1)
+    assert failed[0].msg_id == ids[1] and failed[0].reason.startswith("too-large:")
+    assert received == [0, 2, 3]

@@ -14,6 +14,7 @@ import pytest
 from conftest import FAKE_NODE, child_pids, pid_alive, run
 from p2pnat import (DeliveryFailed, NodeExited, NodeProcess, NodeStartError, P2PClient, P2PServer)
 from p2pnat import events as ev
+from p2pnat.node import PIPE_SIZE, READ_CHUNK
 
 
 def fake(mode="", **kwargs):
@@ -185,14 +186,21 @@ def test_slow_consumer_stops_the_reader(tmp_path):
     queue plus the pipe and reader buffers; then its writes block. Reading resumes the flow."""
     count_file = tmp_path / "count"
     frame_size = 4 + 1 + 1 + len("flooder") + 8 + 1000
-    # pipe (64 KiB) + asyncio reader buffer (2 x 64 KiB) + a frame in flight, generously doubled
-    bound = 2 * ((64 * 1024 + 2 * 64 * 1024) // frame_size + 8) + 4
+    # pipe (64 KiB; PIPE_SIZE as a generous bound) + asyncio reader buffer (2 x READ_CHUNK)
+    # + the chunk being split + a frame in flight, generously doubled
+    held = PIPE_SIZE + 2 * READ_CHUNK + READ_CHUNK
+    bound = 2 * (held // frame_size + 8) + 4
 
     async def main():
         async with fake("flood", message_queue_size=4, stop_timeout=0.5,
                         extra_env={"FAKE_NODE_COUNT_FILE": str(count_file)}) as node:
             await asyncio.sleep(1.0)  # give an unbounded reader ample time to swallow thousands
-            stalled = int(count_file.read_text())
+            text = ""
+            while not text:  # the flooder rewrites the file after each frame: skip a torn read
+                text = count_file.read_text().strip()
+                if not text:
+                    await asyncio.sleep(0.01)
+            stalled = int(text)
             assert len(node.messages()) == 4
             received = [await node.messages().get() for _ in range(stalled + 50)]
             return stalled, received

@@ -16,7 +16,9 @@
 //! 6. loaded RSS: both ends' VmHWM (peak) after the bulk.
 //!
 //! The Python wrapper's JSON rate runs `bench/python_json.py` once per round against its own
-//! rendezvous.
+//! rendezvous: its bulk API (`send_many` / `message_batches`, the figure the target is read
+//! against) and its per-message API (`send_message(wait=False)` / `messages()`), each until every
+//! message is received and every send confirmed `delivered`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -598,7 +600,8 @@ fn pipe_session(o: &Options, which: Pipe) -> Result<Session, Error> {
 
 // --- the Python wrapper
 
-fn python_session(o: &Options, dir: &Path) -> Result<f64, Error> {
+/// The script's bulk-API rate (`messages_per_s`) and its per-message-API rate, if it ran that.
+fn python_session(o: &Options, dir: &Path) -> Result<(f64, Option<f64>), Error> {
     let script = o.python_script.as_ref().ok_or("no script")?;
     let rendezvous = start_rendezvous(o, dir, &[])?;
     let out = Command::new("python3")
@@ -617,9 +620,10 @@ fn python_session(o: &Options, dir: &Path) -> Result<f64, Error> {
         return Err(format!("{} failed: {}", script.display(), out.status).into());
     }
     let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    value["messages_per_s"]
+    let bulk = value["messages_per_s"]
         .as_f64()
-        .ok_or_else(|| "no messages_per_s in the script's output".into())
+        .ok_or("no messages_per_s in the script's output")?;
+    Ok((bulk, value["per_message_messages_per_s"].as_f64()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -720,14 +724,26 @@ fn main() {
             let dir = work.join(format!("round{round}-python"));
             let _ = std::fs::create_dir_all(&dir);
             match python_session(&o, &dir) {
-                Ok(rate) => {
-                    eprintln!("round {} python JSON: {rate:.0} msg/s", round + 1);
-                    samples
-                        .entry("python_json_msgs_per_s".into())
-                        .or_default()
-                        .entry(NODE.into())
-                        .or_default()
-                        .push(rate);
+                Ok((rate, per_message)) => {
+                    eprintln!(
+                        "round {} python JSON: {rate:.0} msg/s (bulk API){}",
+                        round + 1,
+                        per_message
+                            .map_or(String::new(), |r| format!(", {r:.0} msg/s per message"))
+                    );
+                    for (key, value) in [
+                        ("python_json_msgs_per_s", Some(rate)),
+                        ("python_json_per_message_msgs_per_s", per_message),
+                    ] {
+                        if let Some(value) = value {
+                            samples
+                                .entry(key.into())
+                                .or_default()
+                                .entry(NODE.into())
+                                .or_default()
+                                .push(value);
+                        }
+                    }
                 }
                 Err(e) => {
                     failures += 1;

@@ -67,7 +67,13 @@ const METRICS: &[Metric] = &[
     },
     Metric {
         key: "python_json_msgs_per_s",
-        name: "Python P2PClient -> P2PServer, JSON",
+        name: "Python P2PClient -> P2PServer, JSON, bulk API",
+        unit: "msg/s",
+        higher_better: true,
+    },
+    Metric {
+        key: "python_json_per_message_msgs_per_s",
+        name: "Python P2PClient -> P2PServer, JSON, per-message API",
         unit: "msg/s",
         higher_better: true,
     },
