@@ -178,6 +178,18 @@ impl Registry {
         Ok(self.limits.ttl)
     }
 
+    /// Moves `peer`'s observed address to `observed` (its NAT rebound; the caller has
+    /// authenticated the move). Returns whether `peer` is registered.
+    pub fn set_observed(&mut self, peer: &PeerId, observed: SocketAddr) -> bool {
+        let Some(entry) = self.entries.get_mut(peer) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut entry.record.observed, observed);
+        *self.observed_ips.entry(observed.ip()).or_insert(0) += 1;
+        self.forget_ip(old.ip());
+        true
+    }
+
     /// The record of `peer`, if registered and not expired at `now`.
     pub fn lookup(&self, now: Instant, peer: &PeerId) -> Option<&PeerRecord> {
         self.entries

@@ -32,7 +32,17 @@ pub enum Link {
         remote: SocketAddr,
         pushes: std::sync::Arc<StreamOut>,
     },
+    /// A node registered with control datagrams (`control_dgram`): no connection; `remote`
+    /// is where the datagram being handled came from, and pushes go through the datagram
+    /// machine to the session's observed address.
+    Datagram {
+        remote: SocketAddr,
+    },
 }
+
+/// The owner number of every datagram registration: no connection closes it (it expires),
+/// and no connection's close removes it.
+pub const DATAGRAM_OWNER: u64 = u64::MAX;
 
 /// A node's control connection, with a number unique among all connections of this run.
 #[derive(Clone)]
@@ -46,13 +56,13 @@ impl Owner {
     pub fn remote(&self) -> SocketAddr {
         match &self.link {
             Link::Quic(connection) => normalize(connection.remote_address()),
-            Link::Tls { remote, .. } => *remote,
+            Link::Tls { remote, .. } | Link::Datagram { remote } => *remote,
         }
     }
 
     pub fn over(&self) -> RegisteredOver {
         match self.link {
-            Link::Quic(_) => RegisteredOver::Quic,
+            Link::Quic(_) | Link::Datagram { .. } => RegisteredOver::Quic,
             Link::Tls { .. } => RegisteredOver::Tls,
         }
     }
@@ -61,13 +71,16 @@ impl Owner {
         match &self.link {
             Link::Quic(connection) => connection.close_reason().is_none(),
             Link::Tls { pushes, .. } => !pushes.is_closed(),
+            // The registry's record follows the session (`Registry::set_observed`).
+            Link::Datagram { .. } => false,
         }
     }
 
     /// Sends `push` without waiting; failures are logged (the target may have just gone away)
     /// and never affect the requester.
-    fn push(&self, push: Push) {
+    fn push(&self, state: &State, target: &PeerId, push: Push) {
         match &self.link {
+            Link::Datagram { .. } => crate::control_dgram::push(state, target, &push),
             Link::Quic(connection) => {
                 tokio::spawn(push_quic(connection.clone(), push).in_current_span());
             }
@@ -160,6 +173,7 @@ impl State {
 /// The response to one encoded request from `peer` on connection `me`.
 pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Response {
     match control::decode::<Request>(bytes) {
+        Ok(request) => handle(state, peer, me, request),
         Err(e) => {
             METRICS.count_drop(Dropped::ControlMalformed);
             tracing::warn!("malformed request: {e}");
@@ -174,11 +188,17 @@ pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Respons
                 message: e.to_string(),
             }
         }
-        Ok(Request::Register {
+    }
+}
+
+/// The response to `request` from `peer` on connection `me` (or datagram session).
+pub fn handle(state: &State, peer: PeerId, me: &Owner, request: Request) -> Response {
+    match request {
+        Request::Register {
             local_addrs,
             nat,
             relayed,
-        }) => register(
+        } => register(
             state,
             peer,
             me,
@@ -190,7 +210,7 @@ pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Respons
                 over: me.over(),
             },
         ),
-        Ok(Request::Lookup { peer: wanted }) => {
+        Request::Lookup { peer: wanted } => {
             let now = Instant::now().into_std();
             let registry = state.registry.lock().expect("registry lock");
             match registry.lookup(now, &wanted) {
@@ -207,7 +227,7 @@ pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Respons
                 }
             }
         }
-        Ok(Request::Connect { peer: wanted }) => connect(state, peer, me, wanted),
+        Request::Connect { peer: wanted } => connect(state, peer, me, wanted),
     }
 }
 
@@ -289,10 +309,14 @@ fn connect(state: &State, peer: PeerId, me: &Owner, wanted: PeerId) -> Response 
     match target {
         Some(target) if allowed => {
             METRICS.punch_pushed.inc();
-            target.push(Push::PunchRequest {
-                peer,
-                record: requester,
-            });
+            target.push(
+                state,
+                &wanted,
+                Push::PunchRequest {
+                    peer,
+                    record: requester,
+                },
+            );
         }
         Some(_) => {
             METRICS.punch_not_pushed.inc();

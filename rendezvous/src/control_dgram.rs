@@ -1,0 +1,159 @@
+//! Control over project datagrams on the rendezvous's UDP port (docs/PROTOCOL.md section
+//! 4.1): the thin driver of `p2pnat_proto::rv::server`. Datagrams come from the main
+//! socket's side channel; requests are decided by `requests::handle`, exactly as over QUIC
+//! and TLS; answers leave at once and pushes (and their retransmissions) from [`drive`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use p2pnat::socket::NodeSocket;
+use p2pnat_proto::control::{Push, RefusalCode, Request, Response};
+use p2pnat_proto::rv::server::{Inbound, Server, ServerDrop};
+use p2pnat_proto::PeerId;
+use tokio::time::Instant;
+
+use crate::metrics::{Dropped, METRICS};
+use crate::requests::{handle as handle_request, Link, Owner, DATAGRAM_OWNER};
+use crate::server::State;
+
+fn owner(from: SocketAddr) -> Owner {
+    Owner {
+        conn: DATAGRAM_OWNER,
+        link: Link::Datagram { remote: from },
+    }
+}
+
+fn machine(state: &State) -> std::sync::MutexGuard<'_, Server> {
+    state.dgram.lock().expect("datagram machine lock")
+}
+
+/// Sends what the machine has queued.
+fn flush(state: &State, socket: &NodeSocket) {
+    loop {
+        let Some(transmit) = machine(state).poll_transmit() else {
+            return;
+        };
+        if let Err(e) = socket.send_raw(transmit.destination, &transmit.contents) {
+            tracing::debug!(to = %transmit.destination, "control datagram not sent: {e}");
+        }
+    }
+}
+
+/// Handles one control datagram from `from`.
+pub fn receive(state: &State, socket: &NodeSocket, from: SocketAddr, bytes: &[u8]) {
+    let now = Instant::now().into_std();
+    let inbound = machine(state).handle(now, from, bytes);
+    match inbound {
+        Err(e) => {
+            METRICS.count_drop(match e {
+                ServerDrop::Wire(_) | ServerDrop::NotRegister | ServerDrop::WrongDirection => {
+                    Dropped::DatagramMalformed
+                }
+                _ => Dropped::DatagramAuthFailure,
+            });
+            tracing::debug!(%from, "control datagram dropped: {e}");
+        }
+        Ok(None) => {}
+        Ok(Some(Inbound::Register {
+            id,
+            peer,
+            request,
+            from,
+        })) => {
+            let _span =
+                tracing::info_span!("node", peer = %peer, remote = %from, over = "udp").entered();
+            let response = handle_request(state, peer, &owner(from), request);
+            let mut machine = machine(state);
+            if matches!(response, Response::Registered { .. }) {
+                if !machine.accept(id, peer, from, &response) {
+                    METRICS.count_drop(Dropped::RegisterQuota);
+                    let full = Response::Refused {
+                        code: RefusalCode::RegistryFull,
+                        message: "no room for another session".into(),
+                    };
+                    machine.refuse(id, from, &full);
+                }
+            } else {
+                machine.refuse(id, from, &response);
+            }
+        }
+        Ok(Some(Inbound::Request {
+            id,
+            peer,
+            request,
+            from,
+            moved,
+            duplicate,
+        })) => {
+            let _span =
+                tracing::info_span!("node", peer = %peer, remote = %from, over = "udp").entered();
+            if moved {
+                tracing::debug!("observed address moved (NAT rebinding)");
+                state
+                    .registry
+                    .lock()
+                    .expect("registry lock")
+                    .set_observed(&peer, from);
+            }
+            // A copy of a Connect already acted on is answered like a Lookup: it pushes
+            // nothing new.
+            let request = match request {
+                Request::Connect { peer } if duplicate => Request::Lookup { peer },
+                other => other,
+            };
+            let response = handle_request(state, peer, &owner(from), request);
+            machine(state).respond(id, &peer, from, &response);
+        }
+        Ok(Some(Inbound::PushAcked { peer })) => {
+            tracing::trace!(peer = %peer.short(), "push acknowledged");
+        }
+    }
+    flush(state, socket);
+}
+
+/// Pushes `push` to `target`'s datagram session (sent by [`drive`]).
+pub fn push(state: &State, target: &PeerId, push: &Push) {
+    let now = Instant::now().into_std();
+    if machine(state).push(now, target, push) {
+        tracing::debug!("punch request pushed (datagram)");
+        state.dgram_wake.notify_one();
+    } else {
+        METRICS.count_drop(Dropped::DatagramPushQuota);
+        tracing::debug!("punch request not pushed: no session, or too many pushes in flight");
+    }
+}
+
+/// The registration of `peer` expired: its session goes too, and its owner entry if that
+/// is a datagram one (a connection's goes when the connection closes).
+pub fn forget(state: &State, peer: &PeerId) {
+    machine(state).forget(peer);
+    let mut owners = state.owners.lock().expect("owners lock");
+    if owners
+        .get(peer)
+        .is_some_and(|o| matches!(o.link, Link::Datagram { .. }))
+    {
+        owners.remove(peer);
+    }
+}
+
+/// Sends pushes and their retransmissions, forever.
+pub async fn drive(state: Arc<State>, socket: Arc<NodeSocket>) {
+    let _alive = crate::http::loop_guard("control datagrams");
+    loop {
+        let next = {
+            let mut machine = machine(&state);
+            machine.handle_timeout(Instant::now().into_std());
+            machine.poll_timeout()
+        };
+        flush(&state, &socket);
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = state.dgram_wake.notified() => {}
+                }
+            }
+            None => state.dgram_wake.notified().await,
+        }
+    }
+}
