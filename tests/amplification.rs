@@ -136,12 +136,22 @@ fn no_unverified_datagram_is_answered_with_more_than_a_small_multiple_of_itself(
             "amplification | {what} | {} bytes in | {back} bytes out | {factor:.2}x",
             request.len()
         );
-        assert!(back > 0, "{what}: the rendezvous answers it (a cookie or Unknown)");
-        assert!(back <= request.len(), "{what}: {back} bytes answered {}", request.len());
+        assert!(
+            back > 0,
+            "{what}: the rendezvous answers it (a cookie or Unknown)"
+        );
+        assert!(
+            back <= request.len(),
+            "{what}: {back} bytes answered {}",
+            request.len()
+        );
     }
     for (what, request) in control_datagrams(node_addr) {
         let back = reflected_bytes(node_addr, &request, window);
-        eprintln!("amplification | node: {what} | {} bytes in | {back} bytes out", request.len());
+        eprintln!(
+            "amplification | node: {what} | {} bytes in | {back} bytes out",
+            request.len()
+        );
         assert_eq!(back, 0, "node: {what} is answered");
     }
     for (what, to, request) in &cases {

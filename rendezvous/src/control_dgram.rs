@@ -2,13 +2,19 @@
 //! 4.1): the thin driver of `p2pnat_proto::rv::server`. Datagrams come from the main
 //! socket's side channel; requests are decided by `requests::handle`, exactly as over QUIC
 //! and TLS; answers leave at once and pushes (and their retransmissions) from [`drive`].
+//!
+//! A Register's signature check (tens of µs, the one costly step) runs off the receive path,
+//! on [`Verifiers`] threads (one per core, at most 4), and only for Registers under a valid
+//! cookie: a spoofed source cannot make the rendezvous check signatures. At most
+//! [`VERIFY_QUEUE`] wait; more are dropped (the node retransmits).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use p2pnat::socket::NodeSocket;
 use p2pnat_proto::control::{Push, RefusalCode, Request, Response};
-use p2pnat_proto::rv::server::{Inbound, Server, ServerDrop};
+use p2pnat_proto::rv::server::{verify_register, Inbound, Prescreen, Server, ServerDrop};
 use p2pnat_proto::PeerId;
 use tokio::time::Instant;
 
@@ -39,10 +45,87 @@ fn flush(state: &State, socket: &NodeSocket) {
     }
 }
 
-/// Handles one control datagram from `from`.
-pub fn receive(state: &State, socket: &NodeSocket, from: SocketAddr, bytes: &[u8]) {
+/// Registers waiting for their signature check.
+pub const VERIFY_QUEUE: usize = 4096;
+
+type Job = (SocketAddr, Vec<u8>);
+
+/// Threads that check Registers' signatures and then handle them.
+pub struct Verifiers {
+    jobs: SyncSender<Job>,
+}
+
+impl Verifiers {
+    pub fn start(state: Arc<State>, socket: Arc<NodeSocket>) -> std::io::Result<Self> {
+        let (jobs, queue) = sync_channel::<Job>(VERIFY_QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let runtime = tokio::runtime::Handle::current();
+        for n in 0..threads {
+            let (state, socket, queue) = (state.clone(), socket.clone(), queue.clone());
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("verify-{n}"))
+                .spawn(move || {
+                    // Inside the runtime: `requests::handle` may spawn (QUIC pushes).
+                    let _entered = runtime.enter();
+                    verify_loop(&state, &socket, &queue);
+                })?;
+        }
+        Ok(Verifiers { jobs })
+    }
+}
+
+fn verify_loop(state: &State, socket: &NodeSocket, queue: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = queue.lock().expect("verify queue lock").recv();
+        let Ok((from, bytes)) = job else { return };
+        if verify_register(&bytes) {
+            handle(state, socket, from, &bytes, true);
+        } else {
+            METRICS.count_drop(Dropped::DatagramAuthFailure);
+            tracing::debug!(%from, "control datagram dropped: registration signature does not verify");
+        }
+    }
+}
+
+/// Takes one control datagram from `from`: Registers under a valid cookie go to the
+/// verifiers, everything else is handled here.
+pub fn receive(
+    state: &State,
+    socket: &NodeSocket,
+    verifiers: &Verifiers,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+) {
     let now = Instant::now().into_std();
-    let inbound = machine(state).handle(now, from, bytes);
+    let screened = machine(state).prescreen(now, from, &bytes);
+    match screened {
+        Prescreen::Verify => match verifiers.jobs.try_send((from, bytes)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                METRICS.count_drop(Dropped::DatagramVerifyQueue);
+                tracing::debug!(%from, "registration dropped: the signature checks are behind");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::warn!("registration dropped: no signature checker runs");
+            }
+        },
+        Prescreen::Handle => handle(state, socket, from, &bytes, false),
+    }
+}
+
+/// Handles one control datagram from `from` (`verified`: a Register whose signature
+/// [`verify_register`] accepted).
+fn handle(state: &State, socket: &NodeSocket, from: SocketAddr, bytes: &[u8], verified: bool) {
+    let now = Instant::now().into_std();
+    let inbound = if verified {
+        machine(state).handle_verified(now, from, bytes)
+    } else {
+        machine(state).handle(now, from, bytes)
+    };
     match inbound {
         Err(e) => {
             METRICS.count_drop(match e {

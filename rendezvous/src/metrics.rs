@@ -75,10 +75,12 @@ pub enum Dropped {
     DatagramAuthFailure,
     /// A push not sent as a datagram: too many pushes waiting for acknowledgement.
     DatagramPushQuota,
+    /// A Register dropped: too many waiting for their signature check.
+    DatagramVerifyQueue,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 15] = [
+    const ALL: [Dropped; 16] = [
         Dropped::RegisterRateLimit,
         Dropped::RegisterQuota,
         Dropped::RegisterMalformed,
@@ -94,6 +96,7 @@ impl Dropped {
         Dropped::DatagramMalformed,
         Dropped::DatagramAuthFailure,
         Dropped::DatagramPushQuota,
+        Dropped::DatagramVerifyQueue,
     ];
 
     fn labels(self) -> DropLabels {
@@ -113,6 +116,7 @@ impl Dropped {
             Dropped::DatagramMalformed => ("datagram", "malformed"),
             Dropped::DatagramAuthFailure => ("datagram", "auth_failure"),
             Dropped::DatagramPushQuota => ("datagram", "push_quota"),
+            Dropped::DatagramVerifyQueue => ("datagram", "verify_queue"),
         };
         DropLabels { component, reason }
     }

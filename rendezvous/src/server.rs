@@ -425,6 +425,13 @@ async fn answer_on_main_socket(
     state: Arc<State>,
 ) {
     let _alive = crate::http::loop_guard("STUN and control datagrams");
+    let verifiers = match crate::control_dgram::Verifiers::start(state.clone(), socket.clone()) {
+        Ok(verifiers) => verifiers,
+        Err(e) => {
+            tracing::error!("cannot start the signature checkers: {e}");
+            return;
+        }
+    };
     while let Some(datagram) = side_rx.recv().await {
         match datagram.kind {
             DatagramKind::Stun => {
@@ -440,7 +447,13 @@ async fn answer_on_main_socket(
                 }
             }
             DatagramKind::Project => {
-                crate::control_dgram::receive(&state, &socket, datagram.from, &datagram.bytes);
+                crate::control_dgram::receive(
+                    &state,
+                    &socket,
+                    &verifiers,
+                    datagram.from,
+                    datagram.bytes,
+                );
             }
             kind => tracing::debug!(from = %datagram.from, ?kind, "unexpected datagram dropped"),
         }

@@ -264,6 +264,39 @@ impl Server {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<Option<Inbound>, ServerDrop> {
+        self.handle_inner(now, from, bytes, false)
+    }
+
+    /// What to do with a datagram before [`Self::handle`]: a Register under a valid cookie
+    /// is worth its signature check ([`verify_register`], the one costly step: tens of µs),
+    /// which the caller may run elsewhere (other threads) and then pass the datagram to
+    /// [`Self::handle_verified`]. Everything else goes to [`Self::handle`] at once.
+    pub fn prescreen(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Prescreen {
+        match wire::decode(bytes) {
+            Ok(Datagram::Register { cookie, .. }) if self.cookie_valid(now, from, &cookie) => {
+                Prescreen::Verify
+            }
+            _ => Prescreen::Handle,
+        }
+    }
+
+    /// [`Self::handle`] for a Register whose signature [`verify_register`] accepted.
+    pub fn handle_verified(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<Option<Inbound>, ServerDrop> {
+        self.handle_inner(now, from, bytes, true)
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        signature_checked: bool,
+    ) -> Result<Option<Inbound>, ServerDrop> {
         match wire::decode(bytes)? {
             Datagram::Hello { id } => {
                 self.send_cookie(now, from, &id);
@@ -281,7 +314,7 @@ impl Server {
                     self.send_cookie(now, from, &id);
                     return Err(ServerDrop::Cookie);
                 }
-                if !verify_signature(&peer, signed, &signature) {
+                if !signature_checked && !verify_signature(&peer, signed, &signature) {
                     return Err(ServerDrop::Signature);
                 }
                 let request: Request = wire::decode_body(body)?;
@@ -510,6 +543,28 @@ impl Server {
             self.push_timers.insert((pending.next, push_id));
             self.pushes.insert(push_id, pending);
         }
+    }
+}
+
+/// What [`Server::prescreen`] says to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prescreen {
+    /// Check the signature ([`verify_register`]), then [`Server::handle_verified`].
+    Verify,
+    /// [`Server::handle`] it.
+    Handle,
+}
+
+/// Whether `bytes` is a Register whose signature verifies. Pure: safe on any thread.
+pub fn verify_register(bytes: &[u8]) -> bool {
+    match wire::decode(bytes) {
+        Ok(Datagram::Register {
+            peer,
+            signed,
+            signature,
+            ..
+        }) => verify_signature(&peer, signed, &signature),
+        _ => false,
     }
 }
 

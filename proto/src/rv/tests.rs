@@ -428,6 +428,22 @@ fn tampered_or_forged_registers_are_dropped() {
     changed[body_byte] ^= 1;
     h.deliver(from, server_addr(), &changed);
     assert_eq!(h.drops.last(), Some(&ServerDrop::Signature));
+    // Screened for a check elsewhere: the cookie is valid, so all three want one, and the
+    // check tells them apart.
+    let now = h.now;
+    for (bytes, good) in [(&register, true), (&other_key, false), (&changed, false)] {
+        assert_eq!(
+            h.server.prescreen(now, from, bytes),
+            super::server::Prescreen::Verify
+        );
+        assert_eq!(super::server::verify_register(bytes), good);
+    }
+    // From another address the cookie is wrong: no signature check is worth doing.
+    let elsewhere: SocketAddr = "192.0.2.1:9".parse().unwrap();
+    assert_eq!(
+        h.server.prescreen(now, elsewhere, &register),
+        super::server::Prescreen::Handle
+    );
 }
 
 #[test]
