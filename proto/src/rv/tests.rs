@@ -377,8 +377,7 @@ fn a_register_replayed_from_another_address_gets_only_a_cookie() {
     let (_, _, register) = h
         .seen
         .iter()
-        .filter(|(_, to, b)| *to == server_addr() && b[5] == wire::KIND_REGISTER)
-        .next_back()
+        .rfind(|(_, to, b)| *to == server_addr() && b[5] == wire::KIND_REGISTER)
         .cloned()
         .unwrap();
     let spoofed: SocketAddr = "192.0.2.66:666".parse().unwrap();
@@ -414,8 +413,7 @@ fn tampered_or_forged_registers_are_dropped() {
     let (from, _, register) = h
         .seen
         .iter()
-        .filter(|(_, to, b)| *to == server_addr() && b[5] == wire::KIND_REGISTER)
-        .next_back()
+        .rfind(|(_, to, b)| *to == server_addr() && b[5] == wire::KIND_REGISTER)
         .cloned()
         .unwrap();
     // Another key claimed with the same signature, and a changed body.
@@ -458,8 +456,7 @@ fn spoofed_requests_cannot_move_refresh_or_replay() {
     let (from, _, lookup) = h
         .seen
         .iter()
-        .filter(|(f, _, b)| *f == h.clients[0].1 && b[5] == wire::KIND_REQUEST)
-        .next_back()
+        .rfind(|(f, _, b)| *f == h.clients[0].1 && b[5] == wire::KIND_REQUEST)
         .cloned()
         .unwrap();
     let home = h.server.observed(&h.peer(0)).unwrap();
