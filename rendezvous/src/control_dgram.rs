@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use p2pnat::socket::NodeSocket;
 use p2pnat_proto::control::{Push, RefusalCode, Request, Response};
-use p2pnat_proto::rv::server::{verify_register, Inbound, Prescreen, Server, ServerDrop};
+use p2pnat_proto::rv::server::{
+    pinned_key, verify_register, Inbound, Prescreen, Server, ServerDrop,
+};
 use p2pnat_proto::PeerId;
 use tokio::time::Instant;
 
@@ -142,13 +144,35 @@ fn handle(state: &State, socket: &NodeSocket, from: SocketAddr, bytes: &[u8], ve
             peer,
             request,
             from,
+            pinned,
         })) => {
             let _span =
                 tracing::info_span!("node", peer = %peer, remote = %from, over = "udp").entered();
+            // The pair key (one X25519) before any lock.
+            let pair = match (pinned, &state.identity_secret) {
+                (false, _) => None,
+                (true, Some(own)) => match pinned_key(own, &peer) {
+                    Some(pair) => Some(pair),
+                    None => {
+                        METRICS.count_drop(Dropped::DatagramMalformed);
+                        tracing::debug!("pinned registration from a key with no pair key");
+                        return;
+                    }
+                },
+                (true, None) => {
+                    let refused = Response::Refused {
+                        code: RefusalCode::BadRequest,
+                        message: "this rendezvous cannot answer pinned registrations".into(),
+                    };
+                    machine(state).refuse(id, from, &refused);
+                    flush(state, socket);
+                    return;
+                }
+            };
             let response = handle_request(state, peer, &owner(from), request);
             let mut machine = machine(state);
             if matches!(response, Response::Registered { .. }) {
-                if !machine.accept(id, peer, from, &response) {
+                if !machine.accept(id, peer, from, pair.as_ref(), &response) {
                     METRICS.count_drop(Dropped::RegisterQuota);
                     let full = Response::Refused {
                         code: RefusalCode::RegistryFull,

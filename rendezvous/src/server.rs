@@ -134,6 +134,9 @@ pub struct State {
     /// wake-up of its driver when a push was queued (`control_dgram`).
     pub dgram: Mutex<p2pnat_proto::rv::server::Server>,
     pub dgram_wake: tokio::sync::Notify,
+    /// The rendezvous's identity, for the pair keys of nodes that pinned it (`None` in unit
+    /// tests: pinned registrations are then refused).
+    pub identity_secret: Option<p2pnat_proto::path::auth::OwnSecret>,
 }
 
 /// The datagram machine for a registry with `limits`, its secrets drawn now.
@@ -169,6 +172,7 @@ impl State {
             relay_offer: std::sync::OnceLock::new(),
             dgram: dgram_machine(&limits),
             dgram_wake: tokio::sync::Notify::new(),
+            identity_secret: None,
         }
     }
 }
@@ -254,6 +258,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         relay_offer: std::sync::OnceLock::new(),
         dgram: dgram_machine(&config.limits),
         dgram_wake: tokio::sync::Notify::new(),
+        identity_secret: Some(identity.path_secret()),
     });
     if let Some(external) = config.relay_offer.clone() {
         tracing::info!(server = ?external.server, "offering an external TURN server");

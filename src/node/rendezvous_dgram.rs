@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use p2pnat_proto::control::{Push, Request, Response};
 use p2pnat_proto::rv::client::{Client, ClientConfig, ClientEvent, OpId, Outcome, StartError};
+use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::rendezvous_client::RendezvousError;
@@ -44,19 +45,30 @@ pub struct DgramSession {
 impl DgramSession {
     /// Starts a session with the rendezvous at `server` and waits (at most the machine's
     /// deadline, 5 s) for its answer to a Hello.
+    ///
+    /// `pinned`: the rendezvous's key, when the user pinned it: the session is then keyed by
+    /// both identities and a rendezvous without that key cannot answer the registration.
     pub async fn connect(
         socket: Arc<NodeSocket>,
         identity: &Identity,
         server: SocketAddr,
+        pinned: Option<PeerId>,
     ) -> Result<Arc<Self>, String> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
-        let client = Client::new(
+        let mut client = Client::new(
             ClientConfig::default(),
             identity.signing_key().clone(),
             server,
             seed,
         );
+        if let Some(pinned) = pinned {
+            let pair = identity
+                .path_secret()
+                .pair_key(&pinned)
+                .map_err(|e| format!("pinned rendezvous key {pinned}: {e}"))?;
+            client.pin(pair);
+        }
         let (route, inbox) = mpsc::channel(INBOX);
         socket.set_control_route(Some(route.clone()));
         let session = Arc::new(DgramSession {

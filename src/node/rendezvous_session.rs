@@ -136,9 +136,14 @@ pub struct Dialing<'a> {
 
 /// A datagram session with the rendezvous's UDP port, or why not (within [`LOOKUP_TIMEOUT`]).
 pub async fn connect_udp(dialing: &Dialing<'_>) -> Result<Session, String> {
-    DgramSession::connect(dialing.socket.clone(), dialing.identity, dialing.udp)
-        .await
-        .map(Session::Udp)
+    DgramSession::connect(
+        dialing.socket.clone(),
+        dialing.identity,
+        dialing.udp,
+        dialing.pinned,
+    )
+    .await
+    .map(Session::Udp)
 }
 
 /// A TLS session to the rendezvous's TLS port, and the pushes that arrive on it.

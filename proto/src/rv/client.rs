@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::wire::{self, Builder, Cookie, Datagram, Id, SessionKey, WireError};
 use crate::control::{self, Push, Request, Response};
+use crate::path::auth::PairKey;
 use crate::PeerId;
 
 /// Most operations in flight at once.
@@ -147,6 +148,8 @@ pub struct Client {
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
     recent_pushes: VecDeque<Id>,
+    /// The pair key with the pinned rendezvous, if pinned (see [`Client::pin`]).
+    pinned: Option<PairKey>,
 }
 
 impl Client {
@@ -159,6 +162,7 @@ impl Client {
         id_seed: [u8; 32],
     ) -> Self {
         Client {
+            pinned: None,
             config,
             peer: PeerId(key.verifying_key().to_bytes()),
             key,
@@ -177,6 +181,14 @@ impl Client {
 
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    /// Pins the rendezvous's key: `pair` is the pair key of this node and the rendezvous
+    /// (`OwnSecret::pair_key` with its peer ID). Registers then ask for a pinned session, and
+    /// a Registered counts only if tagged under the key derived from `pair`, which only the
+    /// rendezvous's private key can derive too; the session key is never sent.
+    pub fn pin(&mut self, pair: PairKey) {
+        self.pinned = Some(pair);
     }
 
     /// Whether a session is held (a Register was answered `Registered`).
@@ -222,6 +234,11 @@ impl Client {
         let builder = Builder::new(wire::KIND_REGISTER, id)
             .bytes(&self.cookie.unwrap_or_default())
             .bytes(&self.peer.0)
+            .bytes(&[if self.pinned.is_some() {
+                wire::FLAG_PINNED
+            } else {
+                0
+            }])
             .body(&control::encode(request));
         let mut signed = wire::SIGNATURE_DOMAIN.to_vec();
         signed.extend_from_slice(builder.so_far());
@@ -331,6 +348,8 @@ impl Client {
                 session,
                 key,
                 body,
+                tagged,
+                tag,
             } => {
                 if !self
                     .pending
@@ -339,7 +358,23 @@ impl Client {
                 {
                     return Err(ClientDrop::Unmatched);
                 }
+                // A refusal carries no session (tagged under zeros). Pinned, the key is
+                // derived and the tag must verify under it: only the pinned rendezvous
+                // can have made it.
+                let key = match &self.pinned {
+                    Some(pair) if session != 0 => super::server::pinned_session_key(pair, session),
+                    _ => key,
+                };
+                if !wire::verify_tag(&key, tagged, &tag) {
+                    return Err(ClientDrop::Tag);
+                }
                 let response: Response = wire::decode_body(body)?;
+                if self.pinned.is_some()
+                    && session == 0
+                    && !matches!(response, Response::Refused { .. })
+                {
+                    return Err(ClientDrop::Tag);
+                }
                 let pending = self.take(&id).expect("found above");
                 if matches!(response, Response::Registered { .. }) {
                     self.session = Some((session, key));

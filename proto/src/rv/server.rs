@@ -29,6 +29,7 @@ use sha2::Sha256;
 
 use super::wire::{self, Builder, Cookie, Datagram, Id, SessionKey, WireError};
 use crate::control::{self, Push, Request, Response};
+use crate::path::auth::{OwnSecret, PairKey};
 use crate::PeerId;
 
 /// Limits and timers of the server machine, with the rendezvous's defaults.
@@ -72,11 +73,15 @@ pub struct Transmit {
 pub enum Inbound {
     /// A signed registration from an address that proved it receives there (valid cookie).
     /// Answer with [`Server::accept`] or [`Server::refuse`].
+    ///
+    /// `pinned`: the node pinned this rendezvous's key; pass [`pinned_key`] to
+    /// [`Server::accept`], or refuse.
     Register {
         id: Id,
         peer: PeerId,
         request: Request,
         from: SocketAddr,
+        pinned: bool,
     },
     /// A request under a session. `moved`: `from` is the peer's new observed address.
     /// `duplicate`: a copy of a request already acted on (answer it, cause nothing new).
@@ -116,10 +121,13 @@ pub enum ServerDrop {
     StrayAck,
 }
 
-/// One registered peer's session: 72 bytes besides its map slot.
+/// One registered peer's session: 88 bytes besides its map slot.
 #[derive(Debug, Clone)]
 struct Session {
     id: u64,
+    /// The key of a pinned session (derived from both identities, never sent); `None`: the
+    /// key is derived from the seed when needed.
+    pinned_key: Option<SessionKey>,
     /// The Register that made it: a retransmitted copy gets the same session.
     register_id: Id,
     observed: SocketAddr,
@@ -237,6 +245,18 @@ impl Server {
     }
 
     fn session_key(&self, peer: &PeerId, session: u64) -> SessionKey {
+        if let Some(key) = self
+            .sessions
+            .get(peer)
+            .filter(|s| s.id == session)
+            .and_then(|s| s.pinned_key)
+        {
+            return key;
+        }
+        self.seed_key(peer, session)
+    }
+
+    fn seed_key(&self, peer: &PeerId, session: u64) -> SessionKey {
         let full = hmac(&self.seed, &[b"session", &peer.0, &session.to_be_bytes()]);
         let mut key = [0; wire::KEY_LEN];
         key.copy_from_slice(&full[..wire::KEY_LEN]);
@@ -306,6 +326,7 @@ impl Server {
                 id,
                 cookie,
                 peer,
+                flags,
                 body,
                 signed,
                 signature,
@@ -326,6 +347,7 @@ impl Server {
                     peer,
                     request,
                     from,
+                    pinned: flags & wire::FLAG_PINNED != 0,
                 }))
             }
             Datagram::Request {
@@ -400,9 +422,19 @@ impl Server {
     }
 
     /// Accepts the registration `id` of `peer` from `from` (the registry took it): a session
-    /// is made (or kept, for a copy of the same Register) and `response` sent with its key.
-    /// False (nothing sent) when the session table is full.
-    pub fn accept(&mut self, id: Id, peer: PeerId, from: SocketAddr, response: &Response) -> bool {
+    /// is made (or kept, for a copy of the same Register) and `response` sent, tagged under
+    /// the session key, which goes with it unless `pinned` (the pair key of the node and this
+    /// rendezvous, from [`pinned_key`], for a Register that asked for it): then the key is
+    /// derived from it on both sides and never sent. False (nothing sent) when the session
+    /// table is full.
+    pub fn accept(
+        &mut self,
+        id: Id,
+        peer: PeerId,
+        from: SocketAddr,
+        pinned: Option<&PairKey>,
+        response: &Response,
+    ) -> bool {
         let session = match self.sessions.get_mut(&peer) {
             Some(existing) if existing.register_id == id => {
                 existing.observed = from;
@@ -418,6 +450,7 @@ impl Server {
                     peer,
                     Session {
                         id: session,
+                        pinned_key: pinned.map(|pair| pinned_session_key(pair, session)),
                         register_id: id,
                         observed: from,
                         max_seq: 0,
@@ -428,11 +461,16 @@ impl Server {
             }
         };
         let key = self.session_key(&peer, session);
+        let sent_key = if pinned.is_some() {
+            [0; wire::KEY_LEN]
+        } else {
+            key
+        };
         let answer = Builder::new(wire::KIND_REGISTERED, &id)
             .u64(session)
-            .bytes(&key)
+            .bytes(&sent_key)
             .body(&control::encode(response))
-            .finish();
+            .tagged(&key);
         self.send(from, answer);
         true
     }
@@ -444,7 +482,7 @@ impl Server {
             .u64(0)
             .bytes(&[0; wire::KEY_LEN])
             .body(&control::encode(response))
-            .finish();
+            .tagged(&[0; wire::KEY_LEN]);
         self.send(from, answer);
     }
 
@@ -544,6 +582,19 @@ impl Server {
             self.pushes.insert(push_id, pending);
         }
     }
+}
+
+/// The pair key of the rendezvous (`own`) and a node that pinned it (`peer`): one X25519
+/// (tens of µs; call it off the machine's lock). `None` for a peer ID that is no valid key.
+pub fn pinned_key(own: &OwnSecret, peer: &PeerId) -> Option<PairKey> {
+    own.pair_key(peer).ok()
+}
+
+/// The key of pinned session `session` under the pair key: both sides compute it.
+pub fn pinned_session_key(pair: &PairKey, session: u64) -> SessionKey {
+    let mut message = wire::PINNED_SESSION_DOMAIN.to_vec();
+    message.extend_from_slice(&session.to_be_bytes());
+    pair.tag(&message)
 }
 
 /// What [`Server::prescreen`] says to do with a datagram.

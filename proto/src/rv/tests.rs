@@ -137,9 +137,22 @@ impl Harness {
 
     fn decide(&mut self, inbound: Inbound) {
         match &inbound {
-            Inbound::Register { id, peer, from, .. } => {
+            Inbound::Register {
+                id,
+                peer,
+                from,
+                pinned,
+                ..
+            } => {
                 self.registry.insert(*peer, *from);
-                assert!(self.server.accept(*id, *peer, *from, &registered(*from)));
+                let pair = if *pinned {
+                    super::server::pinned_key(&rendezvous_secret(), peer)
+                } else {
+                    None
+                };
+                assert!(self
+                    .server
+                    .accept(*id, *peer, *from, pair.as_ref(), &registered(*from)));
             }
             Inbound::Request {
                 id,
@@ -258,6 +271,11 @@ impl Harness {
         let now = self.now;
         self.clients[n].0.request(now, request).unwrap()
     }
+}
+
+/// The rendezvous's identity in the harness.
+fn rendezvous_secret() -> crate::path::auth::OwnSecret {
+    crate::path::auth::OwnSecret::from_seed(&[77; 32])
 }
 
 fn record(observed: SocketAddr) -> PeerRecord {
@@ -641,4 +659,43 @@ fn garbage_never_panics_either_machine() {
         let _ = h.server.handle(now, "192.0.2.1:1".parse().unwrap(), &bytes);
         let _ = h.clients[0].0.handle_datagram(now, server_addr(), &bytes);
     }
+}
+
+#[test]
+fn a_pinned_node_registers_under_a_key_never_sent_and_refuses_an_impostor() {
+    use crate::path::auth::OwnSecret;
+    let node_secret = |n: u8| OwnSecret::from_seed(&[n + 1; 32]);
+    // Node 0 pins the real rendezvous, node 1 pins another key (an impostor's view).
+    let mut h = Harness::new(2);
+    let real = rendezvous_secret().id();
+    let other = OwnSecret::from_seed(&[78; 32]).id();
+    let pair0 = node_secret(0).pair_key(&real).unwrap();
+    let pair1 = node_secret(1).pair_key(&other).unwrap();
+    h.clients[0].0.pin(pair0);
+    h.clients[1].0.pin(pair1);
+    let a = h.register(0);
+    let b = h.register(1);
+    h.after(Duration::from_secs(6));
+    assert!(is_registered(h.outcome(0, a)), "{:?}", h.outcome(0, a));
+    assert_eq!(
+        h.outcome(1, b),
+        Some(&Outcome::TimedOut),
+        "a Registered from the wrong key"
+    );
+    // The key field of every Registered sent to node 0 is zeros: the key never travels.
+    let to0 = h.clients[0].1;
+    let answers: Vec<_> = h
+        .seen
+        .iter()
+        .filter(|(_, t, b)| *t == to0 && b[5] == wire::KIND_REGISTERED)
+        .collect();
+    assert!(!answers.is_empty());
+    for (_, _, bytes) in answers {
+        assert_eq!(&bytes[22..38], &[0; 16]);
+    }
+    // And the session works: a lookup under it is answered.
+    let peer1 = h.peer(1);
+    let lookup = h.request(0, Request::Lookup { peer: peer1 });
+    h.after(Duration::from_millis(200));
+    assert!(matches!(h.outcome(0, lookup), Some(Outcome::Response(_))));
 }

@@ -8,11 +8,11 @@
 //! 6      8    id: the transaction ID of a request and its answer, or a push ID
 //!
 //! 0x10 Hello       14: 34 zero bytes                                     = 48 bytes
-//! 0x11 Register    14: cookie 16 | peer 32 | len 2 | body len | sig 64     >= 131 bytes
+//! 0x11 Register    14: cookie 16 | peer 32 | flags 1 | len 2 | body | sig 64 >= 132 bytes
 //! 0x12 Request     14: peer 32 | session 8 | seq 8 | len 2 | body | tag 16 >= 83 bytes
 //! 0x13 PushAck     14: peer 32 | session 8 | tag 16                       = 70 bytes
 //! 0x18 Cookie      14: cookie 16                                          = 30 bytes
-//! 0x19 Registered  14: session 8 | key 16 | len 2 | body
+//! 0x19 Registered  14: session 8 | key 16 | len 2 | body | tag 16
 //! 0x1A Response    14: session 8 | len 2 | body | tag 16
 //! 0x1B Unknown     14: session 8                                          = 22 bytes
 //! 0x1C Push        14: session 8 | len 2 | body | tag 16
@@ -51,8 +51,13 @@ pub const COOKIE_LEN: usize = 16;
 pub const TAG_LEN: usize = 16;
 pub const SIG_LEN: usize = 64;
 pub const KEY_LEN: usize = 16;
+/// Register flag: the node pinned the rendezvous's key, so the session key is derived from
+/// both identities (X25519) and never sent; the Registered's tag then proves the rendezvous.
+pub const FLAG_PINNED: u8 = 0x01;
+/// What a pinned session key is derived with (under the pair key of node and rendezvous).
+pub const PINNED_SESSION_DOMAIN: &[u8] = b"p2pnat rendezvous session v1";
 /// Largest body (an encoded control message) a datagram may carry: with the largest framing
-/// (Register, 128 bytes) a datagram stays within 1,228 bytes, under IPv6's 1,280-byte minimum
+/// (Register, 129 bytes) a datagram stays within 1,229 bytes, under IPv6's 1,280-byte minimum
 /// MTU less 48 bytes of IP and UDP headers. Real bodies are far smaller (a Register with 16
 /// IPv6 addresses is about 480 bytes).
 pub const MAX_BODY: usize = 1_100;
@@ -103,6 +108,7 @@ pub enum Datagram<'a> {
         id: Id,
         cookie: Cookie,
         peer: PeerId,
+        flags: u8,
         body: &'a [u8],
         signed: &'a [u8],
         signature: [u8; SIG_LEN],
@@ -132,6 +138,8 @@ pub enum Datagram<'a> {
         session: u64,
         key: SessionKey,
         body: &'a [u8],
+        tagged: &'a [u8],
+        tag: [u8; TAG_LEN],
     },
     Response {
         id: Id,
@@ -233,12 +241,14 @@ pub fn decode(bytes: &[u8]) -> Result<Datagram<'_>, WireError> {
         KIND_REGISTER => {
             let cookie = r.array()?;
             let peer = PeerId(r.array()?);
+            let [flags] = r.array()?;
             let body = r.body()?;
             let (signed, signature) = r.trailer::<SIG_LEN>()?;
             Datagram::Register {
                 id,
                 cookie,
                 peer,
+                flags,
                 body,
                 signed,
                 signature,
@@ -281,12 +291,14 @@ pub fn decode(bytes: &[u8]) -> Result<Datagram<'_>, WireError> {
             let session = r.u64()?;
             let key = r.array()?;
             let body = r.body()?;
-            r.end()?;
+            let (tagged, tag) = r.trailer::<TAG_LEN>()?;
             Datagram::Registered {
                 id,
                 session,
                 key,
                 body,
+                tagged,
+                tag,
             }
         }
         KIND_RESPONSE | KIND_PUSH => {
@@ -405,6 +417,7 @@ mod tests {
             Builder::new(KIND_REGISTER, &[1; 8])
                 .bytes(&[2; 16])
                 .bytes(&[3; 32])
+                .bytes(&[FLAG_PINNED])
                 .body(&body)
                 .bytes(&[4; 64])
                 .finish(),
@@ -423,7 +436,7 @@ mod tests {
                 .u64(5)
                 .bytes(&key)
                 .body(&body)
-                .finish(),
+                .tagged(&key),
             Builder::new(KIND_RESPONSE, &[1; 8])
                 .u64(5)
                 .body(&body)
