@@ -417,6 +417,25 @@ mod tests {
         assert!(registry.observed_ips.is_empty());
     }
 
+    #[test]
+    fn set_observed_moves_the_record_and_the_ip_index() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits::default());
+        let (a, b) = (
+            SocketAddr::from(([192, 0, 2, 1], 1)),
+            SocketAddr::from(([198, 51, 100, 1], 2)),
+        );
+        registry
+            .register(now, peer(1), a, vec![], NatReport::UNKNOWN, None)
+            .unwrap();
+        assert!(registry.set_observed(&peer(1), b));
+        assert_eq!(registry.lookup(now, &peer(1)).unwrap().observed, b);
+        assert!(registry.has_observed_ip(b.ip()) && !registry.has_observed_ip(a.ip()));
+        assert!(!registry.set_observed(&peer(2), a), "not registered");
+        assert!(registry.unregister(&peer(1)));
+        assert!(registry.observed_ips.is_empty());
+    }
+
     fn record(port: u16) -> PeerRecord {
         PeerRecord {
             observed: addr(port),
