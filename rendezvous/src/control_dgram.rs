@@ -208,8 +208,14 @@ fn handle(state: &State, socket: &NodeSocket, from: SocketAddr, bytes: &[u8], ve
                 Request::Connect { peer } if duplicate => Request::Lookup { peer },
                 other => other,
             };
+            let unregister = matches!(request, Request::Unregister);
             let response = handle_request(state, peer, &owner(from), request);
-            machine(state).respond(id, &peer, from, &response);
+            let mut machine = machine(state);
+            machine.respond(id, &peer, from, &response);
+            if unregister {
+                // Answered under the session first; then the session goes too.
+                machine.forget(&peer);
+            }
         }
         Ok(Some(Inbound::PushAcked { peer })) => {
             tracing::trace!(peer = %peer.short(), "push acknowledged");

@@ -131,7 +131,8 @@ impl State {
     /// old connection's close interleave with a new connection's registration, the new one's
     /// entries stay. (Before, the close checked only `owners`, which the new connection had not
     /// yet taken, and then removed the registry entry the new connection had just made.)
-    pub fn connection_closed(&self, peer: &PeerId, me: &Owner) {
+    /// Returns whether the registration was removed.
+    pub fn connection_closed(&self, peer: &PeerId, me: &Owner) -> bool {
         let removed = {
             let mut registry = self.registry.lock().expect("registry lock");
             let removed = registry.unregister_owned(peer, me.conn);
@@ -143,8 +144,9 @@ impl State {
             owners.remove(peer);
         }
         if removed {
-            tracing::info!("unregistered (connection closed)");
+            tracing::debug!("registration removed");
         }
+        removed
     }
 
     /// First step of a registration: the registry entry, owned by connection `me`.
@@ -228,6 +230,13 @@ pub fn handle(state: &State, peer: PeerId, me: &Owner, request: Request) -> Resp
             }
         }
         Request::Connect { peer: wanted } => connect(state, peer, me, wanted),
+        Request::Unregister => {
+            // Only the registration this connection (or the datagram session) made.
+            if state.connection_closed(&peer, me) {
+                tracing::info!("unregistered (asked)");
+            }
+            Response::Unregistered
+        }
     }
 }
 

@@ -88,6 +88,7 @@ pub async fn register(
         })
         .await;
     let request = started.elapsed();
+    crate::node::rendezvous_client::unregister(&session).await;
     session.close(b"netcheck done");
     let offered = match answer {
         Ok(Response::Registered {

@@ -383,6 +383,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     .await;
     let _ = shutdown_tx.send(true);
     if let Some(session) = rendezvous.current() {
+        // Peers looking this node up from now on learn it is gone (at most
+        // UNREGISTER_WAIT more to quit).
+        rendezvous_client::unregister(&session).await;
         session.close(b"quit");
     }
     endpoint.close(0u32.into(), b"quit");

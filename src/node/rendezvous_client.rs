@@ -410,6 +410,7 @@ async fn keep(
                     tokio::select! {
                         biased;
                         _ = stopped(&mut keeper.shutdown) => {
+                            unregister(&session).await;
                             session.close(b"quit");
                             return;
                         }
@@ -507,6 +508,21 @@ async fn register_now(keeper: &mut Keeper, session: &Session) -> Result<Registra
         keeper.turn.send_replace(registration.relay.clone());
     }
     Ok(registration)
+}
+
+/// How long a quitting node waits for the rendezvous to confirm it unregistered.
+pub const UNREGISTER_WAIT: Duration = Duration::from_millis(500);
+
+/// Asks the rendezvous to forget this node now (it quits), waiting at most
+/// [`UNREGISTER_WAIT`]: peers then find it gone at once instead of a stale record until the
+/// TTL. Best effort: an unanswered request changes nothing else.
+pub async fn unregister(session: &Session) {
+    match tokio::time::timeout(UNREGISTER_WAIT, session.request(&Request::Unregister)).await {
+        Ok(Ok(Response::Unregistered)) => tracing::debug!("unregistered from the rendezvous"),
+        Ok(Ok(other)) => tracing::debug!("unregister answered {other:?}"),
+        Ok(Err(e)) => tracing::debug!("unregister failed: {e}"),
+        Err(_) => tracing::debug!("unregister unanswered within {UNREGISTER_WAIT:?}"),
+    }
 }
 
 /// Completes once `shutdown` holds true (never, if its sender is gone without saying so).

@@ -166,6 +166,7 @@ impl Harness {
                     .insert(*peer, self.server.observed(peer).unwrap());
                 let response = match request {
                     Request::Register { .. } => registered(*from),
+                    Request::Unregister => Response::Unregistered,
                     Request::Lookup { peer: wanted } | Request::Connect { peer: wanted } => {
                         match self.registry.get(wanted) {
                             Some(observed) => {
