@@ -531,6 +531,46 @@ mod tests {
         assert!(state.owners.lock().unwrap().is_empty());
     }
 
+    /// `Unregister` removes only what the asking connection (or datagram session) made:
+    /// a peer's old TLS connection cannot remove the registration its datagram session holds.
+    #[test]
+    fn unregister_removes_only_the_askers_own_registration() {
+        let state = State::for_tests();
+        let peer = PeerId([8; 32]);
+        let datagram = Owner {
+            conn: DATAGRAM_OWNER,
+            link: Link::Datagram {
+                remote: "127.0.0.1:4000".parse().unwrap(),
+            },
+        };
+        let register = Request::Register {
+            local_addrs: vec![],
+            nat: p2pnat_proto::nat::NatReport::UNKNOWN,
+            relayed: None,
+        };
+        assert!(matches!(
+            handle(&state, peer, &datagram, register),
+            Response::Registered { .. }
+        ));
+        let now = std::time::Instant::now();
+        assert!(state.registry.lock().unwrap().lookup(now, &peer).is_some());
+        let stale = tls_owner(5);
+        assert_eq!(
+            handle(&state, peer, &stale, Request::Unregister),
+            Response::Unregistered
+        );
+        assert!(
+            state.registry.lock().unwrap().lookup(now, &peer).is_some(),
+            "another connection's Unregister left it"
+        );
+        assert_eq!(
+            handle(&state, peer, &datagram, Request::Unregister),
+            Response::Unregistered
+        );
+        assert!(state.registry.lock().unwrap().lookup(now, &peer).is_none());
+        assert!(state.owners.lock().unwrap().is_empty());
+    }
+
     /// Punch pushes are limited per requesting key (32 at once in `State::for_tests`) and per
     /// source IP (64 at once), whichever runs out first; `now` is fixed, so nothing refills.
     #[test]
