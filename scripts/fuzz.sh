@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
-TARGETS=(demux stun control control_stream path_wire app_frames app_lines turn_server turn_client turn_stream)
+TARGETS=(demux stun control control_stream path_wire rv_wire app_frames app_lines turn_server turn_client turn_stream)
 TRIPLE=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p' || true)
 # A decoder that allocates more than this in one call is a failure (libFuzzer's malloc limit).
 LIMITS=(-rss_limit_mb=1024 -malloc_limit_mb=128)

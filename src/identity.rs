@@ -150,6 +150,11 @@ impl Identity {
         p2pnat_proto::path::auth::OwnSecret::from_seed(&self.key.to_bytes())
     }
 
+    /// The signing key: signs registrations with the rendezvous (`p2pnat_proto::rv`).
+    pub fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.key
+    }
+
     /// The key as PKCS#8 DER, for the TLS certificate.
     pub fn pkcs8_der(&self) -> Vec<u8> {
         self.key

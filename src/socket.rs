@@ -56,6 +56,14 @@ pub struct SideDatagram {
     pub bytes: Vec<u8>,
 }
 
+/// A rendezvous control datagram (`p2pnat_proto::rv::wire::is_control`) received on the
+/// main socket, for the node's control session.
+#[derive(Debug)]
+pub struct ControlDatagram {
+    pub from: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
 /// Most extra local sockets open at once.
 pub const MAX_EXTRA_SOCKETS: usize = 256;
 
@@ -121,6 +129,9 @@ pub struct NodeSocket {
     paths: Option<Arc<Mutex<PathAgent>>>,
     passthrough: Mutex<HashSet<SocketAddr>>,
     side: mpsc::Sender<SideDatagram>,
+    /// Where rendezvous control datagrams go (the node's control session), if anywhere;
+    /// without one they go to the side channel like other project datagrams.
+    control: Mutex<Option<mpsc::Sender<ControlDatagram>>>,
     relay: Arc<RelayLink>,
     pub counters: SocketCounters,
 }
@@ -158,10 +169,42 @@ impl NodeSocket {
             paths,
             passthrough: Mutex::new(HashSet::new()),
             side,
+            control: Mutex::new(None),
             relay: Arc::new(RelayLink::default()),
             counters: SocketCounters::default(),
         };
         Ok((Arc::new(socket), side_rx))
+    }
+
+    /// Routes rendezvous control datagrams to `route` (a new control session).
+    pub fn set_control_route(&self, route: Option<mpsc::Sender<ControlDatagram>>) {
+        *self.control.lock().expect("control route lock") = route;
+    }
+
+    /// Stops routing control datagrams to `route`, if it is still the one in place.
+    pub fn clear_control_route(&self, route: &mpsc::Sender<ControlDatagram>) {
+        let mut control = self.control.lock().expect("control route lock");
+        if control.as_ref().is_some_and(|c| c.same_channel(route)) {
+            *control = None;
+        }
+    }
+
+    /// Hands a control datagram to the control session; false when there is none.
+    fn route_control(&self, from: SocketAddr, bytes: &[u8]) -> bool {
+        let control = self.control.lock().expect("control route lock");
+        let Some(route) = control.as_ref() else {
+            return false;
+        };
+        let datagram = ControlDatagram {
+            from,
+            bytes: bytes.to_vec(),
+        };
+        if route.try_send(datagram).is_err() {
+            self.counters
+                .side_channel_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     /// The relay link (the node's TURN allocation, once it has one).
@@ -419,6 +462,9 @@ impl NodeSocket {
                     buf.copy_within(offset..end, kept);
                     kept += segment_len;
                 }
+                DatagramKind::Project
+                    if p2pnat_proto::rv::wire::is_control(&buf[offset..end])
+                        && self.route_control(source, &buf[offset..end]) => {}
                 kind @ (DatagramKind::Stun | DatagramKind::Project) => {
                     let datagram = SideDatagram {
                         kind,

@@ -55,6 +55,39 @@ fn fake_initial() -> Vec<u8> {
     packet
 }
 
+/// Control datagrams (docs/PROTOCOL.md section 4.1) from a stranger: a Hello, a signed
+/// Register under no valid cookie, and a Request for a session nobody holds.
+fn control_datagrams(rendezvous: SocketAddr) -> Vec<(&'static str, Vec<u8>)> {
+    use p2pnat_proto::control::Request;
+    use p2pnat_proto::rv::{client, wire};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let mut machine = client::Client::new(Default::default(), key, rendezvous, [1; 32]);
+    let now = Instant::now();
+    machine.hello(now).unwrap();
+    let hello = machine.poll_transmit().unwrap();
+    let register = Request::Register {
+        local_addrs: vec!["10.0.0.2:4000".parse().unwrap()],
+        nat: p2pnat_proto::nat::NatReport::UNKNOWN,
+        relayed: None,
+    };
+    machine.request(now, register).unwrap();
+    let register = machine.poll_transmit().unwrap();
+    let lookup = p2pnat_proto::control::encode(&Request::Lookup {
+        peer: p2pnat_proto::PeerId([3; 32]),
+    });
+    let request = wire::Builder::new(wire::KIND_REQUEST, &[5; 8])
+        .bytes(&[42; 32])
+        .u64(77)
+        .u64(1)
+        .body(&lookup)
+        .tagged(&[0; 16]);
+    vec![
+        ("rendezvous: control Hello", hello),
+        ("rendezvous: control Register, no cookie", register),
+        ("rendezvous: control Request, unknown session", request),
+    ]
+}
+
 #[test]
 fn no_unverified_datagram_is_answered_with_more_than_a_small_multiple_of_itself() {
     let turn_port = free_udp_port();
@@ -95,6 +128,32 @@ fn no_unverified_datagram_is_answered_with_more_than_a_small_multiple_of_itself(
         ("node: garbage", node_addr, garbage),
     ];
     let mut worst = 0.0f64;
+    // Control datagrams are held to less than they carry (never more bytes than the request).
+    for (what, request) in control_datagrams(rendezvous_addr) {
+        let back = reflected_bytes(rendezvous_addr, &request, window);
+        let factor = back as f64 / request.len() as f64;
+        eprintln!(
+            "amplification | {what} | {} bytes in | {back} bytes out | {factor:.2}x",
+            request.len()
+        );
+        assert!(
+            back > 0,
+            "{what}: the rendezvous answers it (a cookie or Unknown)"
+        );
+        assert!(
+            back <= request.len(),
+            "{what}: {back} bytes answered {}",
+            request.len()
+        );
+    }
+    for (what, request) in control_datagrams(node_addr) {
+        let back = reflected_bytes(node_addr, &request, window);
+        eprintln!(
+            "amplification | node: {what} | {} bytes in | {back} bytes out",
+            request.len()
+        );
+        assert_eq!(back, 0, "node: {what} is answered");
+    }
     for (what, to, request) in &cases {
         let back = reflected_bytes(*to, request, window);
         let factor = back as f64 / request.len() as f64;

@@ -114,6 +114,23 @@ fn message_to_unknown_peer_is_reported_failed() {
     assert_eq!(b.wait_recvs(1)[0].1, b"still here");
 }
 
+/// A node that quits unregisters (docs/PROTOCOL.md `Request::Unregister`): a peer looking it
+/// up right after is told `unknown-peer`, not handed a stale record until the 120 s TTL.
+#[test]
+fn a_quitting_node_is_unregistered_at_once() {
+    let rendezvous = Rendezvous::start(&[]);
+    let mut a = Node::start(&rendezvous, &[]);
+    let b = Node::start(&rendezvous, &[]);
+    let b_id = b.id.clone();
+    assert!(b.quit().success());
+    a.send(5, &b_id, b"gone?");
+    let failed = a.wait_event(|e| e.starts_with("failed 5 "));
+    assert!(
+        failed.starts_with(&format!("failed 5 {b_id} unknown-peer")),
+        "{failed}"
+    );
+}
+
 #[test]
 fn registrations_expire_after_the_ttl() {
     let rendezvous = Rendezvous::start(&["--registration-ttl", "2"]);

@@ -51,6 +51,12 @@ pub enum Request {
     /// Look up a registered peer and ask the rendezvous to tell it, with a [`Push::PunchRequest`],
     /// to probe the caller's addresses now: coordinated hole punching. Answered like `Lookup`.
     Connect { peer: PeerId },
+    /// Remove the caller's registration now (a node quitting): answered
+    /// [`Response::Unregistered`]. A registration over a connection also goes when the
+    /// connection closes; a datagram registration otherwise stays until its TTL. (Variant 3,
+    /// added without a version change: a rendezvous that predates it refuses it as a bad
+    /// request, and the node's registration then expires as before.)
+    Unregister,
 }
 
 /// A message the rendezvous pushes to a registered node, each on a unidirectional stream it
@@ -148,6 +154,8 @@ pub enum Response {
         code: RefusalCode,
         message: String,
     },
+    /// The answer to [`Request::Unregister`]: the caller is no longer registered.
+    Unregistered,
 }
 
 /// Why a control message could not be decoded.
@@ -229,6 +237,11 @@ mod tests {
             peer: PeerId([5; 32]),
         };
         assert_eq!(decode::<Request>(&encode(&connect)).unwrap(), connect);
+        assert_eq!(encode(&Request::Unregister), [0, 4, 3]);
+        assert_eq!(
+            decode::<Response>(&encode(&Response::Unregistered)).unwrap(),
+            Response::Unregistered
+        );
         let response = Response::Found {
             peer: PeerId([3; 32]),
             record: PeerRecord {

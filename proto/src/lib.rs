@@ -13,6 +13,7 @@
 //! - [`stun`]: STUN Binding request/response codec (RFC 8489);
 //! - [`control`]: the versioned node <-> rendezvous control messages;
 //! - [`control_stream`]: their framing over one TLS stream (the rendezvous's TLS port);
+//! - [`rv`]: the control protocol over project datagrams (what nodes use over UDP);
 //! - [`registry`]: the rendezvous peer registry state machine (TTL, limits, rate limiting);
 //! - [`rate_limit`]: bounded token buckets per key;
 //! - [`path`]: the path agent (authenticated checks, path selection, heartbeats) and the
@@ -32,6 +33,7 @@ pub mod path;
 pub mod peer_id;
 pub mod rate_limit;
 pub mod registry;
+pub mod rv;
 pub mod sim;
 pub mod stun;
 pub mod turn;

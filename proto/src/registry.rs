@@ -178,6 +178,18 @@ impl Registry {
         Ok(self.limits.ttl)
     }
 
+    /// Moves `peer`'s observed address to `observed` (its NAT rebound; the caller has
+    /// authenticated the move). Returns whether `peer` is registered.
+    pub fn set_observed(&mut self, peer: &PeerId, observed: SocketAddr) -> bool {
+        let Some(entry) = self.entries.get_mut(peer) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut entry.record.observed, observed);
+        *self.observed_ips.entry(observed.ip()).or_insert(0) += 1;
+        self.forget_ip(old.ip());
+        true
+    }
+
     /// The record of `peer`, if registered and not expired at `now`.
     pub fn lookup(&self, now: Instant, peer: &PeerId) -> Option<&PeerRecord> {
         self.entries
@@ -402,6 +414,25 @@ mod tests {
         assert!(!registry.has_observed_ip(ip(a)));
         registry.handle_timeout(now + Duration::from_secs(10));
         assert!(!registry.has_observed_ip(ip(b)));
+        assert!(registry.observed_ips.is_empty());
+    }
+
+    #[test]
+    fn set_observed_moves_the_record_and_the_ip_index() {
+        let now = Instant::now();
+        let mut registry = Registry::new(RegistryLimits::default());
+        let (a, b) = (
+            SocketAddr::from(([192, 0, 2, 1], 1)),
+            SocketAddr::from(([198, 51, 100, 1], 2)),
+        );
+        registry
+            .register(now, peer(1), a, vec![], NatReport::UNKNOWN, None)
+            .unwrap();
+        assert!(registry.set_observed(&peer(1), b));
+        assert_eq!(registry.lookup(now, &peer(1)).unwrap().observed, b);
+        assert!(registry.has_observed_ip(b.ip()) && !registry.has_observed_ip(a.ip()));
+        assert!(!registry.set_observed(&peer(2), a), "not registered");
+        assert!(registry.unregister(&peer(1)));
         assert!(registry.observed_ips.is_empty());
     }
 

@@ -73,7 +73,9 @@ pub async fn serve_connection(incoming: quinn::Incoming, state: Arc<State>, _slo
             }
         };
         tracing::debug!("connection closed: {reason}");
-        state.connection_closed(&peer, &me);
+        if state.connection_closed(&peer, &me) {
+            tracing::info!("unregistered (connection closed)");
+        }
     }
     .instrument(span)
     .await;

@@ -98,7 +98,9 @@ pub async fn serve<S>(
         };
         tracing::debug!("connection closed: {reason}");
         drop(push_rx);
-        state.connection_closed(&peer, &me);
+        if state.connection_closed(&peer, &me) {
+            tracing::info!("unregistered (connection closed)");
+        }
     }
     .instrument(span)
     .await;

@@ -14,6 +14,7 @@
 //! variable or a TOML file (`--config`; see `config`). SIGINT/SIGTERM shut it down cleanly.
 
 mod config;
+mod control_dgram;
 mod control_quic;
 mod control_tls;
 mod http;

@@ -68,10 +68,19 @@ pub enum Dropped {
     StunMalformed,
     /// A poke (inbound probe) over its per-IP rate limit.
     PokeRateLimit,
+    /// A control datagram that does not decode (framing or body).
+    DatagramMalformed,
+    /// A control datagram that failed authentication: stale cookie (answered with a fresh
+    /// one), bad signature or tag, unknown session (answered Unknown), replay.
+    DatagramAuthFailure,
+    /// A push not sent as a datagram: too many pushes waiting for acknowledgement.
+    DatagramPushQuota,
+    /// A Register dropped: too many waiting for their signature check.
+    DatagramVerifyQueue,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 12] = [
+    const ALL: [Dropped; 16] = [
         Dropped::RegisterRateLimit,
         Dropped::RegisterQuota,
         Dropped::RegisterMalformed,
@@ -84,6 +93,10 @@ impl Dropped {
         Dropped::TlsAuthFailure,
         Dropped::StunMalformed,
         Dropped::PokeRateLimit,
+        Dropped::DatagramMalformed,
+        Dropped::DatagramAuthFailure,
+        Dropped::DatagramPushQuota,
+        Dropped::DatagramVerifyQueue,
     ];
 
     fn labels(self) -> DropLabels {
@@ -100,6 +113,10 @@ impl Dropped {
             Dropped::TlsAuthFailure => ("tls", "auth_failure"),
             Dropped::StunMalformed => ("stun", "malformed"),
             Dropped::PokeRateLimit => ("poke", "rate_limit"),
+            Dropped::DatagramMalformed => ("datagram", "malformed"),
+            Dropped::DatagramAuthFailure => ("datagram", "auth_failure"),
+            Dropped::DatagramPushQuota => ("datagram", "push_quota"),
+            Dropped::DatagramVerifyQueue => ("datagram", "verify_queue"),
         };
         DropLabels { component, reason }
     }

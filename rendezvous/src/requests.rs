@@ -32,7 +32,17 @@ pub enum Link {
         remote: SocketAddr,
         pushes: std::sync::Arc<StreamOut>,
     },
+    /// A node registered with control datagrams (`control_dgram`): no connection; `remote`
+    /// is where the datagram being handled came from, and pushes go through the datagram
+    /// machine to the session's observed address.
+    Datagram {
+        remote: SocketAddr,
+    },
 }
+
+/// The owner number of every datagram registration: no connection closes it (it expires),
+/// and no connection's close removes it.
+pub const DATAGRAM_OWNER: u64 = u64::MAX;
 
 /// A node's control connection, with a number unique among all connections of this run.
 #[derive(Clone)]
@@ -46,13 +56,13 @@ impl Owner {
     pub fn remote(&self) -> SocketAddr {
         match &self.link {
             Link::Quic(connection) => normalize(connection.remote_address()),
-            Link::Tls { remote, .. } => *remote,
+            Link::Tls { remote, .. } | Link::Datagram { remote } => *remote,
         }
     }
 
     pub fn over(&self) -> RegisteredOver {
         match self.link {
-            Link::Quic(_) => RegisteredOver::Quic,
+            Link::Quic(_) | Link::Datagram { .. } => RegisteredOver::Quic,
             Link::Tls { .. } => RegisteredOver::Tls,
         }
     }
@@ -61,13 +71,16 @@ impl Owner {
         match &self.link {
             Link::Quic(connection) => connection.close_reason().is_none(),
             Link::Tls { pushes, .. } => !pushes.is_closed(),
+            // The registry's record follows the session (`Registry::set_observed`).
+            Link::Datagram { .. } => false,
         }
     }
 
     /// Sends `push` without waiting; failures are logged (the target may have just gone away)
     /// and never affect the requester.
-    fn push(&self, push: Push) {
+    fn push(&self, state: &State, target: &PeerId, push: Push) {
         match &self.link {
+            Link::Datagram { .. } => crate::control_dgram::push(state, target, &push),
             Link::Quic(connection) => {
                 tokio::spawn(push_quic(connection.clone(), push).in_current_span());
             }
@@ -118,7 +131,8 @@ impl State {
     /// old connection's close interleave with a new connection's registration, the new one's
     /// entries stay. (Before, the close checked only `owners`, which the new connection had not
     /// yet taken, and then removed the registry entry the new connection had just made.)
-    pub fn connection_closed(&self, peer: &PeerId, me: &Owner) {
+    /// Returns whether the registration was removed.
+    pub fn connection_closed(&self, peer: &PeerId, me: &Owner) -> bool {
         let removed = {
             let mut registry = self.registry.lock().expect("registry lock");
             let removed = registry.unregister_owned(peer, me.conn);
@@ -130,8 +144,9 @@ impl State {
             owners.remove(peer);
         }
         if removed {
-            tracing::info!("unregistered (connection closed)");
+            tracing::debug!("registration removed");
         }
+        removed
     }
 
     /// First step of a registration: the registry entry, owned by connection `me`.
@@ -160,6 +175,7 @@ impl State {
 /// The response to one encoded request from `peer` on connection `me`.
 pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Response {
     match control::decode::<Request>(bytes) {
+        Ok(request) => handle(state, peer, me, request),
         Err(e) => {
             METRICS.count_drop(Dropped::ControlMalformed);
             tracing::warn!("malformed request: {e}");
@@ -174,11 +190,17 @@ pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Respons
                 message: e.to_string(),
             }
         }
-        Ok(Request::Register {
+    }
+}
+
+/// The response to `request` from `peer` on connection `me` (or datagram session).
+pub fn handle(state: &State, peer: PeerId, me: &Owner, request: Request) -> Response {
+    match request {
+        Request::Register {
             local_addrs,
             nat,
             relayed,
-        }) => register(
+        } => register(
             state,
             peer,
             me,
@@ -190,7 +212,7 @@ pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Respons
                 over: me.over(),
             },
         ),
-        Ok(Request::Lookup { peer: wanted }) => {
+        Request::Lookup { peer: wanted } => {
             let now = Instant::now().into_std();
             let registry = state.registry.lock().expect("registry lock");
             match registry.lookup(now, &wanted) {
@@ -207,7 +229,14 @@ pub fn respond(state: &State, peer: PeerId, me: &Owner, bytes: &[u8]) -> Respons
                 }
             }
         }
-        Ok(Request::Connect { peer: wanted }) => connect(state, peer, me, wanted),
+        Request::Connect { peer: wanted } => connect(state, peer, me, wanted),
+        Request::Unregister => {
+            // Only the registration this connection (or the datagram session) made.
+            if state.connection_closed(&peer, me) {
+                tracing::info!("unregistered (asked)");
+            }
+            Response::Unregistered
+        }
     }
 }
 
@@ -289,10 +318,14 @@ fn connect(state: &State, peer: PeerId, me: &Owner, wanted: PeerId) -> Response 
     match target {
         Some(target) if allowed => {
             METRICS.punch_pushed.inc();
-            target.push(Push::PunchRequest {
-                peer,
-                record: requester,
-            });
+            target.push(
+                state,
+                &wanted,
+                Push::PunchRequest {
+                    peer,
+                    record: requester,
+                },
+            );
         }
         Some(_) => {
             METRICS.punch_not_pushed.inc();
@@ -494,6 +527,46 @@ mod tests {
         state.connection_closed(&peer, &old);
         assert!(state.registry.lock().unwrap().lookup(now, &peer).is_some());
         state.connection_closed(&peer, &new);
+        assert!(state.registry.lock().unwrap().lookup(now, &peer).is_none());
+        assert!(state.owners.lock().unwrap().is_empty());
+    }
+
+    /// `Unregister` removes only what the asking connection (or datagram session) made:
+    /// a peer's old TLS connection cannot remove the registration its datagram session holds.
+    #[test]
+    fn unregister_removes_only_the_askers_own_registration() {
+        let state = State::for_tests();
+        let peer = PeerId([8; 32]);
+        let datagram = Owner {
+            conn: DATAGRAM_OWNER,
+            link: Link::Datagram {
+                remote: "127.0.0.1:4000".parse().unwrap(),
+            },
+        };
+        let register = Request::Register {
+            local_addrs: vec![],
+            nat: p2pnat_proto::nat::NatReport::UNKNOWN,
+            relayed: None,
+        };
+        assert!(matches!(
+            handle(&state, peer, &datagram, register),
+            Response::Registered { .. }
+        ));
+        let now = std::time::Instant::now();
+        assert!(state.registry.lock().unwrap().lookup(now, &peer).is_some());
+        let stale = tls_owner(5);
+        assert_eq!(
+            handle(&state, peer, &stale, Request::Unregister),
+            Response::Unregistered
+        );
+        assert!(
+            state.registry.lock().unwrap().lookup(now, &peer).is_some(),
+            "another connection's Unregister left it"
+        );
+        assert_eq!(
+            handle(&state, peer, &datagram, Request::Unregister),
+            Response::Unregistered
+        );
         assert!(state.registry.lock().unwrap().lookup(now, &peer).is_none());
         assert!(state.owners.lock().unwrap().is_empty());
     }

@@ -130,6 +130,28 @@ pub struct State {
     /// The relay offered to nodes: the external one configured, or the built-in one once its
     /// listener is bound.
     pub relay_offer: std::sync::OnceLock<RelayOffering>,
+    /// The control datagram machine (sessions of nodes registered with datagrams), and the
+    /// wake-up of its driver when a push was queued (`control_dgram`).
+    pub dgram: Mutex<p2pnat_proto::rv::server::Server>,
+    pub dgram_wake: tokio::sync::Notify,
+    /// The rendezvous's identity, for the pair keys of nodes that pinned it (`None` in unit
+    /// tests: pinned registrations are then refused).
+    pub identity_secret: Option<p2pnat_proto::path::auth::OwnSecret>,
+}
+
+/// The datagram machine for a registry with `limits`, its secrets drawn now.
+fn dgram_machine(limits: &RegistryLimits) -> Mutex<p2pnat_proto::rv::server::Server> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the OS random source works");
+    let config = p2pnat_proto::rv::server::ServerConfig {
+        max_sessions: limits.max_registrations,
+        ..Default::default()
+    };
+    Mutex::new(p2pnat_proto::rv::server::Server::new(
+        config,
+        seed,
+        Instant::now().into_std(),
+    ))
 }
 
 #[cfg(test)]
@@ -148,6 +170,9 @@ impl State {
             punch_ip_limits: Mutex::new(TokenBuckets::new(64, Duration::from_millis(100), 1024)),
             inbound_probe: None,
             relay_offer: std::sync::OnceLock::new(),
+            dgram: dgram_machine(&limits),
+            dgram_wake: tokio::sync::Notify::new(),
+            identity_secret: None,
         }
     }
 }
@@ -212,7 +237,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         None => None,
     };
     let inbound_probe = poker.as_ref().map(|p| p.addr);
-    tokio::spawn(answer_stun_on_main_socket(socket.clone(), side_rx, poker));
     let state = Arc::new(State {
         registry: Mutex::new(Registry::new(config.limits.clone())),
         owners: Mutex::new(HashMap::new()),
@@ -232,12 +256,22 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         )),
         inbound_probe,
         relay_offer: std::sync::OnceLock::new(),
+        dgram: dgram_machine(&config.limits),
+        dgram_wake: tokio::sync::Notify::new(),
+        identity_secret: Some(identity.path_secret()),
     });
     if let Some(external) = config.relay_offer.clone() {
         tracing::info!(server = ?external.server, "offering an external TURN server");
         let _ = state.relay_offer.set(external);
     }
 
+    tokio::spawn(answer_on_main_socket(
+        socket.clone(),
+        side_rx,
+        poker,
+        state.clone(),
+    ));
+    tokio::spawn(crate::control_dgram::drive(state.clone(), socket.clone()));
     tokio::spawn(expire_registrations(state.clone()));
 
     // One limiter for every TCP connection: the TLS port's and TURN over TCP's.
@@ -393,12 +427,21 @@ impl Poker {
     }
 }
 
-async fn answer_stun_on_main_socket(
+/// Answers what arrives on the main socket besides QUIC: STUN, and control datagrams.
+async fn answer_on_main_socket(
     socket: Arc<NodeSocket>,
     mut side_rx: tokio::sync::mpsc::Receiver<SideDatagram>,
     mut poker: Option<Poker>,
+    state: Arc<State>,
 ) {
-    let _alive = crate::http::loop_guard("STUN");
+    let _alive = crate::http::loop_guard("STUN and control datagrams");
+    let verifiers = match crate::control_dgram::Verifiers::start(state.clone(), socket.clone()) {
+        Ok(verifiers) => verifiers,
+        Err(e) => {
+            tracing::error!("cannot start the signature checkers: {e}");
+            return;
+        }
+    };
     while let Some(datagram) = side_rx.recv().await {
         match datagram.kind {
             DatagramKind::Stun => {
@@ -412,6 +455,15 @@ async fn answer_stun_on_main_socket(
                         tracing::debug!(from = %datagram.from, "STUN answer not sent: {e}");
                     }
                 }
+            }
+            DatagramKind::Project => {
+                crate::control_dgram::receive(
+                    &state,
+                    &socket,
+                    &verifiers,
+                    datagram.from,
+                    datagram.bytes,
+                );
             }
             kind => tracing::debug!(from = %datagram.from, ?kind, "unexpected datagram dropped"),
         }
@@ -456,6 +508,7 @@ async fn expire_registrations(state: Arc<State>) {
                     removed
                 };
                 for peer in removed {
+                    crate::control_dgram::forget(&state, &peer);
                     tracing::info!(peer = %peer, "registration expired");
                 }
             }

@@ -16,7 +16,7 @@ use super::udp::fresh_socket;
 use super::{millis, Rtt};
 use crate::identity::{Identity, IdentityError};
 use crate::node::rendezvous_session::{self as session, Dialing};
-use crate::tls::{self, TlsSetupError};
+use crate::tls::TlsSetupError;
 
 /// Why the registration that tells netcheck what the rendezvous offers failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,16 +61,11 @@ pub async fn register(
     let std_socket =
         std::net::UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))?;
     let (socket, _side) = crate::socket::NodeSocket::new(std_socket, None)?;
+    // The endpoint is what reads the socket (its driver polls it); control datagrams are
+    // routed from there to the session.
     let endpoint = crate::socket::endpoint(socket.clone(), None)?;
-    let client_config = quinn::ClientConfig::new(tls::client_crypto(
-        &identity,
-        tls::ALPN_RENDEZVOUS,
-        pinned.is_none(),
-    )?);
     let dialing = Dialing {
-        endpoint: &endpoint,
         socket: &socket,
-        client_config: &client_config,
         identity: &identity,
         pinned,
         udp,
@@ -78,7 +73,7 @@ pub async fn register(
     };
     let started = Instant::now();
     let session = if over_udp {
-        session::connect_quic(&dialing).await
+        session::connect_udp(&dialing).await
     } else {
         session::connect_tls(&dialing).await.map(|(s, _pushes)| s)
     }
@@ -93,6 +88,7 @@ pub async fn register(
         })
         .await;
     let request = started.elapsed();
+    crate::node::rendezvous_client::unregister(&session).await;
     session.close(b"netcheck done");
     let offered = match answer {
         Ok(Response::Registered {

@@ -15,6 +15,7 @@ pub mod paths;
 pub mod peer;
 pub mod peer_streams;
 pub mod rendezvous_client;
+pub mod rendezvous_dgram;
 pub mod rendezvous_session;
 
 use std::collections::HashMap;
@@ -181,13 +182,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let endpoint = socket::endpoint(socket.clone(), Some(server_config))?;
     let mut peer_client =
         quinn::ClientConfig::new(tls::client_crypto(&config.identity, tls::ALPN_PEER, false)?);
-    peer_client.transport_config(transport.clone());
-    let mut rendezvous_client = quinn::ClientConfig::new(tls::client_crypto(
-        &config.identity,
-        tls::ALPN_RENDEZVOUS,
-        config.rendezvous.pinned.is_none(),
-    )?);
-    rendezvous_client.transport_config(transport);
+    peer_client.transport_config(transport);
 
     // A stop (SIGINT/SIGTERM, stdout closed, or the graceful wait running out) makes every
     // part fail what it holds at once. The signal listeners exist from here on, once: a signal
@@ -238,9 +233,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         over: config.rendezvous_over,
         tls_address: config.rendezvous_tls.clone(),
         identity: config.identity.clone(),
-        endpoint: endpoint.clone(),
         socket: socket.clone(),
-        client_config: rendezvous_client,
         local_addrs: local_addrs.clone(),
         nat: nat_rx,
         nat_registered: nat_registered_tx,
@@ -395,6 +388,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     .await;
     let _ = shutdown_tx.send(true);
     if let Some(session) = rendezvous.current() {
+        // Peers looking this node up from now on learn it is gone (at most
+        // UNREGISTER_WAIT more to quit).
+        rendezvous_client::unregister(&session).await;
         session.close(b"quit");
     }
     endpoint.close(0u32.into(), b"quit");

@@ -1,12 +1,13 @@
 //! The node's connection to the rendezvous: keeps it up, keeps the registration fresh, and runs
 //! lookups.
 //!
-//! The keeper task connects (QUIC by real address, as a passthrough on the node's one socket,
-//! so the rendezvous observes the same NAT mapping peers will use; or TLS over TCP to the
-//! rendezvous's TLS port where UDP is blocked: [`super::rendezvous_session`]), registers with
-//! the node's local addresses, refreshes every third of the granted TTL, and reconnects with
-//! backoff (1 s doubling to 30 s) when the connection or a refresh fails. Registered over TLS, it
-//! tries QUIC again every [`UDP_RETRY`] and moves the registration back when QUIC answers.
+//! The keeper task connects (control datagrams from the node's one socket, so the rendezvous
+//! observes the same NAT mapping peers will use; or TLS over TCP to the rendezvous's TLS port
+//! where UDP is blocked: [`super::rendezvous_session`]), registers with the node's local
+//! addresses, refreshes every [`UDP_REFRESH`] over UDP (every third of the granted TTL over
+//! TLS), and reconnects with backoff (1 s doubling to 30 s) when the session or a refresh
+//! fails. Registered over TLS, it tries UDP again every [`UDP_RETRY`] and moves the
+//! registration back when UDP answers.
 //! Lookups wait up to [`LOOKUP_TIMEOUT`] for a connection and an answer.
 
 use std::net::SocketAddr;
@@ -28,6 +29,12 @@ use crate::socket::NodeSocket;
 
 /// How long a lookup (or a registration) may take, connection wait included.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a node registered over UDP refreshes: below the 30 s after which many NATs
+/// (Linux conntrack's unreplied UDP timeout among them; RFC 4787 asks for 2 min, which
+/// not all follow) forget an idle UDP mapping, so the mapping the rendezvous pushes to stays
+/// open, and a NAT rebinding reaches the registry within 25 s even when the node looks
+/// nobody up.
+pub const UDP_REFRESH: Duration = Duration::from_secs(25);
 
 /// Where the rendezvous is and, if pinned, which key it must present.
 #[derive(Debug, Clone)]
@@ -135,11 +142,9 @@ pub struct Keeper {
     /// (`host:port`; `None`: the rendezvous's host, port 443).
     pub over: RendezvousOver,
     pub tls_address: Option<String>,
-    /// The node's identity: the client certificate over TLS.
+    /// The node's identity: signs registrations over UDP, the client certificate over TLS.
     pub identity: Identity,
-    pub endpoint: quinn::Endpoint,
     pub socket: Arc<NodeSocket>,
-    pub client_config: quinn::ClientConfig,
     pub local_addrs: Vec<SocketAddr>,
     /// What NAT detection found, once it has: a change is registered at once.
     pub nat: watch::Receiver<NatReport>,
@@ -270,9 +275,7 @@ async fn addresses(keeper: &Keeper) -> Result<(SocketAddr, SocketAddr), String> 
 
 fn dialing(keeper: &Keeper, (udp, tls): (SocketAddr, SocketAddr)) -> Dialing<'_> {
     Dialing {
-        endpoint: &keeper.endpoint,
         socket: &keeper.socket,
-        client_config: &keeper.client_config,
         identity: &keeper.identity,
         pinned: keeper.target.pinned,
         udp,
@@ -314,7 +317,7 @@ async fn register(
             stun_alternates.truncate(p2pnat_proto::control::MAX_STUN_ALTERNATES);
             let server = session.server();
             let transport = match session {
-                Session::Quic(_) => RelayTransport::Udp,
+                Session::Udp(_) => RelayTransport::Udp,
                 Session::Tls { .. } => RelayTransport::Tls {
                     addr: server,
                     pinned,
@@ -343,12 +346,7 @@ async fn register(
 /// Starts delivering `session`'s pushes to the node.
 fn deliver_pushes(keeper: &Keeper, session: &Session, pushes: Option<mpsc::Receiver<Push>>) {
     match (session, pushes) {
-        (Session::Quic(connection), _) => {
-            tokio::spawn(session::receive_quic_pushes(
-                connection.clone(),
-                keeper.pushes.clone(),
-            ));
-        }
+        (Session::Udp(udp), _) => udp.deliver_pushes(keeper.pushes.clone()),
         (Session::Tls { .. }, Some(pushes)) => {
             tokio::spawn(session::forward_tls_pushes(pushes, keeper.pushes.clone()));
         }
@@ -359,7 +357,7 @@ fn deliver_pushes(keeper: &Keeper, session: &Session, pushes: Option<mpsc::Recei
 /// Registered over TLS: whether QUIC answers now; if so, the registration moves to it.
 async fn try_udp_again(keeper: &mut Keeper) -> Option<(Session, Registration)> {
     let addresses = addresses(keeper).await.ok()?;
-    let quic = session::connect_quic(&dialing(keeper, addresses))
+    let quic = session::connect_udp(&dialing(keeper, addresses))
         .await
         .ok()?;
     keeper.sessions += 1;
@@ -404,13 +402,19 @@ async fn keep(
                 let retry_udp = keeper.over == RendezvousOver::Auto;
                 let reason = loop {
                     let over_tls = matches!(session, Session::Tls { .. });
+                    let every = if over_tls {
+                        ttl / 3
+                    } else {
+                        (ttl / 3).min(UDP_REFRESH)
+                    };
                     tokio::select! {
                         biased;
                         _ = stopped(&mut keeper.shutdown) => {
+                            unregister(&session).await;
                             session.close(b"quit");
                             return;
                         }
-                        _ = tokio::time::sleep(ttl / 3) => {
+                        _ = tokio::time::sleep(every) => {
                             if let Err(e) = refresh(&mut keeper, &session).await {
                                 break e;
                             }
@@ -428,7 +432,7 @@ async fn keep(
                         _ = tokio::time::sleep(UDP_RETRY), if over_tls && retry_udp => {
                             if let Some((quic, registration)) = try_udp_again(&mut keeper).await {
                                 let observed = registration.observed;
-                                tracing::info!(%observed, "UDP answers again: registered over QUIC");
+                                tracing::info!(%observed, "UDP answers again: registered over UDP");
                                 session = quic;
                                 let _ = session_tx.send(Some(session.clone()));
                                 deliver_pushes(&keeper, &session, None);
@@ -504,6 +508,21 @@ async fn register_now(keeper: &mut Keeper, session: &Session) -> Result<Registra
         keeper.turn.send_replace(registration.relay.clone());
     }
     Ok(registration)
+}
+
+/// How long a quitting node waits for the rendezvous to confirm it unregistered.
+pub const UNREGISTER_WAIT: Duration = Duration::from_millis(500);
+
+/// Asks the rendezvous to forget this node now (it quits), waiting at most
+/// [`UNREGISTER_WAIT`]: peers then find it gone at once instead of a stale record until the
+/// TTL. Best effort: an unanswered request changes nothing else.
+pub async fn unregister(session: &Session) {
+    match tokio::time::timeout(UNREGISTER_WAIT, session.request(&Request::Unregister)).await {
+        Ok(Ok(Response::Unregistered)) => tracing::debug!("unregistered from the rendezvous"),
+        Ok(Ok(other)) => tracing::debug!("unregister answered {other:?}"),
+        Ok(Err(e)) => tracing::debug!("unregister failed: {e}"),
+        Err(_) => tracing::debug!("unregister unanswered within {UNREGISTER_WAIT:?}"),
+    }
 }
 
 /// Completes once `shutdown` holds true (never, if its sender is gone without saying so).

@@ -1,29 +1,31 @@
-//! One control session with the rendezvous: QUIC on its UDP port, or TLS over TCP on its TLS
-//! port (docs/PROTOCOL.md section 7) where UDP is blocked. The keeper
-//! ([`super::rendezvous_client`]) chooses; requests, pushes and closing look the same either way.
+//! One control session with the rendezvous: control datagrams on its UDP port (section 4.1,
+//! [`super::rendezvous_dgram`]), or TLS over TCP on its TLS port (docs/PROTOCOL.md section 7)
+//! where UDP is blocked. The keeper ([`super::rendezvous_client`]) chooses; requests, pushes and
+//! closing look the same either way.
 //!
-//! Choosing ([`connect`]): with [`RendezvousOver::Auto`] QUIC is tried first, and if its
-//! handshake has not completed after [`UDP_GRACE`] a TLS connection is started beside it; the
-//! first to complete wins (QUIC also wins a tie, and a late QUIC success while TLS is still
-//! connecting). A node registered over TLS keeps trying QUIC in the background
+//! Choosing ([`connect`]): with [`RendezvousOver::Auto`] UDP is tried first, and if the
+//! rendezvous has not answered a Hello after [`UDP_GRACE`] a TLS connection is started beside
+//! it; the first to complete wins (UDP also wins a tie, and a late UDP answer while TLS is
+//! still connecting). A node registered over TLS keeps trying UDP in the background
 //! ([`UDP_RETRY`]) and moves back to it when it answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2pnat_proto::control::{self, Push, Request, Response, MAX_CONTROL_MESSAGE};
+use p2pnat_proto::control::{Push, Request, Response};
 use p2pnat_proto::PeerId;
 use tokio::sync::mpsc;
 
 use super::rendezvous_client::{RendezvousError, LOOKUP_TIMEOUT};
+use super::rendezvous_dgram::DgramSession;
 use crate::identity::Identity;
 use crate::rendezvous_tls::{RendezvousTls, TlsRequestError};
 use crate::socket::NodeSocket;
 
-/// How long QUIC may take to answer before TLS is tried beside it.
+/// How long UDP may take to answer before TLS is tried beside it.
 pub const UDP_GRACE: Duration = Duration::from_secs(1);
-/// While registered over TLS, how often QUIC is tried again.
+/// While registered over TLS, how often UDP is tried again.
 pub const UDP_RETRY: Duration = Duration::from_secs(10);
 /// The TLS port assumed when none is given: the one web traffic uses, so it passes
 /// firewalls that allow nothing else.
@@ -32,7 +34,7 @@ pub const DEFAULT_TLS_PORT: u16 = 443;
 /// Which transport the node may reach the rendezvous over (`--rendezvous-over`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RendezvousOver {
-    /// QUIC, and TLS when QUIC does not answer within [`UDP_GRACE`].
+    /// UDP (control datagrams), and TLS when UDP does not answer within [`UDP_GRACE`].
     #[default]
     Auto,
     Udp,
@@ -54,7 +56,7 @@ impl std::str::FromStr for RendezvousOver {
 /// A live control session.
 #[derive(Clone)]
 pub enum Session {
-    Quic(quinn::Connection),
+    Udp(Arc<DgramSession>),
     Tls {
         connection: Arc<RendezvousTls>,
         server: SocketAddr,
@@ -71,7 +73,7 @@ impl Session {
     /// `udp` or `tls`, as the `ready` and `registered` events say it.
     pub fn over(&self) -> &'static str {
         match self {
-            Session::Quic(_) => "udp",
+            Session::Udp(_) => "udp",
             Session::Tls { .. } => "tls",
         }
     }
@@ -79,7 +81,7 @@ impl Session {
     /// The rendezvous's address on this transport.
     pub fn server(&self) -> SocketAddr {
         match self {
-            Session::Quic(connection) => crate::socket::peer_address(connection),
+            Session::Udp(session) => session.server(),
             Session::Tls { server, .. } => *server,
         }
     }
@@ -87,7 +89,9 @@ impl Session {
     /// Sends `request` and waits (at most [`LOOKUP_TIMEOUT`]) for the answer.
     pub async fn request(&self, request: &Request) -> Result<Response, RendezvousError> {
         match self {
-            Session::Quic(connection) => quic_request(connection, request).await,
+            Session::Udp(session) => tokio::time::timeout(LOOKUP_TIMEOUT, session.request(request))
+                .await
+                .map_err(|_| RendezvousError::Timeout)?,
             Session::Tls { connection, .. } => {
                 connection.request(request).await.map_err(|e| match e {
                     TlsRequestError::Timeout => RendezvousError::Timeout,
@@ -101,7 +105,7 @@ impl Session {
     /// Completes when the session has closed; says why.
     pub async fn closed(&self) -> String {
         match self {
-            Session::Quic(connection) => connection.closed().await.to_string(),
+            Session::Udp(session) => session.closed().await,
             Session::Tls { connection, .. } => {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 while !connection.is_closed() {
@@ -114,67 +118,32 @@ impl Session {
 
     /// Closes the session (a TLS one closes when its last handle is dropped).
     pub fn close(&self, reason: &'static [u8]) {
-        if let Session::Quic(connection) = self {
-            connection.close(0u32.into(), reason);
+        if let Session::Udp(session) = self {
+            session.close(&String::from_utf8_lossy(reason));
         }
     }
 }
 
-async fn quic_request(
-    connection: &quinn::Connection,
-    request: &Request,
-) -> Result<Response, RendezvousError> {
-    let exchange = async {
-        let (mut send, mut recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        send.write_all(&control::encode(request))
-            .await
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        send.finish()
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        let bytes = recv
-            .read_to_end(MAX_CONTROL_MESSAGE)
-            .await
-            .map_err(|e| RendezvousError::Stream(e.to_string()))?;
-        Ok(control::decode::<Response>(&bytes)?)
-    };
-    tokio::time::timeout(LOOKUP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| RendezvousError::Timeout)?
-}
-
 /// Where and how to reach the rendezvous.
 pub struct Dialing<'a> {
-    pub endpoint: &'a quinn::Endpoint,
-    pub socket: &'a NodeSocket,
-    pub client_config: &'a quinn::ClientConfig,
+    pub socket: &'a Arc<NodeSocket>,
     pub identity: &'a Identity,
     pub pinned: Option<PeerId>,
-    /// The rendezvous's UDP (QUIC) address and its TLS address.
+    /// The rendezvous's UDP address and its TLS address.
     pub udp: SocketAddr,
     pub tls: SocketAddr,
 }
 
-/// A QUIC session to the rendezvous, or why not (within [`LOOKUP_TIMEOUT`]).
-pub async fn connect_quic(dialing: &Dialing<'_>) -> Result<Session, String> {
-    let addr = dialing.udp;
-    dialing.socket.add_passthrough(addr);
-    let server_name = dialing
-        .pinned
-        .map_or(crate::tls::UNPINNED_SERVER_NAME.to_string(), |id| {
-            id.to_text()
-        });
-    let connecting = dialing
-        .endpoint
-        .connect_with(dialing.client_config.clone(), addr, &server_name)
-        .map_err(|e| format!("cannot connect to rendezvous {addr}: {e}"))?;
-    let connection = tokio::time::timeout(LOOKUP_TIMEOUT, connecting)
-        .await
-        .map_err(|_| format!("rendezvous {addr} did not answer over UDP"))?
-        .map_err(|e| format!("rendezvous {addr}: {e}"))?;
-    Ok(Session::Quic(connection))
+/// A datagram session with the rendezvous's UDP port, or why not (within [`LOOKUP_TIMEOUT`]).
+pub async fn connect_udp(dialing: &Dialing<'_>) -> Result<Session, String> {
+    DgramSession::connect(
+        dialing.socket.clone(),
+        dialing.identity,
+        dialing.udp,
+        dialing.pinned,
+    )
+    .await
+    .map(Session::Udp)
 }
 
 /// A TLS session to the rendezvous's TLS port, and the pushes that arrive on it.
@@ -191,16 +160,16 @@ pub async fn connect_tls(dialing: &Dialing<'_>) -> Result<(Session, mpsc::Receiv
 }
 
 /// Connects over the allowed transports (see the module documentation). A TLS session comes
-/// with its pushes; a QUIC session's pushes arrive on its own streams.
+/// with its pushes; a UDP session's are handed over with [`DgramSession::deliver_pushes`].
 pub async fn connect(
     dialing: &Dialing<'_>,
     over: RendezvousOver,
 ) -> Result<(Session, Option<mpsc::Receiver<Push>>), String> {
     match over {
-        RendezvousOver::Udp => connect_quic(dialing).await.map(|s| (s, None)),
+        RendezvousOver::Udp => connect_udp(dialing).await.map(|s| (s, None)),
         RendezvousOver::Tls => connect_tls(dialing).await.map(|(s, p)| (s, Some(p))),
         RendezvousOver::Auto => {
-            let quic = connect_quic(dialing);
+            let quic = connect_udp(dialing);
             tokio::pin!(quic);
             // QUIC alone for the grace period.
             let quic_error = tokio::select! {
@@ -234,24 +203,6 @@ pub async fn connect(
                     return Err(format!("{quic}; {tls}"));
                 }
             }
-        }
-    }
-}
-
-/// Reads the messages the rendezvous pushes on a QUIC session (one per unidirectional stream)
-/// until it closes. Malformed ones are logged and dropped.
-pub async fn receive_quic_pushes(connection: quinn::Connection, pushes: mpsc::Sender<Push>) {
-    while let Ok(mut stream) = connection.accept_uni().await {
-        let bytes = match stream.read_to_end(MAX_CONTROL_MESSAGE).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::debug!("push stream failed: {e}");
-                continue;
-            }
-        };
-        match control::decode::<Push>(&bytes) {
-            Ok(push) => forward(&pushes, push),
-            Err(e) => tracing::warn!("malformed push from the rendezvous dropped: {e}"),
         }
     }
 }

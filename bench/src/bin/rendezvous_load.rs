@@ -1,37 +1,44 @@
 //! `rendezvous-load`: the rendezvous at 10k and 100k registered peers (scripts/bench.sh).
 //!
-//! For each peer count P it starts a fresh `p2p-rendezvous` on loopback (per-IP admission and
-//! connection limits lifted with its own flags: every simulated peer comes from 127.0.0.1), then
-//! registers P peers exactly as nodes do: one QUIC connection per peer with its own ed25519
-//! identity (ALPN `p2pnat-rendezvous/1`), one `Register` request on a bidirectional stream, and
-//! the connection kept open (a registration lives as long as its connection). Then `Lookup`s of
-//! random registered peers from 64 of those connections. Measured: registrations/s and lookups/s
-//! (wall clock), the rendezvous's CPU (user+system from /proc, in cores busy and µs per
-//! request) and RSS (VmRSS with all P registered, VmHWM at the end). The generator shares the
-//! machine's cores with the rendezvous: the rates are lower bounds.
+//! For each peer count P it starts a fresh `p2p-rendezvous` on loopback (per-IP admission limit
+//! lifted with its own flag: every simulated peer comes from 127.0.0.1), then registers P peers
+//! exactly as nodes do over UDP (docs/PROTOCOL.md section 4.1): each with its own ed25519 key
+//! and its own `p2pnat_proto::rv::client` machine, a Hello (cookie) and then the signed
+//! Register, retransmitted by the machine as a node's would be. Peers share a few UDP sockets
+//! (as many peers behind few NATs; the cookie is per address, but each peer asks for its own,
+//! as a node does). Then `Lookup`s of random registered peers under the sessions of 64 of
+//! them. Measured: registrations/s and lookups/s (wall clock), the rendezvous's CPU
+//! (user+system from /proc, in cores busy and µs per request) and RSS (VmRSS with all P
+//! registered, VmHWM at the end). The generator shares the machine's cores with the
+//! rendezvous: the rates are lower bounds.
 //!
 //! ```text
-//! rendezvous-load --rendezvous BIN [--peers 10000,100000] [--concurrency 8]
+//! rendezvous-load --rendezvous BIN [--peers 10000,100000] [--concurrency 32]
 //!                 [--lookup-seconds 5] [--out FILE.json]
 //! ```
-//! 8 registrations in flight by default: more made the rate fall (1,000 peers: 1,223/s with 4
-//! in flight, 586/s with 64, 402/s with 256, the rendezvous's CPU falling with it), which looks
-//! like handshake datagrams dropped and retransmitted after quinn's 333 ms initial RTT estimate.
+//! `--concurrency`: registrations (then lookups) in flight per socket (8 sockets). 32 by
+//! default: with 128 or 256 the bursts overflowed socket buffers and the side channel, and
+//! the retransmissions (250 ms) held the rates down (10k peers: 9,000 registrations/s and
+//! 84,000 lookups/s with 256, 19,000 and 125,000 with 64, 2026-12-01).
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use p2pnat::identity::Identity;
-use p2pnat::tls;
-use p2pnat_proto::control::{self, Request, Response, MAX_CONTROL_MESSAGE};
+use ed25519_dalek::SigningKey;
+use p2pnat_proto::control::{Request, Response};
 use p2pnat_proto::nat::NatReport;
+use p2pnat_proto::rv::client::{Client, ClientConfig, ClientEvent, Outcome};
 use p2pnat_proto::PeerId;
+use tokio::net::UdpSocket;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Client sockets the simulated peers share.
+const SOCKETS: usize = 8;
 
 struct Options {
     rendezvous: String,
@@ -45,7 +52,7 @@ fn parse() -> Options {
     let mut o = Options {
         rendezvous: String::new(),
         peers: vec![10_000, 100_000],
-        concurrency: 8,
+        concurrency: 32,
         lookup_seconds: 5.0,
         out: None,
     };
@@ -60,7 +67,7 @@ fn parse() -> Options {
                     .filter_map(|v| v.trim().parse().ok())
                     .collect()
             }
-            "--concurrency" => o.concurrency = value.parse().unwrap_or(8),
+            "--concurrency" => o.concurrency = value.parse().unwrap_or(32),
             "--lookup-seconds" => o.lookup_seconds = value.parse().unwrap_or(5.0),
             "--out" => o.out = Some(value),
             _ => {
@@ -126,7 +133,7 @@ fn start_rendezvous(bin: &str, peers: usize) -> Result<Rendezvous, BoxError> {
         ])
         .arg("--identity")
         .arg(dir.join("rendezvous.key"))
-        .args(["--max-registrations", &room, "--max-connections", &room])
+        .args(["--max-registrations", &room])
         // Every simulated peer comes from 127.0.0.1: lift the per-IP admission limit.
         .args([
             "--new-per-ip-burst",
@@ -153,171 +160,290 @@ fn start_rendezvous(bin: &str, peers: usize) -> Result<Rendezvous, BoxError> {
     })
 }
 
-async fn request(connection: &quinn::Connection, request: &Request) -> Result<Response, BoxError> {
-    let (mut send, mut recv) = connection.open_bi().await?;
-    send.write_all(&control::encode(request)).await?;
-    send.finish()?;
-    let bytes = recv.read_to_end(MAX_CONTROL_MESSAGE).await?;
-    Ok(control::decode::<Response>(&bytes)?)
-}
-
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    // Under the rendezvous's 30 s idle timeout, and as rare as that allows: 100k connections
-    // with 5 s keep-alives were more than the generator could drive (2026-11-30).
-    t.keep_alive_interval(Some(Duration::from_secs(20)));
-    t.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("idle")));
-    Arc::new(t)
-}
-
-async fn register(
-    endpoint: &quinn::Endpoint,
-    addr: SocketAddr,
-    config: quinn::ClientConfig,
-) -> Result<quinn::Connection, BoxError> {
-    let connection = endpoint
-        .connect_with(config, addr, tls::UNPINNED_SERVER_NAME)?
-        .await?;
-    let local = endpoint.local_addr()?;
-    match request(
-        &connection,
-        &Request::Register {
-            local_addrs: vec![local],
-            nat: NatReport::UNKNOWN,
-            relayed: None,
-        },
-    )
-    .await?
-    {
-        Response::Registered { .. } => Ok(connection),
-        other => Err(format!("registration answered {other:?}").into()),
+/// Sends everything `client` has queued from `socket`, noting which peer each ID is for.
+async fn flush(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    client: &mut Client,
+    index: usize,
+    by_id: &mut HashMap<[u8; 8], usize>,
+) {
+    while let Some(datagram) = client.poll_transmit() {
+        if let Some(id) = datagram
+            .get(6..14)
+            .and_then(|id| <[u8; 8]>::try_from(id).ok())
+        {
+            by_id.insert(id, index);
+        }
+        let _ = socket.send_to(&datagram, server).await;
     }
+}
+
+/// What one socket's peers achieved.
+#[derive(Default)]
+struct Tally {
+    done: u64,
+    failed: u64,
+}
+
+/// Registers `keys` (Hello, then the signed Register) from one socket, `window` at a time.
+/// Returns the clients with a session.
+async fn register_all(
+    socket: Arc<UdpSocket>,
+    server: SocketAddr,
+    keys: Vec<SigningKey>,
+    window: usize,
+    seed: u8,
+) -> (Vec<Client>, Tally) {
+    let mut clients: Vec<Client> = Vec::with_capacity(keys.len());
+    let mut by_id: HashMap<[u8; 8], usize> = HashMap::new();
+    let mut tally = Tally::default();
+    let mut next = 0;
+    let mut in_flight = 0usize;
+    let mut keys = keys.into_iter();
+    let mut buf = vec![0u8; 2048];
+    let mut registered = Vec::new();
+    let mut next_scan = Instant::now();
+    loop {
+        while in_flight < window {
+            let Some(key) = keys.next() else { break };
+            let mut id_seed = [seed; 32];
+            id_seed[..8].copy_from_slice(&(next as u64).to_be_bytes());
+            let mut client = Client::new(ClientConfig::default(), key, server, id_seed);
+            let _ = client.hello(Instant::now());
+            flush(&socket, server, &mut client, next, &mut by_id).await;
+            clients.push(client);
+            next += 1;
+            in_flight += 1;
+        }
+        if in_flight == 0 {
+            break;
+        }
+        let received =
+            tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf)).await;
+        let now = Instant::now();
+        let mut touched = Vec::new();
+        if let Ok(Ok((len, from))) = received {
+            let id = buf.get(6..14).and_then(|id| <[u8; 8]>::try_from(id).ok());
+            if let Some(&index) = id.and_then(|id| by_id.get(&id)) {
+                let _ = clients[index].handle_datagram(now, from, &buf[..len]);
+                touched.push(index);
+            }
+        }
+        // Timers, every 50 ms: only clients with something in flight have a deadline.
+        if now >= next_scan {
+            next_scan = now + Duration::from_millis(50);
+            for (index, client) in clients.iter_mut().enumerate() {
+                if client.poll_timeout().is_some_and(|at| at <= now) {
+                    client.handle_timeout(now);
+                    touched.push(index);
+                }
+            }
+        }
+        for index in touched {
+            while let Some(event) = clients[index].poll_event() {
+                let ClientEvent::Done { outcome, .. } = event else {
+                    continue;
+                };
+                match outcome {
+                    Outcome::Cookie => {
+                        let register = Request::Register {
+                            local_addrs: vec![socket.local_addr().expect("bound")],
+                            nat: NatReport::UNKNOWN,
+                            relayed: None,
+                        };
+                        let _ = clients[index].request(now, register);
+                    }
+                    Outcome::Response(Response::Registered { .. }) => {
+                        tally.done += 1;
+                        in_flight -= 1;
+                        registered.push(index);
+                    }
+                    other => {
+                        if tally.failed < 3 {
+                            eprintln!("rendezvous-load: registration ended {other:?}");
+                        }
+                        tally.failed += 1;
+                        in_flight -= 1;
+                    }
+                }
+            }
+            flush(&socket, server, &mut clients[index], index, &mut by_id).await;
+        }
+    }
+    let keep: std::collections::HashSet<usize> = registered.into_iter().collect();
+    let clients = clients
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, c)| c)
+        .collect();
+    (clients, tally)
+}
+
+/// Looks up random peers of `ids` under the sessions of `clients` until `deadline`,
+/// `window` at a time. Returns (found, not found or failed).
+async fn look_up(
+    socket: Arc<UdpSocket>,
+    server: SocketAddr,
+    mut clients: Vec<Client>,
+    ids: Arc<Vec<PeerId>>,
+    window: usize,
+    deadline: Instant,
+) -> (u64, u64) {
+    let mut by_id: HashMap<[u8; 8], usize> = HashMap::new();
+    let (mut found, mut other) = (0u64, 0u64);
+    let mut in_flight = 0usize;
+    let mut k = (clients.len() * 7919) % ids.len().max(1);
+    let mut buf = vec![0u8; 2048];
+    let mut turn = 0usize;
+    let mut next_scan = Instant::now();
+    loop {
+        let now = Instant::now();
+        while in_flight < window && now < deadline && !clients.is_empty() {
+            turn = (turn + 1) % clients.len();
+            k = (k + 7919) % ids.len();
+            let lookup = Request::Lookup { peer: ids[k] };
+            if clients[turn].request(now, lookup).is_err() {
+                break;
+            }
+            flush(&socket, server, &mut clients[turn], turn, &mut by_id).await;
+            in_flight += 1;
+        }
+        if in_flight == 0 {
+            break;
+        }
+        let received =
+            tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf)).await;
+        let now = Instant::now();
+        let mut touched = Vec::new();
+        if let Ok(Ok((len, from))) = received {
+            let id = buf.get(6..14).and_then(|id| <[u8; 8]>::try_from(id).ok());
+            if let Some(&index) = id.and_then(|id| by_id.get(&id)) {
+                let _ = clients[index].handle_datagram(now, from, &buf[..len]);
+                touched.push(index);
+            }
+        }
+        if now >= next_scan {
+            next_scan = now + Duration::from_millis(50);
+            for (index, client) in clients.iter_mut().enumerate() {
+                client.handle_timeout(now);
+                touched.push(index);
+            }
+        }
+        for index in touched {
+            while let Some(event) = clients[index].poll_event() {
+                if let ClientEvent::Done { outcome, .. } = event {
+                    in_flight -= 1;
+                    match outcome {
+                        Outcome::Response(Response::Found { .. }) => found += 1,
+                        _ => other += 1,
+                    }
+                }
+            }
+            flush(&socket, server, &mut clients[index], index, &mut by_id).await;
+        }
+    }
+    (found, other)
 }
 
 async fn one_count(o: &Options, peers: usize) -> Result<serde_json::Value, BoxError> {
     let rendezvous = start_rendezvous(&o.rendezvous, peers)?;
     let pid = rendezvous.child.id();
     let addr = rendezvous.addr;
-    // Identities and their TLS configurations first (not timed: a node has its key already).
-    eprintln!("rendezvous-load: {peers} peers: making identities");
-    let transport = transport();
-    let mut configs = Vec::with_capacity(peers);
+    // Keys first (not timed: a node has its key already).
+    eprintln!("rendezvous-load: {peers} peers: making keys");
+    let mut keys = Vec::with_capacity(peers);
     let mut ids = Vec::with_capacity(peers);
     for _ in 0..peers {
-        let identity = Identity::generate()?;
-        let mut config =
-            quinn::ClientConfig::new(tls::client_crypto(&identity, tls::ALPN_RENDEZVOUS, true)?);
-        config.transport_config(transport.clone());
-        ids.push(identity.peer_id());
-        configs.push(config);
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
+        let key = SigningKey::from_bytes(&seed);
+        ids.push(PeerId(key.verifying_key().to_bytes()));
+        keys.push(key);
     }
-    // A few client endpoints (sockets), as the peers would be many machines.
-    let endpoints: Vec<quinn::Endpoint> = (0..8)
-        .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")))
-        .collect::<Result<_, _>>()?;
+    let mut sockets = Vec::new();
+    for _ in 0..SOCKETS {
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        sockets.push(Arc::new(socket));
+    }
+    let mut shares: Vec<Vec<SigningKey>> = (0..SOCKETS).map(|_| Vec::new()).collect();
+    for (i, key) in keys.into_iter().enumerate() {
+        shares[i % SOCKETS].push(key);
+    }
     let rss_before = status_mib(pid, "VmRSS:");
     eprintln!("rendezvous-load: {peers} peers: registering");
     let cpu0 = cpu_seconds(pid);
     let start = Instant::now();
-    let failures = Arc::new(AtomicU64::new(0));
-    let queue = Arc::new(std::sync::Mutex::new(
-        configs.into_iter().enumerate().collect::<Vec<_>>(),
-    ));
     let mut workers = Vec::new();
-    for w in 0..o.concurrency {
-        let endpoint = endpoints[w % endpoints.len()].clone();
-        let queue = queue.clone();
-        let failures = failures.clone();
-        workers.push(tokio::spawn(async move {
-            let mut kept = Vec::new();
-            loop {
-                let next = queue.lock().expect("queue").pop();
-                let Some((_, config)) = next else { break };
-                match register(&endpoint, addr, config).await {
-                    Ok(c) => kept.push(c),
-                    Err(e) => {
-                        if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("rendezvous-load: registration failed: {e}");
-                        }
-                    }
-                }
-            }
-            kept
-        }));
+    for (n, share) in shares.into_iter().enumerate() {
+        workers.push(tokio::spawn(register_all(
+            sockets[n].clone(),
+            addr,
+            share,
+            o.concurrency,
+            n as u8,
+        )));
     }
-    let mut connections = Vec::with_capacity(peers);
+    let mut clients_per_socket = Vec::new();
+    let (mut registered, mut failures) = (0u64, 0u64);
     for w in workers {
-        connections.extend(w.await?);
+        let (clients, tally) = w.await?;
+        registered += tally.done;
+        failures += tally.failed;
+        clients_per_socket.push(clients);
     }
     let reg_secs = start.elapsed().as_secs_f64();
     let reg_cpu = cpu_seconds(pid) - cpu0;
-    let registered = connections.len();
     // Settle, then the resident memory with every peer registered.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_registered = status_mib(pid, "VmRSS:");
     eprintln!(
         "rendezvous-load: {peers} peers: {registered} registered in {reg_secs:.1} s; lookups"
     );
-    // Lookups from 64 registered connections, for lookup_seconds.
-    let lookups = Arc::new(AtomicU64::new(0));
-    let not_found = Arc::new(AtomicU64::new(0));
+    // Lookups under the sessions of 64 registered peers (8 per socket).
     let ids = Arc::new(ids);
     let deadline = Instant::now() + Duration::from_secs_f64(o.lookup_seconds);
     let cpu1 = cpu_seconds(pid);
     let start = Instant::now();
     let mut workers = Vec::new();
-    for (i, connection) in connections.iter().take(64).enumerate() {
-        let connection = connection.clone();
-        let (lookups, not_found, ids) = (lookups.clone(), not_found.clone(), ids.clone());
-        let per_connection = (o.concurrency / 64).max(1);
-        for j in 0..per_connection {
-            let connection = connection.clone();
-            let (lookups, not_found, ids) = (lookups.clone(), not_found.clone(), ids.clone());
-            workers.push(tokio::spawn(async move {
-                let mut k = (i * 7919 + j * 104729) % ids.len();
-                while Instant::now() < deadline {
-                    k = (k + 7919) % ids.len();
-                    let peer: PeerId = ids[k];
-                    match request(&connection, &Request::Lookup { peer }).await {
-                        Ok(Response::Found { .. }) => {
-                            lookups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(_) => {
-                            not_found.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }));
-        }
+    for (n, clients) in clients_per_socket.into_iter().enumerate() {
+        let lookers: Vec<Client> = clients.into_iter().take(64 / SOCKETS).collect();
+        workers.push(tokio::spawn(look_up(
+            sockets[n].clone(),
+            addr,
+            lookers,
+            ids.clone(),
+            o.concurrency,
+            deadline,
+        )));
     }
+    let (mut found, mut not_found) = (0u64, 0u64);
     for w in workers {
-        let _ = w.await;
+        let (f, other) = w.await?;
+        found += f;
+        not_found += other;
     }
     let lookup_secs = start.elapsed().as_secs_f64();
     let lookup_cpu = cpu_seconds(pid) - cpu1;
-    let found = lookups.load(Ordering::Relaxed);
     let hwm = status_mib(pid, "VmHWM:");
-    for e in &endpoints {
-        e.close(0u32.into(), b"done");
-    }
-    drop(connections);
     let result = serde_json::json!({
         "peers": peers,
         "registered": registered,
-        "registration_failures": failures.load(Ordering::Relaxed),
+        "registration_failures": failures,
         "registration_seconds": reg_secs,
         "registrations_per_s": registered as f64 / reg_secs,
         "registration_cpu_cores": reg_cpu / reg_secs,
         "registration_cpu_us_each": reg_cpu * 1e6 / registered.max(1) as f64,
         "lookups": found,
-        "lookups_not_found": not_found.load(Ordering::Relaxed),
+        "lookups_not_found": not_found,
         "lookups_per_s": found as f64 / lookup_secs,
         "lookup_cpu_cores": lookup_cpu / lookup_secs,
         "lookup_cpu_us_each": lookup_cpu * 1e6 / found.max(1) as f64,
         "rss_idle_mib": rss_before,
         "rss_registered_mib": rss_registered,
         "rss_peak_mib": hwm,
+        "rss_per_peer_bytes": (rss_registered - rss_before) * 1_048_576.0 / registered.max(1) as f64,
     });
     eprintln!("rendezvous-load: {result}");
     drop(rendezvous);
@@ -325,11 +451,11 @@ async fn one_count(o: &Options, peers: usize) -> Result<serde_json::Value, BoxEr
 }
 
 fn markdown(results: &[serde_json::Value]) -> String {
-    let mut md = String::from("## Rendezvous under load (`rendezvous-load`)\n\nOne QUIC connection and one `Register` per simulated peer (own identity each, as a node registers), kept open; then `Lookup`s of random registered peers from 64 of them. The generator runs on the same 2 cores as the rendezvous. CPU is the rendezvous's user+system time over the phase.\n\n| registered peers | registrations/s | rendezvous CPU (cores, us each) | lookups/s | rendezvous CPU (cores, us each) | RSS registered | RSS peak |\n|---|---|---|---|---|---|---|\n");
+    let mut md = String::from("## Rendezvous under load (`rendezvous-load`)\n\nEach simulated peer registers with control datagrams as a node does (own key, Hello, signed Register; docs/PROTOCOL.md section 4.1); then `Lookup`s of random registered peers under the sessions of 64 of them. The generator runs on the same 2 cores as the rendezvous. CPU is the rendezvous's user+system time over the phase.\n\n| registered peers | registrations/s | rendezvous CPU (cores, us each) | lookups/s | rendezvous CPU (cores, us each) | RSS registered | RSS peak | RSS per peer |\n|---|---|---|---|---|---|---|---|\n");
     for r in results {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         md.push_str(&format!(
-            "| {} of {} | {:.0} | {:.2}, {:.0} | {:.0} | {:.2}, {:.1} | {:.1} MiB | {:.1} MiB |\n",
+            "| {} of {} | {:.0} | {:.2}, {:.0} | {:.0} | {:.2}, {:.1} | {:.1} MiB | {:.1} MiB | {:.0} B |\n",
             r["registered"],
             r["peers"],
             f("registrations_per_s"),
@@ -340,6 +466,7 @@ fn markdown(results: &[serde_json::Value]) -> String {
             f("lookup_cpu_us_each"),
             f("rss_registered_mib"),
             f("rss_peak_mib"),
+            f("rss_per_peer_bytes"),
         ));
     }
     if let Some(r) = results.iter().find(|r| r["peers"] == 100_000) {
