@@ -66,6 +66,8 @@ impl From<Response> for Answer {
             Response::Found { .. } => Answer::Found,
             Response::NotFound { .. } => Answer::NotFound,
             Response::Refused { code, .. } => Answer::Refused(format!("{code:?}")),
+            // The flood never unregisters: counted apart from every refusal code.
+            Response::Unregistered => Answer::Refused("unexpected Unregistered".to_string()),
         }
     }
 }
