@@ -219,27 +219,8 @@ async fn register_all(
         if in_flight == 0 {
             break;
         }
-        let received =
-            tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf)).await;
-        let now = Instant::now();
-        let mut touched = Vec::new();
-        if let Ok(Ok((len, from))) = received {
-            let id = buf.get(6..14).and_then(|id| <[u8; 8]>::try_from(id).ok());
-            if let Some(&index) = id.and_then(|id| by_id.get(&id)) {
-                let _ = clients[index].handle_datagram(now, from, &buf[..len]);
-                touched.push(index);
-            }
-        }
-        // Timers, every 50 ms: only clients with something in flight have a deadline.
-        if now >= next_scan {
-            next_scan = now + Duration::from_millis(50);
-            for (index, client) in clients.iter_mut().enumerate() {
-                if client.poll_timeout().is_some_and(|at| at <= now) {
-                    client.handle_timeout(now);
-                    touched.push(index);
-                }
-            }
-        }
+        let (now, touched) =
+            receive_and_tick(&socket, &mut clients, &by_id, &mut buf, &mut next_scan).await;
         for index in touched {
             while let Some(event) = clients[index].poll_event() {
                 let ClientEvent::Done { outcome, .. } = event else {
@@ -313,24 +294,8 @@ async fn look_up(
         if in_flight == 0 {
             break;
         }
-        let received =
-            tokio::time::timeout(Duration::from_millis(50), socket.recv_from(&mut buf)).await;
-        let now = Instant::now();
-        let mut touched = Vec::new();
-        if let Ok(Ok((len, from))) = received {
-            let id = buf.get(6..14).and_then(|id| <[u8; 8]>::try_from(id).ok());
-            if let Some(&index) = id.and_then(|id| by_id.get(&id)) {
-                let _ = clients[index].handle_datagram(now, from, &buf[..len]);
-                touched.push(index);
-            }
-        }
-        if now >= next_scan {
-            next_scan = now + Duration::from_millis(50);
-            for (index, client) in clients.iter_mut().enumerate() {
-                client.handle_timeout(now);
-                touched.push(index);
-            }
-        }
+        let (_, touched) =
+            receive_and_tick(&socket, &mut clients, &by_id, &mut buf, &mut next_scan).await;
         for index in touched {
             while let Some(event) = clients[index].poll_event() {
                 if let ClientEvent::Done { outcome, .. } = event {
@@ -345,6 +310,38 @@ async fn look_up(
         }
     }
     (found, other)
+}
+
+/// Waits up to 50 ms for one datagram and hands it to the client its ID names; every 50 ms also
+/// runs the timers of the clients that have one due. Returns the time and the clients touched.
+async fn receive_and_tick(
+    socket: &tokio::net::UdpSocket,
+    clients: &mut [Client],
+    by_id: &HashMap<[u8; 8], usize>,
+    buf: &mut [u8],
+    next_scan: &mut Instant,
+) -> (Instant, Vec<usize>) {
+    let received = tokio::time::timeout(Duration::from_millis(50), socket.recv_from(buf)).await;
+    let now = Instant::now();
+    let mut touched = Vec::new();
+    if let Ok(Ok((len, from))) = received {
+        let id = buf.get(6..14).and_then(|id| <[u8; 8]>::try_from(id).ok());
+        if let Some(&index) = id.and_then(|id| by_id.get(&id)) {
+            let _ = clients[index].handle_datagram(now, from, &buf[..len]);
+            touched.push(index);
+        }
+    }
+    // Timers, every 50 ms: only clients with something in flight have a deadline.
+    if now >= *next_scan {
+        *next_scan = now + Duration::from_millis(50);
+        for (index, client) in clients.iter_mut().enumerate() {
+            if client.poll_timeout().is_some_and(|at| at <= now) {
+                client.handle_timeout(now);
+                touched.push(index);
+            }
+        }
+    }
+    (now, touched)
 }
 
 async fn one_count(o: &Options, peers: usize) -> Result<serde_json::Value, BoxError> {
