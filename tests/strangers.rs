@@ -115,11 +115,13 @@ fn refused_connections_free_their_virtual_addresses() {
     let _runtime_context = runtime.enter();
     let holder = Stranger::new(Identity::generate().unwrap());
     let holder_connection = runtime.block_on(holder.connect(addr, &node_id));
+    // The node has taken the connection (else the send below would dial, and fail).
+    node.wait_event(|e| e.starts_with(&format!("connected {} ", holder.id())));
     node.send(1, &holder.id(), b"never acknowledged");
     let held_stream = runtime.block_on(async {
-        let mut stream = holder_connection
-            .accept_uni()
+        let mut stream = tokio::time::timeout(PATIENCE, holder_connection.accept_uni())
             .await
+            .expect("the node opened no message stream to the holder")
             .expect("message stream");
         let mut first = [0u8; 1];
         stream.read_exact(&mut first).await.unwrap();
