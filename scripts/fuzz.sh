@@ -23,7 +23,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
-TARGETS=(demux stun control control_stream path_wire rv_wire app_frames app_lines turn_server turn_client turn_stream)
+ALL_TARGETS=(demux stun control control_stream path_wire rv_wire app_frames app_lines turn_server turn_client turn_stream)
+# FUZZ_TARGETS="rv_wire stun" restricts smoke and long runs to those targets.
+read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL_TARGETS[*]}}"
+for target in "${TARGETS[@]}"; do
+  [[ " ${ALL_TARGETS[*]} " == *" $target "* ]] || { echo "fuzz: unknown target $target (known: ${ALL_TARGETS[*]})" >&2; exit 2; }
+done
 TRIPLE=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p' || true)
 # A decoder that allocates more than this in one call is a failure (libFuzzer's malloc limit).
 LIMITS=(-rss_limit_mb=1024 -malloc_limit_mb=128)
@@ -146,7 +151,7 @@ case "$mode" in
     export bin runs max_secs out logs
     export LIMITS_STR="${LIMITS[*]}"
     # The slowest (stateful) targets first, so they get the most of a time-capped run.
-    printf '%s\n' turn_server turn_client "${TARGETS[@]}" | awk '!seen[$0]++' | xargs -P "$jobs" -I{} bash -c 'LIMITS=($LIMITS_STR); run_one {}'
+    printf '%s\n' "${TARGETS[@]}" | awk '/^turn_(server|client)$/ { print; next } { rest = rest $0 "\n" } END { printf "%s", rest }' | xargs -P "$jobs" -I{} bash -c 'LIMITS=($LIMITS_STR); run_one {}'
     printf '| %-15s | %-6s | %12s | %8s | %6s | %6s | %-28s | %6s |\n' target result executions exec/s cov ft "corpus (new + committed)" secs
     for target in "${TARGETS[@]}"; do
       read -r execs speed cov ft <<<"$(summary "$logs/$target.log")"

@@ -12,4 +12,5 @@ pub mod relay;
 pub mod relay_stream;
 pub mod rendezvous_tls;
 pub mod socket;
+pub mod socket_buffers;
 pub mod tls;

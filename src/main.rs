@@ -76,6 +76,12 @@ struct Args {
     /// Use only relayed paths (for measuring and testing the relay; both peers should say so).
     #[arg(long, conflicts_with = "no_relay")]
     relay_only: bool,
+    /// Kernel buffer in bytes asked for each direction of the node's UDP socket (0: the
+    /// system's default). Without CAP_NET_ADMIN the kernel caps it at net.core.rmem_max and
+    /// wmem_max; the node says so at info level.
+    #[arg(long, default_value_t = p2pnat::socket_buffers::DEFAULT_SOCKET_BUFFER as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1073741824))]
+    socket_buffer: u64,
     /// Log format on stderr: `text` or `json` (one JSON object a line).
     #[arg(long, value_enum, default_value_t = p2pnat::process::LogFormat::Text, global = true)]
     log_format: p2pnat::process::LogFormat,
@@ -135,6 +141,7 @@ fn main() -> ExitCode {
         keepalive: (args.keepalive_secs > 0).then(|| Duration::from_secs(args.keepalive_secs)),
         congestion: args.congestion,
         relay: !args.no_relay,
+        socket_buffer: args.socket_buffer as usize,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

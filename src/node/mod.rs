@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub congestion: socket::CongestionControl,
     /// Allocate on the relay the rendezvous offers (`--no-relay` turns it off).
     pub relay: bool,
+    /// Kernel buffer asked for per direction on the node's socket, bytes (0: the system's
+    /// default; [`crate::socket_buffers`]).
+    pub socket_buffer: usize,
 }
 
 /// Why the node could not start.
@@ -157,6 +160,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             addr: config.listen,
             source,
         })?;
+    crate::socket_buffers::enlarge(&std_socket, config.socket_buffer);
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
     let agent = Arc::new(Mutex::new(PathAgent::new(

@@ -3,7 +3,7 @@
 //! It uses p2pnat's own TLS (ed25519 certificates, TLS 1.3, ring) and, unless `--quinn-defaults`,
 //! p2pnat's transport configuration (`p2pnat::socket::transport_config`: windows, congestion
 //! controller) and stdin/stdout handling (`p2pnat::process::async_stdin`: pipes registered with
-//! the reactor), over quinn's ordinary UDP socket.
+//! the reactor), over quinn's ordinary UDP socket with p2p-node's default socket buffers.
 //!
 //! ```text
 //! quinn-pipe listen [--bind 127.0.0.1:0]          # stderr: "listening <addr> <peer_id>"
@@ -115,7 +115,7 @@ async fn listen(options: &Options) -> Result<(), BoxError> {
     let identity = Identity::generate()?;
     let mut server = quinn::ServerConfig::with_crypto(tls::server_crypto(&identity, ALPN)?);
     server.transport_config(transport(options));
-    let endpoint = quinn::Endpoint::server(server, options.bind)?;
+    let endpoint = endpoint(options.bind, Some(server))?;
     eprintln!(
         "listening {} {}",
         endpoint.local_addr()?,
@@ -135,6 +135,23 @@ async fn listen(options: &Options) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// quinn's plain UDP endpoint, with p2p-node's default socket buffers (so that the ratio to
+/// p2p-node does not measure kernel drops).
+fn endpoint(
+    bind: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, BoxError> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    p2pnat::socket_buffers::enlarge(&socket, p2pnat::socket_buffers::DEFAULT_SOCKET_BUFFER);
+    let runtime = quinn::default_runtime().ok_or("no async runtime")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        runtime,
+    )?)
+}
+
 async fn connect(options: &Options) -> Result<(), BoxError> {
     let addr: SocketAddr = options.positional[1].parse()?;
     let peer = &options.positional[2];
@@ -146,7 +163,7 @@ async fn connect(options: &Options) -> Result<(), BoxError> {
     } else {
         "[::]:0".parse()?
     };
-    let endpoint = quinn::Endpoint::client(bind)?;
+    let endpoint = endpoint(bind, None)?;
     let connection = endpoint.connect_with(client, addr, peer)?.await?;
     let mut stream = connection.open_uni().await?;
     let mut buf = vec![0u8; CHUNK];
