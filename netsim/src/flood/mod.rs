@@ -27,7 +27,10 @@
 //! process (see [`generator`]); the protocol code is all in [`client`].
 
 pub mod checks;
+pub mod checks_dgram;
 pub mod client;
+pub mod dgram;
+pub mod dgram_junk;
 pub mod generator;
 pub mod report;
 
@@ -37,8 +40,10 @@ use crate::matrix::cell::{CellConfig, CellResult};
 use crate::matrix::locate_binary;
 use crate::matrix::session::{self, Session, RENDEZVOUS_PORT};
 use crate::scenario::{self, PeerKind};
-use crate::topology::{NatKind, RouterConfig, RENDEZVOUS, RENDEZVOUS_ADDRS};
+use crate::topology::{NatKind, RouterConfig, RENDEZVOUS, RENDEZVOUS_ADDRS, WITNESS, WITNESS_ADDR};
 use checks::{Check, Legit, Limits, Memory, Scraped};
+use checks_dgram::DgramFigures;
+use dgram_junk::{DgramJunk, Witness};
 use generator::{Flood, Junk, Source, SourceTally};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -61,9 +66,28 @@ const METRICS_PORT: u16 = 9464;
 /// Refill interval given to the per-IP limits: far longer than a run, so each limit is an
 /// exact count.
 const NO_REFILL_MS: &str = "600000";
+/// Registrations besides the flooders': alice, bob and the witness.
+const LEGIT_REGISTRATIONS: usize = 3;
+/// The registrations' lifetime (s), longer than any run.
+const REGISTRATION_TTL_SECS: u64 = 3600;
+/// Sends of one push at most (the rendezvous's default): bounds the stray acks.
+const PUSH_ATTEMPTS: u64 = 5;
 /// Most punch rounds (half a second apart at least): the rounds go on until the legitimate
 /// exchange is over, whose own timeouts bound it; this only bounds a broken one.
 const MAX_PUNCH_ROUNDS: usize = 1000;
+
+/// Which transport the flood's identities register over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum TransportPlan {
+    /// Control datagrams from half the flood addresses and `flood-nat1`; the other half and
+    /// `flood-nat2` split their identities between datagrams and QUIC, so both kinds race for
+    /// one IP's registrations (750 over datagrams, 250 over QUIC by default).
+    Split,
+    /// Every identity over control datagrams, as nodes register now.
+    Dgram,
+    /// Every identity over a held QUIC connection (the old control carrier).
+    Quic,
+}
 
 /// Arguments of `netsim flood`.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,6 +114,14 @@ pub struct FloodArgs {
     /// Junk datagrams a second from the flood host's addresses, from the start to the end.
     #[arg(long, default_value_t = 5000)]
     pub junk_per_sec: u64,
+    /// Hostile control datagrams a second (Hellos, Registers with stale cookies or forged
+    /// signatures, requests with bad tags, replays, requests under no session), from the
+    /// start to the end.
+    #[arg(long, default_value_t = 600)]
+    pub dgram_junk_per_sec: u64,
+    /// Which transport the identities register over.
+    #[arg(long, value_enum, default_value_t = TransportPlan::Split)]
+    pub transport: TransportPlan,
     /// Times alice disconnects from bob and dials him again during the punch flood (at most
     /// --punch-per-ip-burst minus 2: her dials count against her IP's limit too).
     #[arg(long, default_value_t = 3)]
@@ -97,9 +129,13 @@ pub struct FloodArgs {
     /// The memory bound: this base (MiB) ...
     #[arg(long, default_value_t = 32)]
     pub rss_base_mib: u64,
-    /// ... plus this much per held connection (KiB); the rendezvous's peak RSS must stay under.
+    /// ... plus this much per held QUIC connection (KiB) ...
     #[arg(long, default_value_t = 48)]
     pub rss_per_connection_kib: u64,
+    /// ... plus this much per datagram session (KiB); the rendezvous's peak RSS must stay
+    /// under.
+    #[arg(long, default_value_t = 8)]
+    pub rss_per_session_kib: u64,
     /// alice's network.
     #[arg(long, default_value = "port-restricted-cone")]
     pub alice: PeerKind,
@@ -130,12 +166,26 @@ pub struct FloodReport {
     pub sources: Vec<(Source, SourceTally)>,
     pub punch_rounds: u64,
     pub junk_sent: u64,
+    pub transport: TransportPlan,
+    pub dgram: DgramFigures,
     pub metrics: Scraped,
     pub legit: Legit,
     pub memory: Memory,
     pub checks: Vec<Check>,
     /// Seconds per phase: lab, flood connections, legitimate exchange, whole run.
     pub seconds: Vec<(String, f64)>,
+}
+
+/// How many of `n` identities of source `index` (the flood addresses first, then the two
+/// NATs) use QUIC.
+fn quic_share(plan: TransportPlan, index: usize, addrs: usize, n: usize) -> usize {
+    match plan {
+        TransportPlan::Dgram => 0,
+        TransportPlan::Quic => n,
+        // Odd flood addresses and the second NAT: half and half.
+        TransportPlan::Split if index % 2 == 1 && (index < addrs || index == addrs + 1) => n / 2,
+        TransportPlan::Split => 0,
+    }
 }
 
 /// The flood's sources: `addrs` flood addresses sharing `identities - behind_nat`, and the
@@ -152,6 +202,7 @@ pub fn plan_sources(lab_plan: &crate::topology::LabPlan, args: &FloodArgs) -> Re
             bind: ip,
             seen_ip: ip,
             identities: n,
+            quic: quic_share(args.transport, i, args.addrs, n),
             socket_each: false,
         });
     }
@@ -168,6 +219,7 @@ pub fn plan_sources(lab_plan: &crate::topology::LabPlan, args: &FloodArgs) -> Re
                 .copied()
                 .ok_or_else(|| NetsimError::Topology(format!("router {router} has no address")))?,
             identities: n,
+            quic: quic_share(args.transport, args.addrs + i, args.addrs, n),
             socket_each: true,
         });
     }
@@ -235,6 +287,9 @@ pub fn rendezvous_args(limits: Limits, extra: &[String]) -> Vec<String> {
             limits.punch_per_ip_burst.to_string(),
         ),
         ("--punch-per-ip-interval-ms", NO_REFILL_MS.to_string()),
+        // The flooders never refresh: no registration may expire during a run, however
+        // long, so the registry's size stays an exact count.
+        ("--registration-ttl", REGISTRATION_TTL_SECS.to_string()),
     ];
     let named = |flag: &str| {
         extra
@@ -354,7 +409,10 @@ fn run_in(
     let quic = SocketAddr::from((RENDEZVOUS_ADDRS[0], RENDEZVOUS_PORT));
 
     let phase = Instant::now();
+    // The witness registers before the flood; its lookups run until the end.
+    let witness = Witness::start(lab, WITNESS, WITNESS_ADDR, quic)?;
     let junk = Junk::start(lab, "flood", &addrs, quic, args.junk_per_sec)?;
+    let dgram_junk = DgramJunk::start(lab, "flood", &addrs, quic, args.dgram_junk_per_sec)?;
     // The flood connects in the background; once half of it has arrived, alice and bob start
     // and register in the middle of it.
     let arrived = Arc::new(AtomicUsize::new(0));
@@ -380,6 +438,7 @@ fn run_in(
         secs(phase),
     ));
 
+    dgram_junk.set_material(flood.dgram_sessions());
     let phase = Instant::now();
     let targets = session
         .ids
@@ -387,6 +446,7 @@ fn run_in(
         .map(|id| id.parse())
         .collect::<std::result::Result<Vec<p2pnat_proto::PeerId>, _>>()
         .map_err(|e| NetsimError::Matrix(format!("a node's peer ID: {e}")))?;
+    witness.look_up(targets.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let punches = flood.start_punches(targets, MAX_PUNCH_ROUNDS, stop.clone());
     let exchange_start = Instant::now();
@@ -406,6 +466,13 @@ fn run_in(
         secs(phase),
     ));
     let junk_sent = junk.stop();
+    let dgram = DgramFigures {
+        junk: dgram_junk.stop(),
+        witness: witness.stop(),
+        flooders: flood.dgram_stats(),
+        punch_rounds,
+        push_attempts: PUSH_ATTEMPTS,
+    };
 
     let metrics = scrape(lab)
         .map(|t| checks::scraped(&t))
@@ -425,7 +492,16 @@ fn run_in(
             });
         }
     }
-    let connected = flood.connected();
+    flood.count_resends();
+    let connections: usize = flood.tallies.iter().map(|t| t.quic_connected).sum();
+    // Every datagram registration holds a session: the flooders', alice's, bob's, the
+    // witness's.
+    let sessions = flood
+        .tallies
+        .iter()
+        .map(|t| t.registered_dgram)
+        .sum::<usize>()
+        + LEGIT_REGISTRATIONS;
     let memory = Memory {
         before_kib,
         after_kib: status_kib(pid, "VmRSS:").unwrap_or(0),
@@ -433,11 +509,15 @@ fn run_in(
         bound_kib: checks::memory_bound_kib(
             args.rss_base_mib,
             args.rss_per_connection_kib,
-            connected + 2,
+            connections,
+            args.rss_per_session_kib,
+            sessions,
         ),
+        connections,
+        sessions,
     };
     let alive = matches!(rendezvous.child.try_wait(), Ok(None));
-    let checks = checks::verdict(
+    let mut checks = checks::verdict(
         &flood.sources,
         &flood.tallies,
         limits,
@@ -446,6 +526,13 @@ fn run_in(
         memory,
         alive,
     );
+    checks.extend(checks_dgram::verdict(
+        &flood.sources,
+        &flood.tallies,
+        &metrics,
+        &dgram,
+        LEGIT_REGISTRATIONS,
+    ));
     let sources = flood
         .sources
         .iter()
@@ -462,6 +549,8 @@ fn run_in(
         sources,
         punch_rounds,
         junk_sent,
+        transport: args.transport,
+        dgram,
         metrics,
         legit,
         memory,
@@ -625,7 +714,7 @@ mod tests {
             punch_per_ip_burst: 8,
         };
         let args = rendezvous_args(limits, &[]);
-        assert_eq!(args.len(), 10);
+        assert_eq!(args.len(), 12);
         assert!(args.windows(2).any(|w| w == ["--new-per-ip-burst", "20"]));
         let args = rendezvous_args(limits, &["--new-per-ip-burst=40".to_string()]);
         assert!(!args.iter().any(|a| a == "--new-per-ip-burst"));
@@ -653,6 +742,25 @@ mod tests {
         assert_eq!((sources[20].seen_ip, sources[20].identities), (nat1, 101));
         assert!(sources[20].socket_each && sources[21].socket_each);
         assert_eq!(sources[21].identities, 100);
+        // Split: odd flood addresses and the second NAT half over QUIC, the rest datagrams.
+        let quic: Vec<usize> = sources.iter().map(|s| s.quic).collect();
+        assert_eq!(&quic[..4], &[0, 20, 0, 20]);
+        assert_eq!(&quic[20..], &[0, 50]);
+        let mine = plan_sources(&plan, &test_args()).unwrap();
+        assert_eq!(mine.iter().map(|s| s.quic).sum::<usize>(), 250);
+        // Within a source the QUIC identities spread evenly among the datagram ones.
+        let transports: Vec<_> = (0..4).map(|n| mine[1].transport(n)).collect();
+        use client::Transport::{Dgram, Quic};
+        assert_eq!(transports, vec![Dgram, Quic, Dgram, Quic]);
+        assert_eq!(
+            (0..40).filter(|n| mine[1].transport(*n) == Quic).count(),
+            20
+        );
+        assert_eq!((0..40).filter(|n| mine[0].transport(*n) == Quic).count(), 0);
+        let mut all_quic = test_args();
+        all_quic.transport = TransportPlan::Quic;
+        let quic = plan_sources(&plan, &all_quic).unwrap();
+        assert!(quic.iter().all(|s| s.quic == s.identities));
     }
 
     fn test_args() -> FloodArgs {
@@ -663,9 +771,12 @@ mod tests {
             new_per_ip_burst: 20,
             punch_per_ip_burst: 8,
             junk_per_sec: 0,
+            dgram_junk_per_sec: 0,
+            transport: TransportPlan::Split,
             redials: 0,
             rss_base_mib: 32,
             rss_per_connection_kib: 48,
+            rss_per_session_kib: 8,
             alice: PeerKind::PortRestrictedCone,
             bob: PeerKind::Symmetric,
             rendezvous_arg: Vec::new(),
