@@ -10,21 +10,28 @@
 //! 127.0.0.1:9464 inside its namespace.
 //!
 //! In order:
-//! 1. junk datagrams start from every flood address and run to the end;
-//! 2. 1,000 throw-away ed25519 identities (by default: 800 from 20 flood addresses, 100
-//!    behind each flooding NAT with a socket, so a mapping, each) connect, register, and look
-//!    up a random key, and hold their connections;
-//! 3. once half of them have arrived, the two real `p2p-node`s start and register in the
+//! 1. a witness client on the lab's witness host registers with control datagrams and looks
+//!    up, every 250 ms until the end, itself and then alice and bob ([`dgram_junk::Witness`]);
+//! 2. junk datagrams (STUN, QUIC look-alikes) and hostile control datagrams
+//!    ([`dgram_junk::DgramJunk`]) start from the flood addresses and run to the end;
+//! 3. 1,000 throw-away ed25519 identities (by default: 800 from 20 flood addresses, 100
+//!    behind each flooding NAT with a socket, so a mapping, each) reach the rendezvous,
+//!    register and look up a random key: 750 with control datagrams, as nodes do, and 250
+//!    over held QUIC connections, the old carrier the rendezvous still serves
+//!    (`--transport`: half the flood addresses and `flood-nat2` mix both, so both race for
+//!    one IP's registrations);
+//! 4. once half of them have arrived, the two real `p2p-node`s start and register in the
 //!    middle of it;
-//! 4. the punch flood (in rounds half a second apart, every identity asks for a punch to alice
-//!    or bob) and meanwhile alice sends bob a message and bob answers, then `--redials` times
-//!    alice disconnects and dials bob again (each dial a lookup and a punch request at the
-//!    rendezvous) and they exchange one more message each;
-//! 5. the rendezvous's metrics are scraped and its memory read from /proc; the checks
-//!    ([`checks::verdict`]) decide.
+//! 5. the punch flood (in rounds half a second apart, every identity asks for a punch to alice
+//!    or bob; those refused a registration over datagrams hold no session and are answered
+//!    Unknown) and meanwhile alice sends bob a message and bob answers, then `--redials`
+//!    times alice disconnects and dials bob again (each dial a lookup and a punch request at
+//!    the rendezvous) and they exchange one more message each;
+//! 6. the rendezvous's metrics are scraped and its memory read from /proc; the checks
+//!    ([`checks::verdict`], [`checks_dgram::verdict`]) decide.
 //!
 //! The sockets of the flood are opened inside the lab's namespaces and driven by this
-//! process (see [`generator`]); the protocol code is all in [`client`].
+//! process (see [`generator`]); the protocol code is in [`client`] and [`dgram`].
 
 pub mod checks;
 pub mod checks_dgram;
@@ -32,6 +39,7 @@ pub mod client;
 pub mod dgram;
 pub mod dgram_junk;
 pub mod generator;
+pub mod legit;
 pub mod report;
 
 use crate::error::{NetsimError, Result};
@@ -451,7 +459,7 @@ fn run_in(
     let punches = flood.start_punches(targets, MAX_PUNCH_ROUNDS, stop.clone());
     let exchange_start = Instant::now();
     let mut session = session;
-    let mut legit = exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
+    let mut legit = legit::exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
     legit.under_punch_flood = punches.running();
     legit.flooders_arrived_at_ready = arrived_at_ready;
     report::write_events(&session, exchange_start, work);
@@ -557,109 +565,6 @@ fn run_in(
         checks,
         seconds,
     })
-}
-
-/// alice and bob, under the punch flood: one message each way (alice dials), then `redials`
-/// times alice disconnects and both send again (alice dials anew: a lookup and a punch
-/// request at the rendezvous). Every message is accounted for by [`Session::finish`].
-fn exchange(
-    session: &mut Session,
-    redials: usize,
-    timeout: Duration,
-    result: &mut CellResult,
-) -> Legit {
-    let mut legit = Legit {
-        alice_ready: result.alice_ready.clone(),
-        bob_ready: result.bob_ready.clone(),
-        ..Legit::default()
-    };
-    // A node registered over TLS reports no NAT behaviour and over=tls: that is its fallback
-    // (reported), not a disagreement with the lab.
-    for (host, ready) in [("alice", &result.alice_ready), ("bob", &result.bob_ready)] {
-        if ready.split(' ').any(|w| w == "over=tls") {
-            legit.fell_back_to_tls.push(host.to_string());
-        }
-    }
-    for problem in &result.observed_mismatches {
-        let host = problem.split(' ').next().unwrap_or("");
-        if legit.fell_back_to_tls.iter().any(|h| h == host) {
-            legit.notes.push(format!("over TLS: {problem}"));
-        } else {
-            legit.observed_mismatches.push(problem.clone());
-        }
-    }
-    let hello = session.hello(timeout);
-    // (sender, message id, sent at), for the slowest message.
-    let mut sends = vec![(0, 1, hello.t0), (1, 2, hello.t1)];
-    // Each round closes the connection: first wait for the senders' `delivered` events, or a
-    // message that arrived would be failed by the close before its acknowledgement came back.
-    settle(session, &[(0, 1), (1, 2)], timeout);
-    legit.dials = 1;
-    let bob = session.ids[1].clone();
-    let alice = session.ids[0].clone();
-    for round in 0..redials {
-        session.nodes[0].command(&format!("disconnect {bob}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let gone = |node: &mut crate::matrix::node::NodeProcess, peer: &str| {
-            node.wait_for(deadline, |h| {
-                let n = h
-                    .iter()
-                    .filter(|t| {
-                        matches!(&t.output, crate::matrix::node::Output::Event(l)
-                        if l.starts_with(&format!("disconnected {peer}")))
-                    })
-                    .count();
-                (n > round).then_some(())
-            })
-            .is_some()
-        };
-        if !gone(&mut session.nodes[0], &bob) || !gone(&mut session.nodes[1], &alice) {
-            legit.notes.push(format!(
-                "redial {}: no disconnected event on both sides",
-                round + 1
-            ));
-        }
-        let id = 10 + 2 * round as u64;
-        sends.push((0, id, session.send(0, id, b"again, bob")));
-        session.wait(0, id, Instant::now() + timeout);
-        sends.push((1, id + 1, session.send(1, id + 1, b"again, alice")));
-        session.wait(1, id + 1, Instant::now() + timeout);
-        settle(session, &[(0, id), (1, id + 1)], timeout);
-        legit.dials += 1;
-    }
-    session.finish(&hello, Duration::from_secs(5), result);
-    legit.slowest_message_ms = sends
-        .iter()
-        .filter_map(|&(from, id, at)| {
-            let to = &session.nodes[1 - from];
-            to.history.iter().find_map(|t| match &t.output {
-                crate::matrix::node::Output::Recv { peer, payload }
-                    if *peer == session.ids[from]
-                        && payload.get(..8) == Some(&id.to_be_bytes()[..]) =>
-                {
-                    Some(t.at.saturating_duration_since(at))
-                }
-                _ => None,
-            })
-        })
-        .max()
-        .map(session::ms);
-    legit.connected = result.connected;
-    legit.path = result.path.clone();
-    legit.messages = result.messages.clone();
-    legit.notes.extend(result.notes.iter().cloned());
-    legit
-}
-
-/// Waits up to `timeout` for each (sender, message id)'s `delivered` or `failed` event.
-fn settle(session: &mut Session, messages: &[(usize, u64)], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    for (from, id) in messages {
-        let key = id.to_string();
-        session.nodes[*from].wait_for(deadline, |h| {
-            session::find_event(h, &["delivered", "failed"], &key)
-        });
-    }
 }
 
 /// GET /metrics from the rendezvous's metrics endpoint, from inside its namespace.
