@@ -9,8 +9,8 @@
 //! | `hello` | Hellos (48 bytes) | answer a Cookie (30 bytes) each, nothing else |
 //! | `stale-register` | Registers under a zero cookie, random signature | answer a fresh Cookie (30), nothing else |
 //! | `forged-register` | Registers under a valid cookie (the socket's own, from a Hello) with a random signature | answer nothing (it checks the signature and drops it) |
-//! | `bad-tag` | Requests naming a real flooder's peer and session, tagged under a random key | answer nothing |
-//! | `replay` | a real flooder's first Request, copied byte for byte, from another address | answer nothing (a copy is answered only at the session's own address) |
+//! | `bad-tag` | Requests naming a real session (the witness's, the flooders'), tagged under a random key | answer nothing |
+//! | `replay` | a real client's first Request (the witness's, the flooders'), copied byte for byte, from another address | answer nothing (a copy is answered only at the session's own address) |
 //! | `no-session` | Requests of a random peer under a random session | answer Unknown (22 bytes), nothing else |
 //!
 //! [`Witness`]: one more client from the lab's witness host (198.51.100.250, its own IP and so
@@ -287,6 +287,7 @@ pub struct WitnessTally {
 pub struct Witness {
     stop: Arc<AtomicBool>,
     targets: Arc<Mutex<Vec<PeerId>>>,
+    socket: Arc<Mutex<Option<Arc<DgramSocket>>>>,
     thread: Option<std::thread::JoinHandle<WitnessTally>>,
 }
 
@@ -302,7 +303,8 @@ impl Witness {
             crate::netns::in_netns(&netns, move || UdpSocket::bind(SocketAddr::from((bind, 0))))?;
         let stop = Arc::new(AtomicBool::new(false));
         let targets = Arc::new(Mutex::new(Vec::new()));
-        let (flag, wanted) = (stop.clone(), targets.clone());
+        let shared = Arc::new(Mutex::new(None));
+        let (flag, wanted, mine) = (stop.clone(), targets.clone(), shared.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let mut tally = WitnessTally::default();
@@ -317,6 +319,7 @@ impl Witness {
                 let me = async {
                     let (socket, _task) =
                         DgramSocket::start(socket, to).map_err(|e| e.to_string())?;
+                    *mine.lock().expect("witness socket lock") = Some(socket.clone());
                     let client = DgramClient::connect_with(socket, ClientConfig::default())
                         .await
                         .map_err(|e| e.to_string())?;
@@ -371,8 +374,20 @@ impl Witness {
         Ok(Witness {
             stop,
             targets,
+            socket: shared,
             thread: Some(thread),
         })
+    }
+
+    /// The witness's session (and its first Request, once sent), as junk material: forged
+    /// tags and replays aimed at it must not disturb it.
+    pub fn material(&self) -> Material {
+        self.socket
+            .lock()
+            .expect("witness socket lock")
+            .as_ref()
+            .map(|s| s.sessions())
+            .unwrap_or_default()
     }
 
     /// From now on the witness looks up these (alice and bob) in turn.

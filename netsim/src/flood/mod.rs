@@ -63,8 +63,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What p2p-node logs when its queue of pushes from the rendezvous is full (each one a punch
-/// request dropped).
-const PUSH_DROPPED: &str = "too many pushes from the rendezvous at once";
+/// request dropped): over TLS, and over control datagrams (where the push was acknowledged
+/// first, so the rendezvous does not send it again).
+const PUSH_DROPPED: [&str; 2] = [
+    "too many pushes from the rendezvous at once",
+    "push from the rendezvous dropped: nobody takes it",
+];
 /// The flood host's first extra address; the others follow.
 pub const FIRST_FLOOD_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// Most flood addresses (198.51.100.100-.199; the witness is .250).
@@ -421,6 +425,7 @@ fn run_in(
     let witness = Witness::start(lab, WITNESS, WITNESS_ADDR, quic)?;
     let junk = Junk::start(lab, "flood", &addrs, quic, args.junk_per_sec)?;
     let dgram_junk = DgramJunk::start(lab, "flood", &addrs, quic, args.dgram_junk_per_sec)?;
+    dgram_junk.set_material(witness.material());
     // The flood connects in the background; once half of it has arrived, alice and bob start
     // and register in the middle of it.
     let arrived = Arc::new(AtomicUsize::new(0));
@@ -446,7 +451,9 @@ fn run_in(
         secs(phase),
     ));
 
-    dgram_junk.set_material(flood.dgram_sessions());
+    let mut material = witness.material();
+    material.extend(flood.dgram_sessions());
+    dgram_junk.set_material(material);
     let phase = Instant::now();
     let targets = session
         .ids
@@ -465,7 +472,10 @@ fn run_in(
     report::write_events(&session, exchange_start, work);
     for host in ["alice", "bob"] {
         let log = std::fs::read_to_string(work.join(format!("{host}.stderr"))).unwrap_or_default();
-        legit.pushes_dropped += log.matches(PUSH_DROPPED).count();
+        legit.pushes_dropped += PUSH_DROPPED
+            .iter()
+            .map(|m| log.matches(m).count())
+            .sum::<usize>();
     }
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
