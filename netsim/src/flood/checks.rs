@@ -27,6 +27,11 @@ pub struct Scraped {
     pub lookups_not_found: Option<f64>,
     pub stun_malformed_drops: Option<f64>,
     pub quic_quota_drops: Option<f64>,
+    pub registered_peers: Option<f64>,
+    pub datagram_auth_failures: Option<f64>,
+    pub datagram_malformed: Option<f64>,
+    pub datagram_verify_queue: Option<f64>,
+    pub datagram_push_quota: Option<f64>,
 }
 
 /// Reads [`Scraped`] from a Prometheus text exposition.
@@ -65,6 +70,11 @@ pub fn scraped(text: &str) -> Scraped {
         ),
         stun_malformed_drops: drops("stun", "malformed"),
         quic_quota_drops: drops("quic", "quota"),
+        registered_peers: metric(text, "p2pnat_rendezvous_registered_peers", &[]),
+        datagram_auth_failures: drops("datagram", "auth_failure"),
+        datagram_malformed: drops("datagram", "malformed"),
+        datagram_verify_queue: drops("datagram", "verify_queue"),
+        datagram_push_quota: drops("datagram", "push_quota"),
     }
 }
 
@@ -133,14 +143,23 @@ pub struct Memory {
     pub after_kib: u64,
     /// VmHWM (peak resident set) at the end, KiB.
     pub peak_kib: u64,
-    /// The documented bound for this many held connections, KiB.
+    /// The documented bound for this many held connections and datagram sessions, KiB.
     pub bound_kib: u64,
+    pub connections: usize,
+    pub sessions: usize,
 }
 
 /// The documented memory bound (docs/PERFORMANCE.md, "What a public rendezvous withstands"):
-/// `base_mib` plus `per_connection_kib` for each held QUIC connection.
-pub fn memory_bound_kib(base_mib: u64, per_connection_kib: u64, connections: usize) -> u64 {
-    base_mib * 1024 + per_connection_kib * connections as u64
+/// `base_mib`, plus `per_connection_kib` for each held QUIC connection, plus
+/// `per_session_kib` for each datagram session.
+pub fn memory_bound_kib(
+    base_mib: u64,
+    per_connection_kib: u64,
+    connections: usize,
+    per_session_kib: u64,
+    sessions: usize,
+) -> u64 {
+    base_mib * 1024 + per_connection_kib * connections as u64 + per_session_kib * sessions as u64
 }
 
 /// One check and its outcome.
@@ -151,7 +170,7 @@ pub struct Check {
     pub detail: String,
 }
 
-fn check(name: &str, passed: bool, detail: String) -> Check {
+pub(super) fn check(name: &str, passed: bool, detail: String) -> Check {
     Check {
         name: name.into(),
         passed,
@@ -165,7 +184,7 @@ fn exact(name: &str, what: &str, got: Option<f64>, want: usize) -> Check {
     check(name, passed, format!("{what}: {shown}, expected {want}"))
 }
 
-/// Every check of the flood.
+/// Every check of the flood but the datagram ones ([`super::checks_dgram`]).
 pub fn verdict(
     sources: &[Source],
     tallies: &[SourceTally],
@@ -178,10 +197,16 @@ pub fn verdict(
     let mut checks = Vec::new();
     let identities: usize = sources.iter().map(|s| s.identities).sum();
     let connected: usize = tallies.iter().map(|t| t.connected).sum();
+    let quic_connected: usize = tallies.iter().map(|t| t.quic_connected).sum();
+    let quic_planned: usize = sources.iter().map(|s| s.quic.min(s.identities)).sum();
     checks.push(check(
         "every flooder connected",
-        connected == identities,
-        format!("{connected} of {identities} QUIC handshakes completed (the global caps are not what this flood tests)"),
+        connected == identities && quic_connected == quic_planned,
+        format!(
+            "{connected} of {identities}: {quic_connected} of {quic_planned} QUIC handshakes completed, {} of {} Hellos answered (the global caps are not what this flood tests)",
+            connected - quic_connected,
+            identities - quic_planned
+        ),
     ));
 
     // Registrations: exactly min(burst, n) per source IP, the rest refused RateLimited.
@@ -219,20 +244,32 @@ pub fn verdict(
         }
     }
     let registered: usize = tallies.iter().map(|t| t.registered).sum();
+    let registered_dgram: usize = tallies.iter().map(|t| t.registered_dgram).sum();
     checks.push(check(
         "new registrations per source IP",
         wrong.is_empty(),
         if wrong.is_empty() {
-            format!("exactly {burst} per IP (--new-per-ip-burst): {registered} registered, {refused_total} refused RateLimited, from {} source IPs", sources.len())
+            format!("exactly {burst} per IP (--new-per-ip-burst), both transports together: {registered} registered ({registered_dgram} over datagrams, {} over QUIC), {refused_total} refused RateLimited, from {} source IPs", registered - registered_dgram, sources.len())
         } else {
             wrong.join("; ")
         },
     ));
+    // Over datagrams the rendezvous refuses (and counts) every copy of a Register that
+    // reaches it, and answers each: the flooders count every refusal that comes back.
+    let register_resends: u64 = tallies.iter().map(|t| t.register_resends).sum();
+    let quic_refused: u64 = tallies
+        .iter()
+        .map(|t| t.refused_quic.get("RateLimited").copied().unwrap_or(0) as u64)
+        .sum();
+    let dgram_copies: u64 = tallies.iter().map(|t| t.rate_limited_copies).sum();
     checks.push(exact(
         "registration refusals counted",
-        "drops_total{component=\"registration\",reason=\"rate_limit\"}",
+        &format!(
+            "drops_total{{component=\"registration\",reason=\"rate_limit\"}} ({quic_refused} refused over QUIC, {dgram_copies} refusals received over datagrams: {} identities refused, {register_resends} Register datagrams sent again)",
+            (refused_total as u64).saturating_sub(quic_refused)
+        ),
         metrics.registration_rate_limit_drops,
-        refused_total,
+        (quic_refused + dgram_copies) as usize,
     ));
     let elsewhere: usize = tallies.iter().map(|t| t.observed_elsewhere).sum();
     checks.push(check(
@@ -246,6 +283,7 @@ pub fn verdict(
     let answered: usize = tallies.iter().map(|t| t.punch_answered).sum();
     let found: usize = tallies.iter().map(|t| t.punch_found).sum();
     let unanswered: usize = tallies.iter().map(|t| t.punch_errors).sum();
+    let without_session: usize = tallies.iter().map(|t| t.punch_unknown).sum();
     let pushed: usize = tallies
         .iter()
         .map(|t| punch_burst.min(t.punch_answered))
@@ -253,7 +291,7 @@ pub fn verdict(
     checks.push(check(
         "every punch request answered Found",
         unanswered == 0 && found == answered && answered > 0,
-        format!("{answered} answered ({found} Found), {unanswered} unanswered"),
+        format!("{answered} answered ({found} Found), {unanswered} unanswered; besides, {without_session} from datagram identities without a session answered Unknown"),
     ));
     checks.push(exact(
         "punch pushes per source IP",
@@ -272,20 +310,21 @@ pub fn verdict(
             metrics.punch_pushed.map_or("(missing)".into(), |p| p.to_string())
         ),
     ));
+    // Over QUIC a lookup needs no registration; over datagrams it needs a session.
     let not_found: usize = tallies.iter().map(|t| t.lookups_not_found).sum();
+    let served = quic_connected + registered_dgram;
     checks.push(check(
         "flooders' lookups of nobody answered NotFound",
-        not_found == connected,
-        format!("{not_found} of {connected}"),
+        not_found == served,
+        format!("{not_found} of {served} (every QUIC flooder and every datagram flooder with a session)"),
     ));
-    // Every flooder's connection is still held; the nodes' own are QUIC too unless one has
-    // fallen back to TLS (and not yet moved back).
+    // Every QUIC flooder's connection is still held; the nodes hold none (datagrams, or TLS).
     let quic = metrics.quic_control_connections;
     checks.push(check(
         "connections held",
-        quic.is_some_and(|q| q >= connected as f64 && q <= (connected + 2) as f64),
+        quic == Some(quic_connected as f64),
         format!(
-            "connections{{kind=\"quic_control\"}}: {}, expected the {connected} flooders' and up to 2 nodes'; tls_control: {}",
+            "connections{{kind=\"quic_control\"}}: {}, expected the {quic_connected} QUIC flooders'; tls_control: {}",
             quic.map_or("(missing)".into(), |q| q.to_string()),
             metrics
                 .tls_control_connections
@@ -355,11 +394,13 @@ pub fn verdict(
         "rendezvous memory under the documented bound",
         memory.peak_kib > 0 && memory.peak_kib < memory.bound_kib,
         format!(
-            "VmRSS {:.1} MiB before, {:.1} MiB after, peak (VmHWM) {:.1} MiB, bound {:.1} MiB for {connected} connections",
+            "VmRSS {:.1} MiB before, {:.1} MiB after, peak (VmHWM) {:.1} MiB, bound {:.1} MiB for {} QUIC connections and {} datagram sessions",
             mib(memory.before_kib),
             mib(memory.after_kib),
             mib(memory.peak_kib),
-            mib(memory.bound_kib)
+            mib(memory.bound_kib),
+            memory.connections,
+            memory.sessions
         ),
     ));
     checks.push(check(
@@ -400,6 +441,7 @@ fn mib(kib: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
     const TEXT: &str = "# HELP p2pnat_rendezvous_drops Requests dropped\n\
@@ -408,7 +450,7 @@ mod tests {
         p2pnat_rendezvous_drops_total{component=\"punch\",reason=\"rate_limit\"} 76\n\
         p2pnat_rendezvous_drops_total{component=\"stun\",reason=\"malformed\"} 1234\n\
         p2pnat_rendezvous_punch_requests_total{result=\"pushed\"} 26\n\
-        p2pnat_rendezvous_connections{kind=\"quic_control\"} 102\n\
+        p2pnat_rendezvous_connections{kind=\"quic_control\"} 100\n\
         p2pnat_rendezvous_registrations_total 42\n\
         p2pnat_rendezvous_registrations_created 1.7e9\n\
         p2pnat_rendezvous_lookups_total{result=\"not_found\"} 100\n";
@@ -420,6 +462,7 @@ mod tests {
             bind: Ipv4Addr::new(198, 51, 100, ip),
             seen_ip: Ipv4Addr::new(198, 51, 100, ip),
             identities: n,
+            quic: n,
             socket_each: false,
         };
         vec![s("a", 100, 50), s("b", 101, 30), s("c", 102, 20)]
@@ -429,17 +472,22 @@ mod tests {
     fn tallies() -> Vec<SourceTally> {
         [50usize, 30, 20]
             .iter()
-            .map(|&n| SourceTally {
-                connected: n,
-                registered: 20.min(n),
-                refused: [("RateLimited".to_string(), n - 20.min(n))]
+            .map(|&n| {
+                let refused: BTreeMap<String, usize> = [("RateLimited".to_string(), n - 20.min(n))]
                     .into_iter()
                     .filter(|(_, c)| *c > 0)
-                    .collect(),
-                lookups_not_found: n,
-                punch_answered: n,
-                punch_found: n,
-                ..SourceTally::default()
+                    .collect();
+                SourceTally {
+                    connected: n,
+                    quic_connected: n,
+                    registered: 20.min(n),
+                    refused_quic: refused.clone(),
+                    refused,
+                    lookups_not_found: n,
+                    punch_answered: n,
+                    punch_found: n,
+                    ..SourceTally::default()
+                }
             })
             .collect()
     }
@@ -471,7 +519,9 @@ mod tests {
             before_kib: 10_000,
             after_kib: 34_000,
             peak_kib: 35_000,
-            bound_kib: memory_bound_kib(32, 48, 100),
+            bound_kib: memory_bound_kib(32, 48, 100, 8, 0),
+            connections: 100,
+            sessions: 0,
         }
     }
 
@@ -489,7 +539,7 @@ mod tests {
         assert_eq!(m.registration_rate_limit_drops, Some(40.0));
         assert_eq!(m.punch_rate_limit_drops, Some(76.0));
         assert_eq!(m.punch_pushed, Some(26.0));
-        assert_eq!(m.quic_control_connections, Some(102.0));
+        assert_eq!(m.quic_control_connections, Some(100.0));
         assert_eq!(m.registrations, Some(42.0), "not the _created line");
         assert_eq!(m.registration_quota_drops, None);
         assert_eq!(
@@ -522,6 +572,7 @@ mod tests {
         let mut t = tallies();
         t[0].registered = 40;
         t[0].refused.insert("RateLimited".into(), 10);
+        t[0].refused_quic.insert("RateLimited".into(), 10);
         let checks = verdict(
             &sources(),
             &t,
@@ -534,6 +585,30 @@ mod tests {
         assert!(failed(&checks).contains(&"new registrations per source IP"));
         // And the metric no longer matches what was refused.
         assert!(failed(&checks).contains(&"registration refusals counted"));
+    }
+
+    #[test]
+    fn every_refused_datagram_copy_must_be_counted_once() {
+        // Source a's 30 refusals came over datagrams instead: 36 refusals came back (6
+        // copies sent again and refused again); the metric must say 36 + 10.
+        let mut t = tallies();
+        t[0].refused_quic.clear();
+        t[0].rate_limited_copies = 36;
+        t[0].register_resends = 9;
+        let text = TEXT.replace("reason=\"rate_limit\"} 40", "reason=\"rate_limit\"} 46");
+        let run = |text: &str| {
+            verdict(
+                &sources(),
+                &t,
+                LIMITS,
+                &scraped(text),
+                &legit(),
+                memory(),
+                true,
+            )
+        };
+        assert_eq!(failed(&run(&text)), Vec::<&str>::new());
+        assert_eq!(failed(&run(TEXT)), vec!["registration refusals counted"]);
     }
 
     #[test]
@@ -568,12 +643,12 @@ mod tests {
     fn a_node_over_tls_is_served_but_a_dropped_flooder_connection_fails() {
         let mut l = legit();
         l.fell_back_to_tls.push("bob".into());
-        let text = TEXT.replace("quic_control\"} 102", "quic_control\"} 101");
+        let text = TEXT;
         let checks = verdict(
             &sources(),
             &tallies(),
             LIMITS,
-            &scraped(&text),
+            &scraped(text),
             &l,
             memory(),
             true,
@@ -583,7 +658,7 @@ mod tests {
             .iter()
             .find(|c| c.name.starts_with("legitimate nodes registered"));
         assert!(registered.is_some_and(|c| c.detail.contains("over TLS")));
-        let text = TEXT.replace("quic_control\"} 102", "quic_control\"} 99");
+        let text = TEXT.replace("quic_control\"} 100", "quic_control\"} 99");
         let checks = verdict(
             &sources(),
             &tallies(),

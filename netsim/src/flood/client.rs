@@ -1,15 +1,23 @@
-//! The flood's only protocol code: how one throw-away identity talks to the rendezvous.
+//! The flood's protocol code: how one throw-away identity talks to the rendezvous, over
+//! either transport the rendezvous serves on its UDP port:
 //!
-//! Today a node registers over a QUIC connection it holds (ALPN `p2pnat-rendezvous/1`, mutual
-//! TLS with its ed25519 key, one bidirectional stream per control request, bincode answers), as
-//! `rendezvous/tests/flood.rs` does. When registration moves to another transport (control over
-//! datagrams), this file is the one to change: the rest of `netsim flood` sees only
-//! [`FloodClient`] and the wire-free [`Answer`].
+//! - control datagrams (docs/PROTOCOL.md section 4.1), as nodes register now: a Hello for a
+//!   cookie, the signed Register, then requests under the session ([`super::dgram`] drives
+//!   the `p2pnat_proto::rv::client` machines);
+//! - the old QUIC control (ALPN `p2pnat-rendezvous/1`, mutual TLS with the identity's ed25519
+//!   key, one bidirectional stream per request), which the rendezvous still serves for nodes
+//!   of the previous release: a held connection per identity, as `rendezvous/tests/flood.rs`
+//!   does.
+//!
+//! The rest of `netsim flood` sees only [`FloodClient`] and the wire-free [`Answer`].
 
+use super::dgram::{self, DgramSocket};
 use p2pnat::identity::Identity;
 use p2pnat::tls;
 use p2pnat_proto::control::{self, Request, Response};
 use p2pnat_proto::nat::NatReport;
+use p2pnat_proto::rv::client::{ClientConfig, Outcome};
+use p2pnat_proto::rv::wire;
 use p2pnat_proto::PeerId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,9 +54,22 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// How an identity talks to the rendezvous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Transport {
+    /// Control datagrams (docs/PROTOCOL.md section 4.1).
+    Dgram,
+    /// A held QUIC connection (the old control carrier).
+    Quic,
+}
+
 /// An answer, as the flood counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
+    /// Over datagrams, a request under a session the rendezvous does not hold (an identity
+    /// whose registration was refused has none): answered `Unknown`, 22 bytes, and nothing
+    /// else done.
+    UnknownSession,
     /// Registered; the address the rendezvous saw the client at.
     Registered {
         observed: SocketAddr,
@@ -91,18 +112,146 @@ pub fn endpoint(socket: std::net::UdpSocket) -> Result<quinn::Endpoint, ClientEr
     quinn::Endpoint::new(config, None, socket, runtime).map_err(ClientError::Endpoint)
 }
 
-/// One throw-away identity connected to the rendezvous.
-pub struct FloodClient {
+/// One throw-away identity that reached the rendezvous (a QUIC handshake, or a Hello
+/// answered).
+pub enum FloodClient {
+    Quic(QuicClient),
+    Dgram(DgramClient),
+}
+
+impl FloodClient {
+    pub fn transport(&self) -> Transport {
+        match self {
+            FloodClient::Quic(_) => Transport::Quic,
+            FloodClient::Dgram(_) => Transport::Dgram,
+        }
+    }
+
+    /// Registers with no local addresses and an unknown NAT (what a node knows at first).
+    pub async fn register(&self) -> Result<Answer, ClientError> {
+        self.request(Request::Register {
+            local_addrs: Vec::new(),
+            nat: NatReport::UNKNOWN,
+            relayed: None,
+        })
+        .await
+    }
+
+    pub async fn lookup(&self, peer: PeerId) -> Result<Answer, ClientError> {
+        self.request(Request::Lookup { peer }).await
+    }
+
+    /// Asks for a punch to `peer`: the rendezvous answers with its record and, within its
+    /// limits, pushes a punch request to it.
+    pub async fn punch(&self, peer: PeerId) -> Result<Answer, ClientError> {
+        self.request(Request::Connect { peer }).await
+    }
+
+    async fn request(&self, request: Request) -> Result<Answer, ClientError> {
+        match self {
+            FloodClient::Quic(c) => c.request(&request).await,
+            FloodClient::Dgram(c) => c.request(request).await,
+        }
+    }
+}
+
+/// An identity over control datagrams: machine `index` of a shared [`DgramSocket`].
+pub struct DgramClient {
+    socket: Arc<DgramSocket>,
+    index: usize,
+    id: PeerId,
+}
+
+impl DgramClient {
+    /// Makes a new identity on `socket` and asks the rendezvous for a cookie (a Hello), as a
+    /// node does first.
+    pub async fn connect(socket: Arc<DgramSocket>) -> Result<DgramClient, ClientError> {
+        Self::connect_with(socket, dgram::flood_config()).await
+    }
+
+    /// [`Self::connect`] with other timers.
+    pub async fn connect_with(
+        socket: Arc<DgramSocket>,
+        config: ClientConfig,
+    ) -> Result<DgramClient, ClientError> {
+        let identity = Identity::generate().map_err(|e| ClientError::Identity(e.to_string()))?;
+        let index = socket.add(config, &identity);
+        match socket.run(index, |c, now| c.hello(now)).await? {
+            Outcome::Cookie => Ok(DgramClient {
+                socket,
+                index,
+                id: identity.peer_id(),
+            }),
+            other => Err(ClientError::Stream(format!("Hello answered {other:?}"))),
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.id
+    }
+
+    /// `request` under the session; without one (refused), the same request under a session
+    /// nobody holds, which the rendezvous must answer `Unknown` and do nothing for.
+    async fn request(&self, request: Request) -> Result<Answer, ClientError> {
+        let registering = matches!(request, Request::Register { .. });
+        if !registering && !self.socket.is_registered(self.index) {
+            return self.without_session(&request).await;
+        }
+        match self
+            .socket
+            .run(self.index, |c, now| c.request(now, request))
+            .await?
+        {
+            Outcome::Response(response) => Ok(Answer::from(response)),
+            Outcome::UnknownSession => Ok(Answer::UnknownSession),
+            Outcome::TimedOut => Err(ClientError::Timeout(REQUEST_TIMEOUT)),
+            Outcome::Cookie => Err(ClientError::Stream("a request answered by a Cookie".into())),
+        }
+    }
+
+    async fn without_session(&self, request: &Request) -> Result<Answer, ClientError> {
+        let datagram = no_session_request(request)?;
+        match self.socket.raw(datagram, REQUEST_TIMEOUT).await {
+            Some(answer) if answer.get(5) == Some(&wire::KIND_UNKNOWN) => {
+                Ok(Answer::UnknownSession)
+            }
+            Some(answer) => Err(ClientError::Stream(format!(
+                "a request under no session answered by kind {:#04x}, {} bytes",
+                answer.get(5).copied().unwrap_or(0),
+                answer.len()
+            ))),
+            None => Err(ClientError::Timeout(REQUEST_TIMEOUT)),
+        }
+    }
+}
+
+/// `request` as a Request datagram of a random peer under a random session, tagged under a
+/// random key: what an identity without a session (or an attacker) can send.
+pub fn no_session_request(request: &Request) -> Result<Vec<u8>, ClientError> {
+    let mut random = [0u8; 8 + 32 + 8 + 16];
+    getrandom::getrandom(&mut random).map_err(|e| ClientError::Identity(e.to_string()))?;
+    let id: wire::Id = random[..8].try_into().expect("8 bytes");
+    let key: wire::SessionKey = random[48..].try_into().expect("16 bytes");
+    Ok(wire::Builder::new(wire::KIND_REQUEST, &id)
+        .bytes(&random[8..40])
+        .bytes(&random[40..48])
+        .u64(1)
+        .body(&control::encode(request))
+        .tagged(&key))
+}
+
+/// One throw-away identity over a held QUIC connection.
+pub struct QuicClient {
     connection: quinn::Connection,
     pub id: PeerId,
 }
 
-impl FloodClient {
+impl QuicClient {
     /// Makes a new identity and connects it to the rendezvous at `to` through `endpoint`.
     pub async fn connect(
         endpoint: &quinn::Endpoint,
         to: SocketAddr,
-    ) -> Result<FloodClient, ClientError> {
+    ) -> Result<QuicClient, ClientError> {
         let identity = Identity::generate().map_err(|e| ClientError::Identity(e.to_string()))?;
         let crypto = tls::client_crypto(&identity, tls::ALPN_RENDEZVOUS, true)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
@@ -115,30 +264,10 @@ impl FloodClient {
             .await
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))?
             .map_err(ClientError::Handshake)?;
-        Ok(FloodClient {
+        Ok(QuicClient {
             connection,
             id: identity.peer_id(),
         })
-    }
-
-    /// Registers with no local addresses and an unknown NAT (what a node knows at first).
-    pub async fn register(&self) -> Result<Answer, ClientError> {
-        self.request(&Request::Register {
-            local_addrs: Vec::new(),
-            nat: NatReport::UNKNOWN,
-            relayed: None,
-        })
-        .await
-    }
-
-    pub async fn lookup(&self, peer: PeerId) -> Result<Answer, ClientError> {
-        self.request(&Request::Lookup { peer }).await
-    }
-
-    /// Asks for a punch to `peer`: the rendezvous answers with its record and, within its
-    /// limits, pushes a punch request to it.
-    pub async fn punch(&self, peer: PeerId) -> Result<Answer, ClientError> {
-        self.request(&Request::Connect { peer }).await
     }
 
     async fn request(&self, request: &Request) -> Result<Answer, ClientError> {

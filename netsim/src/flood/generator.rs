@@ -1,13 +1,16 @@
 //! The flood itself: throw-away identities on sockets opened inside lab namespaces (the flood
-//! host's many addresses, hosts behind the lab's NATs), each connecting, registering, looking
-//! up nobody and, later, asking for punches to the legitimate nodes; and junk datagrams from
-//! the flood host's addresses. Everything protocol-specific is in [`super::client`].
+//! host's many addresses, hosts behind the lab's NATs), each reaching the rendezvous (over
+//! control datagrams or a QUIC connection: [`Source::quic`]), registering, looking up nobody
+//! and, later, asking for punches to the legitimate nodes; and junk datagrams from the flood
+//! host's addresses. Everything protocol-specific is in [`super::client`] and
+//! [`super::dgram`].
 //!
 //! The sockets are created in the namespaces (one helper thread per namespace, `setns`) and
 //! then driven by this process's tokio runtime: a socket keeps the namespace it was made in,
 //! so its datagrams leave from that host, through its router's NAT when it has one.
 
-use super::client::{self, Answer, FloodClient};
+use super::client::{self, Answer, DgramClient, FloodClient, QuicClient, Transport};
+use super::dgram::{DgramSocket, DgramStats};
 use crate::error::{NetsimError, Result};
 use crate::lab::Lab;
 use p2pnat_proto::PeerId;
@@ -40,34 +43,69 @@ pub struct Source {
     /// The address the rendezvous sees: `bind`, or the public address of the NAT in front.
     pub seen_ip: Ipv4Addr,
     pub identities: usize,
-    /// One socket (so one NAT mapping) per identity; else all share one socket.
+    /// Of `identities`, how many use the old QUIC control (a held connection each); the
+    /// others register with control datagrams. Both kinds share the source IP's limits.
+    pub quic: usize,
+    /// One socket (so one NAT mapping) per identity; else all of one transport share one
+    /// socket.
     pub socket_each: bool,
+}
+
+impl Source {
+    /// The transport of identity `n` of this source: the QUIC ones spread evenly among the
+    /// others, so both kinds arrive together and race for the source IP's registrations.
+    pub fn transport(&self, n: usize) -> Transport {
+        let (q, all) = (self.quic, self.identities.max(1));
+        if (n + 1) * q / all > n * q / all {
+            Transport::Quic
+        } else {
+            Transport::Dgram
+        }
+    }
 }
 
 /// What one source's identities got.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SourceTally {
+    /// Identities that reached the rendezvous: a QUIC handshake, or a Hello answered.
     pub connected: usize,
+    /// ... of which over QUIC.
+    pub quic_connected: usize,
     pub connect_failures: usize,
     pub registered: usize,
+    /// ... of which over datagrams (each holds a session).
+    pub registered_dgram: usize,
     /// Refused registrations by refusal code.
     pub refused: BTreeMap<String, usize>,
+    /// ... of which over QUIC.
+    pub refused_quic: BTreeMap<String, usize>,
     /// Registrations without an answer, or with an answer that is neither.
     pub register_errors: usize,
     /// `Registered` answers whose observed IP is not the source's `seen_ip`.
     pub observed_elsewhere: usize,
+    /// Register datagrams sent more than once (each refused copy is counted again by the
+    /// rendezvous).
+    pub register_resends: u64,
+    /// `RateLimited` refusals received over datagrams, every copy (the first ends the
+    /// identity's registration; each one is a copy the rendezvous refused and counted).
+    pub rate_limited_copies: u64,
     /// Distinct source ports the rendezvous reported to the registered ones.
     pub observed_ports: usize,
     /// Behind a NAT: the UDP mappings its router holds toward the rendezvous at the end
     /// (conntrack), one per flooding socket.
     pub nat_mappings: Option<usize>,
     pub lookups_not_found: usize,
+    /// Lookups by datagram identities without a session (refused), answered Unknown.
+    pub lookups_unknown: usize,
     /// Lookups of random keys answered otherwise, or not at all.
     pub lookups_other: usize,
     /// Punch requests answered (each one charged to the per-IP limit).
     pub punch_answered: usize,
     /// ... of which `Found` (the target is registered).
     pub punch_found: usize,
+    /// Punch requests by datagram identities without a session, answered Unknown (charged
+    /// to no limit).
+    pub punch_unknown: usize,
     /// Punch requests without an answer.
     pub punch_errors: usize,
     /// A few of the errors, as examples.
@@ -90,6 +128,9 @@ pub struct Flood {
     /// (source index, client) for each identity that connected.
     clients: Vec<(usize, Arc<FloodClient>)>,
     _endpoints: Vec<quinn::Endpoint>,
+    /// (source index, socket) of the datagram identities.
+    dgram_sockets: Vec<(usize, Arc<DgramSocket>)>,
+    dgram_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// One identity's first steps: connect, register, look up nobody.
@@ -117,36 +158,60 @@ impl Flood {
             .enable_all()
             .build()
             .map_err(|e| NetsimError::io("starting the flood's runtime", e))?;
-        // Sockets per source: one each, or one shared.
-        let mut sockets: Vec<Vec<UdpSocket>> = Vec::new();
+        // Sockets per source and transport: one per identity, or one shared.
+        let mut sockets: Vec<[Vec<UdpSocket>; 2]> = Vec::new();
         for source in &sources {
-            let count = if source.socket_each {
-                source.identities
-            } else {
-                1
-            };
+            let quic = source.quic.min(source.identities);
+            let dgram = source.identities - quic;
+            let count = |n: usize| if source.socket_each { n } else { n.min(1) };
+            let (nq, nd) = (count(quic), count(dgram));
             let bind = SocketAddr::from((source.bind, 0));
             let netns = lab.node(&source.host)?.netns.clone();
-            sockets.push(crate::netns::in_netns(&netns, move || {
-                (0..count).map(|_| UdpSocket::bind(bind)).collect()
-            })?);
+            let mut made: Vec<UdpSocket> = crate::netns::in_netns(&netns, move || {
+                (0..nq + nd).map(|_| UdpSocket::bind(bind)).collect()
+            })?;
+            let dgram_sockets = made.split_off(nq);
+            sockets.push([made, dgram_sockets]);
         }
         let _guard = runtime.enter();
+        let error = |e: &dyn std::fmt::Display| NetsimError::Matrix(e.to_string());
         let mut endpoints: Vec<Vec<quinn::Endpoint>> = Vec::new();
-        for list in sockets {
+        let mut dgram_sockets: Vec<Vec<Arc<DgramSocket>>> = Vec::new();
+        let mut dgram_tasks = Vec::new();
+        for [quic, dgram] in sockets {
             let made: std::result::Result<Vec<_>, _> =
-                list.into_iter().map(client::endpoint).collect();
-            endpoints.push(made.map_err(|e| NetsimError::Matrix(e.to_string()))?);
+                quic.into_iter().map(client::endpoint).collect();
+            endpoints.push(made.map_err(|e| error(&e))?);
+            let mut list = Vec::new();
+            for socket in dgram {
+                let (socket, task) =
+                    DgramSocket::start(socket, rendezvous).map_err(|e| error(&e))?;
+                list.push(socket);
+                dgram_tasks.push(task);
+            }
+            dgram_sockets.push(list);
         }
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut tasks = Vec::new();
         for (index, source) in sources.iter().enumerate() {
+            let (mut quic_n, mut dgram_n) = (0, 0);
             for n in 0..source.identities {
-                let endpoint = endpoints[index][n % endpoints[index].len()].clone();
+                let how = match source.transport(n) {
+                    Transport::Quic => {
+                        quic_n += 1;
+                        let list = &endpoints[index];
+                        Via::Quic(list[(quic_n - 1) % list.len()].clone())
+                    }
+                    Transport::Dgram => {
+                        dgram_n += 1;
+                        let list = &dgram_sockets[index];
+                        Via::Dgram(list[(dgram_n - 1) % list.len()].clone())
+                    }
+                };
                 let (slots, arrived) = (slots.clone(), arrived.clone());
                 tasks.push(runtime.spawn(async move {
                     let _slot = slots.acquire_owned().await;
-                    let arrival = arrive(index, &endpoint, rendezvous).await;
+                    let arrival = arrive(index, how, rendezvous).await;
                     arrived.fetch_add(1, Ordering::SeqCst);
                     arrival
                 }));
@@ -178,9 +243,13 @@ impl Flood {
             if let Some(e) = &a.error {
                 t.error(e);
             }
+            let over = a.client.as_ref().map(FloodClient::transport);
             match a.client {
                 Some(c) => {
                     t.connected += 1;
+                    if over == Some(Transport::Quic) {
+                        t.quic_connected += 1;
+                    }
                     clients.push((a.source, Arc::new(c)));
                 }
                 None => t.connect_failures += 1,
@@ -188,12 +257,20 @@ impl Flood {
             match a.register {
                 Some(Ok(Answer::Registered { observed })) => {
                     t.registered += 1;
+                    if over == Some(Transport::Dgram) {
+                        t.registered_dgram += 1;
+                    }
                     ports[a.source].insert(observed.port());
                     if observed.ip() != std::net::IpAddr::V4(sources[a.source].seen_ip) {
                         t.observed_elsewhere += 1;
                     }
                 }
-                Some(Ok(Answer::Refused(code))) => *t.refused.entry(code).or_default() += 1,
+                Some(Ok(Answer::Refused(code))) => {
+                    if over == Some(Transport::Quic) {
+                        *t.refused_quic.entry(code.clone()).or_default() += 1;
+                    }
+                    *t.refused.entry(code).or_default() += 1;
+                }
                 Some(Ok(other)) => {
                     t.register_errors += 1;
                     t.error(format!("registration answered {other:?}"));
@@ -206,6 +283,7 @@ impl Flood {
             }
             match a.lookup {
                 Some(Ok(Answer::NotFound)) => t.lookups_not_found += 1,
+                Some(Ok(Answer::UnknownSession)) => t.lookups_unknown += 1,
                 Some(other) => {
                     t.lookups_other += 1;
                     t.error(format!("lookup of nobody: {other:?}"));
@@ -223,7 +301,48 @@ impl Flood {
             tallies,
             clients,
             _endpoints: endpoints.into_iter().flatten().collect(),
+            dgram_sockets: dgram_sockets
+                .into_iter()
+                .enumerate()
+                .flat_map(|(i, list)| list.into_iter().map(move |s| (i, s)))
+                .collect(),
+            dgram_tasks,
         })
+    }
+
+    /// What the datagram identities' sockets sent and received, summed.
+    pub fn dgram_stats(&self) -> DgramStats {
+        let mut all = DgramStats::default();
+        for s in self.dgram_sockets.iter().map(|(_, s)| s.stats()) {
+            all.sent += s.sent;
+            all.received += s.received;
+            all.register_resends += s.register_resends;
+            all.request_resends += s.request_resends;
+            all.register_cookies += s.register_cookies;
+            all.rate_limited += s.rate_limited;
+            all.raw_sent += s.raw_sent;
+            all.dropped += s.dropped;
+            all.pushes += s.pushes;
+        }
+        all
+    }
+
+    /// (peer, session, first Request) of the registered datagram identities: the junk's
+    /// material for forged tags and replays.
+    pub fn dgram_sessions(&self) -> Vec<(p2pnat_proto::PeerId, u64, Option<Vec<u8>>)> {
+        self.dgram_sockets
+            .iter()
+            .flat_map(|(_, s)| s.sessions())
+            .collect()
+    }
+
+    /// Copies each source's Register resends and refusals received into its tally.
+    pub fn count_resends(&mut self) {
+        for (source, socket) in &self.dgram_sockets {
+            let stats = socket.stats();
+            self.tallies[*source].register_resends += stats.register_resends;
+            self.tallies[*source].rate_limited_copies += stats.rate_limited;
+        }
     }
 
     /// Identities holding a connection.
@@ -266,6 +385,7 @@ impl Flood {
                     };
                     let t = &mut tallies[source];
                     match answer {
+                        Ok(Answer::UnknownSession) => t.unknown += 1,
                         Ok(answer) => {
                             t.answered += 1;
                             if answer == Answer::Found {
@@ -294,6 +414,7 @@ impl Flood {
         for (t, p) in self.tallies.iter_mut().zip(tallies) {
             t.punch_answered += p.answered;
             t.punch_found += p.found;
+            t.punch_unknown += p.unknown;
             t.punch_errors += p.errors;
             if let Some(e) = p.example {
                 t.error(e);
@@ -308,6 +429,9 @@ impl Drop for Flood {
         self.clients.clear();
         for endpoint in &self._endpoints {
             endpoint.close(0u32.into(), b"flood over");
+        }
+        for task in &self.dgram_tasks {
+            task.abort();
         }
     }
 }
@@ -330,11 +454,18 @@ impl PunchFlood {
 struct PunchTally {
     answered: usize,
     found: usize,
+    unknown: usize,
     errors: usize,
     example: Option<String>,
 }
 
-async fn arrive(source: usize, endpoint: &quinn::Endpoint, rendezvous: SocketAddr) -> Arrival {
+/// How one identity reaches the rendezvous.
+enum Via {
+    Quic(quinn::Endpoint),
+    Dgram(Arc<DgramSocket>),
+}
+
+async fn arrive(source: usize, via: Via, rendezvous: SocketAddr) -> Arrival {
     let mut arrival = Arrival {
         source,
         client: None,
@@ -342,7 +473,13 @@ async fn arrive(source: usize, endpoint: &quinn::Endpoint, rendezvous: SocketAdd
         lookup: None,
         error: None,
     };
-    let client = match FloodClient::connect(endpoint, rendezvous).await {
+    let connected = match via {
+        Via::Quic(endpoint) => QuicClient::connect(&endpoint, rendezvous)
+            .await
+            .map(FloodClient::Quic),
+        Via::Dgram(socket) => DgramClient::connect(socket).await.map(FloodClient::Dgram),
+    };
+    let client = match connected {
         Ok(c) => c,
         Err(e) => {
             arrival.error = Some(e.to_string());

@@ -10,25 +10,36 @@
 //! 127.0.0.1:9464 inside its namespace.
 //!
 //! In order:
-//! 1. junk datagrams start from every flood address and run to the end;
-//! 2. 1,000 throw-away ed25519 identities (by default: 800 from 20 flood addresses, 100
-//!    behind each flooding NAT with a socket, so a mapping, each) connect, register, and look
-//!    up a random key, and hold their connections;
-//! 3. once half of them have arrived, the two real `p2p-node`s start and register in the
+//! 1. a witness client on the lab's witness host registers with control datagrams and looks
+//!    up, every 250 ms until the end, itself and then alice and bob ([`dgram_junk::Witness`]);
+//! 2. junk datagrams (STUN, QUIC look-alikes) and hostile control datagrams
+//!    ([`dgram_junk::DgramJunk`]) start from the flood addresses and run to the end;
+//! 3. 1,000 throw-away ed25519 identities (by default: 800 from 20 flood addresses, 100
+//!    behind each flooding NAT with a socket, so a mapping, each) reach the rendezvous,
+//!    register and look up a random key: 750 with control datagrams, as nodes do, and 250
+//!    over held QUIC connections, the old carrier the rendezvous still serves
+//!    (`--transport`: half the flood addresses and `flood-nat2` mix both, so both race for
+//!    one IP's registrations);
+//! 4. once half of them have arrived, the two real `p2p-node`s start and register in the
 //!    middle of it;
-//! 4. the punch flood (in rounds half a second apart, every identity asks for a punch to alice
-//!    or bob) and meanwhile alice sends bob a message and bob answers, then `--redials` times
-//!    alice disconnects and dials bob again (each dial a lookup and a punch request at the
-//!    rendezvous) and they exchange one more message each;
-//! 5. the rendezvous's metrics are scraped and its memory read from /proc; the checks
-//!    ([`checks::verdict`]) decide.
+//! 5. the punch flood (in rounds half a second apart, every identity asks for a punch to alice
+//!    or bob; those refused a registration over datagrams hold no session and are answered
+//!    Unknown) and meanwhile alice sends bob a message and bob answers, then `--redials`
+//!    times alice disconnects and dials bob again (each dial a lookup and a punch request at
+//!    the rendezvous) and they exchange one more message each;
+//! 6. the rendezvous's metrics are scraped and its memory read from /proc; the checks
+//!    ([`checks::verdict`], [`checks_dgram::verdict`]) decide.
 //!
 //! The sockets of the flood are opened inside the lab's namespaces and driven by this
-//! process (see [`generator`]); the protocol code is all in [`client`].
+//! process (see [`generator`]); the protocol code is in [`client`] and [`dgram`].
 
 pub mod checks;
+pub mod checks_dgram;
 pub mod client;
+pub mod dgram;
+pub mod dgram_junk;
 pub mod generator;
+pub mod legit;
 pub mod report;
 
 use crate::error::{NetsimError, Result};
@@ -37,8 +48,10 @@ use crate::matrix::cell::{CellConfig, CellResult};
 use crate::matrix::locate_binary;
 use crate::matrix::session::{self, Session, RENDEZVOUS_PORT};
 use crate::scenario::{self, PeerKind};
-use crate::topology::{NatKind, RouterConfig, RENDEZVOUS, RENDEZVOUS_ADDRS};
+use crate::topology::{NatKind, RouterConfig, RENDEZVOUS, RENDEZVOUS_ADDRS, WITNESS, WITNESS_ADDR};
 use checks::{Check, Legit, Limits, Memory, Scraped};
+use checks_dgram::DgramFigures;
+use dgram_junk::{DgramJunk, Witness};
 use generator::{Flood, Junk, Source, SourceTally};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -50,8 +63,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What p2p-node logs when its queue of pushes from the rendezvous is full (each one a punch
-/// request dropped).
-const PUSH_DROPPED: &str = "too many pushes from the rendezvous at once";
+/// request dropped): over TLS, and over control datagrams (where the push was acknowledged
+/// first, so the rendezvous does not send it again).
+const PUSH_DROPPED: [&str; 2] = [
+    "too many pushes from the rendezvous at once",
+    "push from the rendezvous dropped: nobody takes it",
+];
 /// The flood host's first extra address; the others follow.
 pub const FIRST_FLOOD_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// Most flood addresses (198.51.100.100-.199; the witness is .250).
@@ -61,9 +78,28 @@ const METRICS_PORT: u16 = 9464;
 /// Refill interval given to the per-IP limits: far longer than a run, so each limit is an
 /// exact count.
 const NO_REFILL_MS: &str = "600000";
+/// Registrations besides the flooders': alice, bob and the witness.
+const LEGIT_REGISTRATIONS: usize = 3;
+/// The registrations' lifetime (s), longer than any run.
+const REGISTRATION_TTL_SECS: u64 = 3600;
+/// Sends of one push at most (the rendezvous's default): bounds the stray acks.
+const PUSH_ATTEMPTS: u64 = 5;
 /// Most punch rounds (half a second apart at least): the rounds go on until the legitimate
 /// exchange is over, whose own timeouts bound it; this only bounds a broken one.
 const MAX_PUNCH_ROUNDS: usize = 1000;
+
+/// Which transport the flood's identities register over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum TransportPlan {
+    /// Control datagrams from half the flood addresses and `flood-nat1`; the other half and
+    /// `flood-nat2` split their identities between datagrams and QUIC, so both kinds race for
+    /// one IP's registrations (750 over datagrams, 250 over QUIC by default).
+    Split,
+    /// Every identity over control datagrams, as nodes register now.
+    Dgram,
+    /// Every identity over a held QUIC connection (the old control carrier).
+    Quic,
+}
 
 /// Arguments of `netsim flood`.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,6 +126,14 @@ pub struct FloodArgs {
     /// Junk datagrams a second from the flood host's addresses, from the start to the end.
     #[arg(long, default_value_t = 5000)]
     pub junk_per_sec: u64,
+    /// Hostile control datagrams a second (Hellos, Registers with stale cookies or forged
+    /// signatures, requests with bad tags, replays, requests under no session), from the
+    /// start to the end.
+    #[arg(long, default_value_t = 600)]
+    pub dgram_junk_per_sec: u64,
+    /// Which transport the identities register over.
+    #[arg(long, value_enum, default_value_t = TransportPlan::Split)]
+    pub transport: TransportPlan,
     /// Times alice disconnects from bob and dials him again during the punch flood (at most
     /// --punch-per-ip-burst minus 2: her dials count against her IP's limit too).
     #[arg(long, default_value_t = 3)]
@@ -97,9 +141,13 @@ pub struct FloodArgs {
     /// The memory bound: this base (MiB) ...
     #[arg(long, default_value_t = 32)]
     pub rss_base_mib: u64,
-    /// ... plus this much per held connection (KiB); the rendezvous's peak RSS must stay under.
+    /// ... plus this much per held QUIC connection (KiB) ...
     #[arg(long, default_value_t = 48)]
     pub rss_per_connection_kib: u64,
+    /// ... plus this much per datagram session (KiB); the rendezvous's peak RSS must stay
+    /// under.
+    #[arg(long, default_value_t = 8)]
+    pub rss_per_session_kib: u64,
     /// alice's network.
     #[arg(long, default_value = "port-restricted-cone")]
     pub alice: PeerKind,
@@ -130,12 +178,26 @@ pub struct FloodReport {
     pub sources: Vec<(Source, SourceTally)>,
     pub punch_rounds: u64,
     pub junk_sent: u64,
+    pub transport: TransportPlan,
+    pub dgram: DgramFigures,
     pub metrics: Scraped,
     pub legit: Legit,
     pub memory: Memory,
     pub checks: Vec<Check>,
     /// Seconds per phase: lab, flood connections, legitimate exchange, whole run.
     pub seconds: Vec<(String, f64)>,
+}
+
+/// How many of `n` identities of source `index` (the flood addresses first, then the two
+/// NATs) use QUIC.
+fn quic_share(plan: TransportPlan, index: usize, addrs: usize, n: usize) -> usize {
+    match plan {
+        TransportPlan::Dgram => 0,
+        TransportPlan::Quic => n,
+        // Odd flood addresses and the second NAT: half and half.
+        TransportPlan::Split if index % 2 == 1 && (index < addrs || index == addrs + 1) => n / 2,
+        TransportPlan::Split => 0,
+    }
 }
 
 /// The flood's sources: `addrs` flood addresses sharing `identities - behind_nat`, and the
@@ -152,6 +214,7 @@ pub fn plan_sources(lab_plan: &crate::topology::LabPlan, args: &FloodArgs) -> Re
             bind: ip,
             seen_ip: ip,
             identities: n,
+            quic: quic_share(args.transport, i, args.addrs, n),
             socket_each: false,
         });
     }
@@ -168,6 +231,7 @@ pub fn plan_sources(lab_plan: &crate::topology::LabPlan, args: &FloodArgs) -> Re
                 .copied()
                 .ok_or_else(|| NetsimError::Topology(format!("router {router} has no address")))?,
             identities: n,
+            quic: quic_share(args.transport, args.addrs + i, args.addrs, n),
             socket_each: true,
         });
     }
@@ -235,6 +299,9 @@ pub fn rendezvous_args(limits: Limits, extra: &[String]) -> Vec<String> {
             limits.punch_per_ip_burst.to_string(),
         ),
         ("--punch-per-ip-interval-ms", NO_REFILL_MS.to_string()),
+        // The flooders never refresh: no registration may expire during a run, however
+        // long, so the registry's size stays an exact count.
+        ("--registration-ttl", REGISTRATION_TTL_SECS.to_string()),
     ];
     let named = |flag: &str| {
         extra
@@ -354,7 +421,11 @@ fn run_in(
     let quic = SocketAddr::from((RENDEZVOUS_ADDRS[0], RENDEZVOUS_PORT));
 
     let phase = Instant::now();
+    // The witness registers before the flood; its lookups run until the end.
+    let witness = Witness::start(lab, WITNESS, WITNESS_ADDR, quic)?;
     let junk = Junk::start(lab, "flood", &addrs, quic, args.junk_per_sec)?;
+    let dgram_junk = DgramJunk::start(lab, "flood", &addrs, quic, args.dgram_junk_per_sec)?;
+    dgram_junk.set_material(witness.material());
     // The flood connects in the background; once half of it has arrived, alice and bob start
     // and register in the middle of it.
     let arrived = Arc::new(AtomicUsize::new(0));
@@ -380,6 +451,9 @@ fn run_in(
         secs(phase),
     ));
 
+    let mut material = witness.material();
+    material.extend(flood.dgram_sessions());
+    dgram_junk.set_material(material);
     let phase = Instant::now();
     let targets = session
         .ids
@@ -387,17 +461,21 @@ fn run_in(
         .map(|id| id.parse())
         .collect::<std::result::Result<Vec<p2pnat_proto::PeerId>, _>>()
         .map_err(|e| NetsimError::Matrix(format!("a node's peer ID: {e}")))?;
+    witness.look_up(targets.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let punches = flood.start_punches(targets, MAX_PUNCH_ROUNDS, stop.clone());
     let exchange_start = Instant::now();
     let mut session = session;
-    let mut legit = exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
+    let mut legit = legit::exchange(&mut session, args.redials, cfg.message_timeout, &mut result);
     legit.under_punch_flood = punches.running();
     legit.flooders_arrived_at_ready = arrived_at_ready;
     report::write_events(&session, exchange_start, work);
     for host in ["alice", "bob"] {
         let log = std::fs::read_to_string(work.join(format!("{host}.stderr"))).unwrap_or_default();
-        legit.pushes_dropped += log.matches(PUSH_DROPPED).count();
+        legit.pushes_dropped += PUSH_DROPPED
+            .iter()
+            .map(|m| log.matches(m).count())
+            .sum::<usize>();
     }
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);
@@ -406,6 +484,13 @@ fn run_in(
         secs(phase),
     ));
     let junk_sent = junk.stop();
+    let dgram = DgramFigures {
+        junk: dgram_junk.stop(),
+        witness: witness.stop(),
+        flooders: flood.dgram_stats(),
+        punch_rounds,
+        push_attempts: PUSH_ATTEMPTS,
+    };
 
     let metrics = scrape(lab)
         .map(|t| checks::scraped(&t))
@@ -425,7 +510,16 @@ fn run_in(
             });
         }
     }
-    let connected = flood.connected();
+    flood.count_resends();
+    let connections: usize = flood.tallies.iter().map(|t| t.quic_connected).sum();
+    // Every datagram registration holds a session: the flooders', alice's, bob's, the
+    // witness's.
+    let sessions = flood
+        .tallies
+        .iter()
+        .map(|t| t.registered_dgram)
+        .sum::<usize>()
+        + LEGIT_REGISTRATIONS;
     let memory = Memory {
         before_kib,
         after_kib: status_kib(pid, "VmRSS:").unwrap_or(0),
@@ -433,11 +527,15 @@ fn run_in(
         bound_kib: checks::memory_bound_kib(
             args.rss_base_mib,
             args.rss_per_connection_kib,
-            connected + 2,
+            connections,
+            args.rss_per_session_kib,
+            sessions,
         ),
+        connections,
+        sessions,
     };
     let alive = matches!(rendezvous.child.try_wait(), Ok(None));
-    let checks = checks::verdict(
+    let mut checks = checks::verdict(
         &flood.sources,
         &flood.tallies,
         limits,
@@ -446,6 +544,13 @@ fn run_in(
         memory,
         alive,
     );
+    checks.extend(checks_dgram::verdict(
+        &flood.sources,
+        &flood.tallies,
+        &metrics,
+        &dgram,
+        LEGIT_REGISTRATIONS,
+    ));
     let sources = flood
         .sources
         .iter()
@@ -462,115 +567,14 @@ fn run_in(
         sources,
         punch_rounds,
         junk_sent,
+        transport: args.transport,
+        dgram,
         metrics,
         legit,
         memory,
         checks,
         seconds,
     })
-}
-
-/// alice and bob, under the punch flood: one message each way (alice dials), then `redials`
-/// times alice disconnects and both send again (alice dials anew: a lookup and a punch
-/// request at the rendezvous). Every message is accounted for by [`Session::finish`].
-fn exchange(
-    session: &mut Session,
-    redials: usize,
-    timeout: Duration,
-    result: &mut CellResult,
-) -> Legit {
-    let mut legit = Legit {
-        alice_ready: result.alice_ready.clone(),
-        bob_ready: result.bob_ready.clone(),
-        ..Legit::default()
-    };
-    // A node registered over TLS reports no NAT behaviour and over=tls: that is its fallback
-    // (reported), not a disagreement with the lab.
-    for (host, ready) in [("alice", &result.alice_ready), ("bob", &result.bob_ready)] {
-        if ready.split(' ').any(|w| w == "over=tls") {
-            legit.fell_back_to_tls.push(host.to_string());
-        }
-    }
-    for problem in &result.observed_mismatches {
-        let host = problem.split(' ').next().unwrap_or("");
-        if legit.fell_back_to_tls.iter().any(|h| h == host) {
-            legit.notes.push(format!("over TLS: {problem}"));
-        } else {
-            legit.observed_mismatches.push(problem.clone());
-        }
-    }
-    let hello = session.hello(timeout);
-    // (sender, message id, sent at), for the slowest message.
-    let mut sends = vec![(0, 1, hello.t0), (1, 2, hello.t1)];
-    // Each round closes the connection: first wait for the senders' `delivered` events, or a
-    // message that arrived would be failed by the close before its acknowledgement came back.
-    settle(session, &[(0, 1), (1, 2)], timeout);
-    legit.dials = 1;
-    let bob = session.ids[1].clone();
-    let alice = session.ids[0].clone();
-    for round in 0..redials {
-        session.nodes[0].command(&format!("disconnect {bob}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let gone = |node: &mut crate::matrix::node::NodeProcess, peer: &str| {
-            node.wait_for(deadline, |h| {
-                let n = h
-                    .iter()
-                    .filter(|t| {
-                        matches!(&t.output, crate::matrix::node::Output::Event(l)
-                        if l.starts_with(&format!("disconnected {peer}")))
-                    })
-                    .count();
-                (n > round).then_some(())
-            })
-            .is_some()
-        };
-        if !gone(&mut session.nodes[0], &bob) || !gone(&mut session.nodes[1], &alice) {
-            legit.notes.push(format!(
-                "redial {}: no disconnected event on both sides",
-                round + 1
-            ));
-        }
-        let id = 10 + 2 * round as u64;
-        sends.push((0, id, session.send(0, id, b"again, bob")));
-        session.wait(0, id, Instant::now() + timeout);
-        sends.push((1, id + 1, session.send(1, id + 1, b"again, alice")));
-        session.wait(1, id + 1, Instant::now() + timeout);
-        settle(session, &[(0, id), (1, id + 1)], timeout);
-        legit.dials += 1;
-    }
-    session.finish(&hello, Duration::from_secs(5), result);
-    legit.slowest_message_ms = sends
-        .iter()
-        .filter_map(|&(from, id, at)| {
-            let to = &session.nodes[1 - from];
-            to.history.iter().find_map(|t| match &t.output {
-                crate::matrix::node::Output::Recv { peer, payload }
-                    if *peer == session.ids[from]
-                        && payload.get(..8) == Some(&id.to_be_bytes()[..]) =>
-                {
-                    Some(t.at.saturating_duration_since(at))
-                }
-                _ => None,
-            })
-        })
-        .max()
-        .map(session::ms);
-    legit.connected = result.connected;
-    legit.path = result.path.clone();
-    legit.messages = result.messages.clone();
-    legit.notes.extend(result.notes.iter().cloned());
-    legit
-}
-
-/// Waits up to `timeout` for each (sender, message id)'s `delivered` or `failed` event.
-fn settle(session: &mut Session, messages: &[(usize, u64)], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    for (from, id) in messages {
-        let key = id.to_string();
-        session.nodes[*from].wait_for(deadline, |h| {
-            session::find_event(h, &["delivered", "failed"], &key)
-        });
-    }
 }
 
 /// GET /metrics from the rendezvous's metrics endpoint, from inside its namespace.
@@ -625,7 +629,7 @@ mod tests {
             punch_per_ip_burst: 8,
         };
         let args = rendezvous_args(limits, &[]);
-        assert_eq!(args.len(), 10);
+        assert_eq!(args.len(), 12);
         assert!(args.windows(2).any(|w| w == ["--new-per-ip-burst", "20"]));
         let args = rendezvous_args(limits, &["--new-per-ip-burst=40".to_string()]);
         assert!(!args.iter().any(|a| a == "--new-per-ip-burst"));
@@ -653,6 +657,25 @@ mod tests {
         assert_eq!((sources[20].seen_ip, sources[20].identities), (nat1, 101));
         assert!(sources[20].socket_each && sources[21].socket_each);
         assert_eq!(sources[21].identities, 100);
+        // Split: odd flood addresses and the second NAT half over QUIC, the rest datagrams.
+        let quic: Vec<usize> = sources.iter().map(|s| s.quic).collect();
+        assert_eq!(&quic[..4], &[0, 20, 0, 20]);
+        assert_eq!(&quic[20..], &[0, 50]);
+        let mine = plan_sources(&plan, &test_args()).unwrap();
+        assert_eq!(mine.iter().map(|s| s.quic).sum::<usize>(), 250);
+        // Within a source the QUIC identities spread evenly among the datagram ones.
+        let transports: Vec<_> = (0..4).map(|n| mine[1].transport(n)).collect();
+        use client::Transport::{Dgram, Quic};
+        assert_eq!(transports, vec![Dgram, Quic, Dgram, Quic]);
+        assert_eq!(
+            (0..40).filter(|n| mine[1].transport(*n) == Quic).count(),
+            20
+        );
+        assert_eq!((0..40).filter(|n| mine[0].transport(*n) == Quic).count(), 0);
+        let mut all_quic = test_args();
+        all_quic.transport = TransportPlan::Quic;
+        let quic = plan_sources(&plan, &all_quic).unwrap();
+        assert!(quic.iter().all(|s| s.quic == s.identities));
     }
 
     fn test_args() -> FloodArgs {
@@ -663,9 +686,12 @@ mod tests {
             new_per_ip_burst: 20,
             punch_per_ip_burst: 8,
             junk_per_sec: 0,
+            dgram_junk_per_sec: 0,
+            transport: TransportPlan::Split,
             redials: 0,
             rss_base_mib: 32,
             rss_per_connection_kib: 48,
+            rss_per_session_kib: 8,
             alice: PeerKind::PortRestrictedCone,
             bob: PeerKind::Symmetric,
             rendezvous_arg: Vec::new(),

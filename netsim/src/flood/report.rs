@@ -30,36 +30,45 @@ pub fn write_events(session: &Session, start: Instant, work: &Path) {
 /// The run as Markdown: sources, figures, checks.
 pub fn markdown(r: &FloodReport, args: &FloodArgs) -> String {
     let mut out = format!(
-        "# netsim flood: {} identities from {} source IPs, alice {} / bob {}\n\n\
-         | source | seen as | identities | connected | registered | refused | NAT mappings | punch requests |\n\
+        "# netsim flood: {} identities from {} source IPs ({:?} transports), alice {} / bob {}\n\n\
+         | source | seen as | identities (QUIC) | connected | registered (datagrams) | refused | NAT mappings | punch requests (Unknown) |\n\
          |---|---|---|---|---|---|---|---|\n",
         r.identities,
         r.sources.len(),
+        r.transport,
         args.alice,
         args.bob
     );
     for (s, t) in &r.sources {
         let refused: Vec<String> = t.refused.iter().map(|(c, n)| format!("{n} {c}")).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} ({}) | {} | {} ({}) | {} | {} | {} ({}) |\n",
             s.name,
             s.seen_ip,
             s.identities,
+            s.quic,
             t.connected,
             t.registered,
+            t.registered_dgram,
             if refused.is_empty() {
                 "-".into()
             } else {
                 refused.join(", ")
             },
             t.nat_mappings.map_or("-".to_string(), |n| n.to_string()),
-            t.punch_answered
+            t.punch_answered,
+            t.punch_unknown
         ));
     }
     out.push_str(&format!(
         "\nalice and bob ready when {} of {} flooders had arrived; punch rounds: {}; junk datagrams sent: {}; limits: --new-per-ip-burst {} --punch-per-ip-burst {} (no refill)\n",
         r.legit.flooders_arrived_at_ready, r.identities,
         r.punch_rounds, r.junk_sent, r.limits.new_per_ip_burst, r.limits.punch_per_ip_burst
+    ));
+    let f = &r.dgram.flooders;
+    out.push_str(&format!(
+        "datagram flooders: {} datagrams sent, {} received; {} Registers and {} requests sent again, {} Registers answered by a Cookie, {} requests under no session (with retransmissions)\n",
+        f.sent, f.received, f.register_resends, f.request_resends, f.register_cookies, f.raw_sent
     ));
     for (what, s) in &r.seconds {
         out.push_str(&format!("{what}: {s} s\n"));
