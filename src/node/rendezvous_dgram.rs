@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use p2pnat_proto::control::{Push, Request, Response};
-use p2pnat_proto::rv::client::{Client, ClientConfig, ClientEvent, OpId, Outcome, StartError};
+use p2pnat_proto::rv::client::{
+    Client, ClientConfig, ClientDrop, ClientEvent, OpId, Outcome, StartError,
+};
 use p2pnat_proto::PeerId;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -209,6 +211,7 @@ async fn drive(session: Arc<DgramSession>, mut inbox: mpsc::Receiver<ControlData
                     let pushes = session.pushes.lock().expect("pushes lock").clone();
                     match pushes {
                         Some(pushes) if pushes.try_send(push).is_ok() => {}
+                        // Not expected: room was checked before the datagram was handled.
                         _ => tracing::warn!("push from the rendezvous dropped: nobody takes it"),
                     }
                 }
@@ -225,13 +228,25 @@ async fn drive(session: Arc<DgramSession>, mut inbox: mpsc::Receiver<ControlData
             _ = session.wake.notified() => {}
             datagram = inbox.recv() => {
                 let Some(datagram) = datagram else { break };
-                let result = session
-                    .client
+                // This task is the pushes' only sender, so room seen here is still there when
+                // the push is handed over below.
+                let room = session
+                    .pushes
                     .lock()
-                    .expect("client lock")
-                    .handle_datagram(Instant::now(), datagram.from, &datagram.bytes);
-                if let Err(e) = result {
-                    tracing::debug!(from = %datagram.from, "control datagram dropped: {e}");
+                    .expect("pushes lock")
+                    .as_ref()
+                    .is_some_and(|pushes| pushes.capacity() > 0);
+                let result = {
+                    let mut client = session.client.lock().expect("client lock");
+                    client.set_push_room(room);
+                    client.handle_datagram(Instant::now(), datagram.from, &datagram.bytes)
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(ClientDrop::NoPushRoom) => tracing::warn!(
+                        "push from the rendezvous not taken yet: the push queue is full; the rendezvous sends it again"
+                    ),
+                    Err(e) => tracing::debug!(from = %datagram.from, "control datagram dropped: {e}"),
                 }
             }
         }

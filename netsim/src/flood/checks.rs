@@ -123,6 +123,9 @@ pub struct Legit {
     /// Punch requests the nodes dropped because their queue of pushes was full (counted in
     /// their logs; a figure, not a check).
     pub pushes_dropped: usize,
+    /// Pushes over control datagrams that found the queue full and were left unacknowledged
+    /// for the rendezvous to resend (a figure, not a check).
+    pub pushes_deferred: usize,
     pub messages: MessageTally,
     /// Where a node's `ready` disagrees with the lab (observed address, NAT behaviour), for
     /// nodes registered over UDP.
@@ -370,7 +373,7 @@ pub fn verdict(
         "legitimate nodes served",
         all_delivered,
         format!(
-            "{} dials by alice (lookup + punch each) during the punch flood; {} of {} messages delivered intact with a delivered event ({} failed, {} lost, {} unconfirmed); slowest {} ms; path at the end: {}; {} pushes dropped by the nodes' full push queues",
+            "{} dials by alice (lookup + punch each) during the punch flood; {} of {} messages delivered intact with a delivered event ({} failed, {} lost, {} unconfirmed); slowest {} ms; path at the end: {}; {} pushes dropped by the nodes' full push queues, {} deferred until resent",
             legit.dials,
             m.delivered,
             m.sent,
@@ -381,7 +384,8 @@ pub fn verdict(
                 .slowest_message_ms
                 .map_or("-".to_string(), |v| v.to_string()),
             legit.path.as_deref().unwrap_or("-"),
-            legit.pushes_dropped
+            legit.pushes_dropped,
+            legit.pushes_deferred
         ),
     ));
 

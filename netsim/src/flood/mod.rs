@@ -62,13 +62,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What p2p-node logs when its queue of pushes from the rendezvous is full (each one a punch
-/// request dropped): over TLS, and over control datagrams (where the push was acknowledged
-/// first, so the rendezvous does not send it again).
+/// What p2p-node logs when a push from the rendezvous is lost at the node: its queue full over
+/// TLS (no resend there), or over control datagrams with no queue at all.
 const PUSH_DROPPED: [&str; 2] = [
     "too many pushes from the rendezvous at once",
     "push from the rendezvous dropped: nobody takes it",
 ];
+/// What p2p-node logs when a push over control datagrams finds its queue full: left
+/// unacknowledged, so the rendezvous sends it again (delayed, not lost).
+const PUSH_DEFERRED: &str = "push from the rendezvous not taken yet";
 /// The flood host's first extra address; the others follow.
 pub const FIRST_FLOOD_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// Most flood addresses (198.51.100.100-.199; the witness is .250).
@@ -476,6 +478,7 @@ fn run_in(
             .iter()
             .map(|m| log.matches(m).count())
             .sum::<usize>();
+        legit.pushes_deferred += log.matches(PUSH_DEFERRED).count();
     }
     stop.store(true, Ordering::SeqCst);
     let punch_rounds = flood.finish_punches(punches);

@@ -105,6 +105,10 @@ pub enum ClientDrop {
     OtherSession,
     #[error("bad session tag")]
     Tag,
+    /// A new push while the caller has no room for it ([`Client::set_push_room`]): neither
+    /// acknowledged nor reported, so the rendezvous sends it again.
+    #[error("a push arrived while there is no room for it; left unacknowledged for the rendezvous to resend")]
+    NoPushRoom,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +152,8 @@ pub struct Client {
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
     recent_pushes: VecDeque<Id>,
+    /// Whether the caller can take a push now ([`Client::set_push_room`]).
+    push_room: bool,
     /// The pair key with the pinned rendezvous, if pinned (see [`Client::pin`]).
     pinned: Option<PairKey>,
 }
@@ -176,6 +182,7 @@ impl Client {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             recent_pushes: VecDeque::new(),
+            push_room: true,
         }
     }
 
@@ -291,6 +298,15 @@ impl Client {
 
     fn done(&mut self, op: OpId, outcome: Outcome) {
         self.events.push_back(ClientEvent::Done { op, outcome });
+    }
+
+    /// Tells the machine whether the caller can take a push now (default: it can). While it
+    /// cannot, a push not reported before is neither acknowledged nor reported
+    /// ([`ClientDrop::NoPushRoom`]): the rendezvous sends it again (after 0.2, 0.6, 1.4 and
+    /// 3 s by default), so a burst beyond the caller's queue delays pushes instead of losing
+    /// them. A copy of a push already reported is acknowledged again either way.
+    pub fn set_push_room(&mut self, room: bool) {
+        self.push_room = room;
     }
 
     /// Handles one control datagram that came from `from`.
@@ -431,12 +447,16 @@ impl Client {
                     return Err(ClientDrop::Tag);
                 }
                 let push: Push = wire::decode_body(body)?;
+                let reported = self.recent_pushes.contains(&id);
+                if !reported && !self.push_room {
+                    return Err(ClientDrop::NoPushRoom);
+                }
                 let ack = Builder::new(wire::KIND_PUSH_ACK, &id)
                     .bytes(&self.peer.0)
                     .u64(session)
                     .tagged(&key);
                 self.transmits.push_back(ack);
-                if !self.recent_pushes.contains(&id) {
+                if !reported {
                     if self.recent_pushes.len() >= RECENT_PUSHES {
                         self.recent_pushes.pop_front();
                     }

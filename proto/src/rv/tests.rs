@@ -700,3 +700,37 @@ fn a_pinned_node_registers_under_a_key_never_sent_and_refuses_an_impostor() {
     h.after(Duration::from_millis(200));
     assert!(matches!(h.outcome(0, lookup), Some(Outcome::Response(_))));
 }
+
+#[test]
+fn a_push_arriving_without_room_is_resent_and_taken_once_there_is_room() {
+    let mut h = Harness::new(2);
+    h.register(0);
+    h.register(1);
+    h.after(Duration::from_millis(200));
+    // Client 1's queue is full: the push is neither acknowledged nor reported...
+    h.clients[1].0.set_push_room(false);
+    let peer1 = h.peer(1);
+    h.request(0, Request::Connect { peer: peer1 });
+    h.after(Duration::from_millis(700));
+    let reported = |h: &Harness| {
+        h.events
+            .iter()
+            .filter(|(c, e)| *c == 1 && matches!(e, ClientEvent::Push(_)))
+            .count()
+    };
+    assert_eq!(reported(&h), 0);
+    assert_eq!(h.server.pending_pushes(), 1, "still waiting for its ack");
+    let to = h.clients[1].1;
+    let sends = |h: &Harness| {
+        h.seen
+            .iter()
+            .filter(|(_, t, b)| *t == to && b[5] == wire::KIND_PUSH)
+            .count()
+    };
+    assert!(sends(&h) >= 2, "resent while unacknowledged: {}", sends(&h));
+    // ...until the queue has room: the next copy is taken, reported once and acknowledged.
+    h.clients[1].0.set_push_room(true);
+    h.after(Duration::from_secs(2));
+    assert_eq!(reported(&h), 1);
+    assert_eq!(h.server.pending_pushes(), 0);
+}
