@@ -4,6 +4,7 @@
 //! See docs/ARCHITECTURE.md for how the pieces fit.
 
 pub mod byte_queue;
+pub mod datagram_size;
 pub mod identity;
 pub mod netcheck;
 pub mod node;

@@ -54,9 +54,10 @@ struct Args {
     /// Seconds between QUIC keep-alives, which hold NAT mappings open; 0 disables them.
     #[arg(long, default_value_t = 5)]
     keepalive_secs: u64,
-    /// QUIC congestion control: `bbr` (model-based; chosen by measurement on long and lossy
-    /// links, docs/PERFORMANCE.md) or `cubic` (loss-based, quinn's default).
-    #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Bbr)]
+    /// QUIC congestion control: `auto` (Cubic on a direct path to a loopback address, BBR on
+    /// every other: each where it measured best, docs/PERFORMANCE.md), `bbr` (model-based; far
+    /// better on long and lossy links) or `cubic` (loss-based, quinn's default).
+    #[arg(long, value_enum, default_value_t = p2pnat::socket::CongestionControl::Auto)]
     congestion: p2pnat::socket::CongestionControl,
     /// QUIC flow-control window W in bytes: per stream W, per connection 2 W received and not
     /// yet read, W sent and not yet acknowledged (so at most 3 W held per peer).

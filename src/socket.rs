@@ -250,7 +250,7 @@ impl NodeSocket {
 
     fn send_on(&self, local: LocalSocketId, transmit: &Transmit) -> io::Result<()> {
         if local == LocalSocketId::MAIN {
-            return self.inner.try_send(transmit);
+            return self.send_main(transmit);
         }
         if local == LocalSocketId::RELAY {
             return self.send_relayed(transmit);
@@ -267,6 +267,22 @@ impl NodeSocket {
                 Ok(())
             }
         }
+    }
+
+    /// Sends on the main socket, cut into sends the kernel accepts
+    /// ([`crate::datagram_size::split_for_gso`]). A full socket buffer after the first part
+    /// drops the rest, as the network might (QUIC retransmits); before it, quinn retries.
+    fn send_main(&self, transmit: &Transmit) -> io::Result<()> {
+        if transmit.contents.len() <= crate::datagram_size::MAX_GSO_BYTES {
+            return self.inner.try_send(transmit);
+        }
+        for (i, part) in crate::datagram_size::split_for_gso(transmit).enumerate() {
+            match self.inner.try_send(&part) {
+                Err(e) if i > 0 && e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     /// Extra socket `id`, if open.
@@ -591,10 +607,10 @@ impl AsyncUdpSocket for NodeSocket {
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         let Some(paths) = &self.paths else {
-            return self.inner.try_send(transmit);
+            return self.send_main(transmit);
         };
         if !p2pnat_proto::path::is_virtual(transmit.destination) {
-            return self.inner.try_send(transmit);
+            return self.send_main(transmit);
         }
         let path = paths
             .lock()
@@ -681,7 +697,10 @@ impl AsyncUdpSocket for NodeSocket {
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        // quinn sizes each receive buffer as advertised payload x this (datagram_size).
+        self.inner
+            .max_receive_segments()
+            .min(crate::datagram_size::RECEIVE_SEGMENTS)
     }
 
     fn may_fragment(&self) -> bool {
@@ -698,6 +717,11 @@ pub fn endpoint(
     let mut config = quinn::EndpointConfig::default();
     // Required by the demultiplexer: QUIC packets must keep the fixed bit set (design brief, 2).
     config.grease_quic_bit(false);
+    // Peers on loopback may send up to this; what each sends is bounded by its own transport
+    // configuration (`transport_config`'s `max_udp_payload`).
+    config
+        .max_udp_payload_size(crate::datagram_size::LOOPBACK_MAX_UDP_PAYLOAD)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     let runtime = quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime"))?;
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
@@ -705,6 +729,9 @@ pub fn endpoint(
 /// QUIC congestion controller for node connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CongestionControl {
+    /// Per path, as measured (docs/PERFORMANCE.md): Cubic on a direct path to a loopback
+    /// address (no delay, no loss: it moves 1.4x more than BBR there), BBR on every other.
+    Auto,
     /// Loss-based (quinn's default): backs off on every loss, like TCP.
     Cubic,
     /// Model-based (experimental in quinn 0.11): far better on lossy links (docs/PERFORMANCE.md).
@@ -742,10 +769,15 @@ pub fn flow_window() -> u64 {
 /// a stream may receive `W` ([`flow_window`]) unread bytes, the whole connection `2 W` (quinn's
 /// default is unbounded: 100 streams of 1.25 MB), and at most `W` bytes written by the node wait
 /// in quinn for acknowledgement. Worst case held by quinn per peer: `3 W` (24 MiB by default).
+///
+/// `max_udp_payload`: the bound of MTU discovery on the connection's path
+/// ([`crate::datagram_size::max_udp_payload`]; the loopback bound also makes
+/// [`CongestionControl::Auto`] Cubic).
 pub fn transport_config(
     idle_timeout: std::time::Duration,
     keepalive: Option<std::time::Duration>,
     congestion: CongestionControl,
+    max_udp_payload: u16,
 ) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     let window = flow_window();
@@ -754,10 +786,32 @@ pub fn transport_config(
     transport.receive_window(varint(2 * window));
     transport.send_window(window);
     transport.keep_alive_interval(keepalive);
-    if congestion == CongestionControl::Bbr {
-        transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    let loopback = max_udp_payload == crate::datagram_size::LOOPBACK_MAX_UDP_PAYLOAD;
+    let bbr = match congestion {
+        CongestionControl::Auto => !loopback,
+        CongestionControl::Cubic => false,
+        CongestionControl::Bbr => true,
+    };
+    // On loopback the window starts at ten of the path's datagrams (RFC 9002's initial window
+    // is counted in datagrams): quinn's default (14,720 bytes) is under one 64 KiB datagram,
+    // and quinn 0.11 holds a connection's CONNECTION_CLOSE back while frames it still owes
+    // are blocked by the window (an MTU probe in flight was enough), so the close never left.
+    let initial_window = loopback.then_some(10 * u64::from(max_udp_payload));
+    if bbr {
+        let mut config = quinn::congestion::BbrConfig::default();
+        if let Some(window) = initial_window {
+            config.initial_window(window);
+        }
+        transport.congestion_controller_factory(Arc::new(config));
+    } else if let Some(window) = initial_window {
+        let mut config = quinn::congestion::CubicConfig::default();
+        config.initial_window(window);
+        transport.congestion_controller_factory(Arc::new(config));
     }
     transport.max_idle_timeout(idle_timeout.try_into().ok());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(max_udp_payload);
+    transport.mtu_discovery_config(Some(mtu));
     Arc::new(transport)
 }
 

@@ -100,6 +100,8 @@ pub struct Dialler {
     pub endpoint: quinn::Endpoint,
     pub paths: Arc<Paths>,
     pub client_config: quinn::ClientConfig,
+    /// The same for a direct path to a loopback address (a larger MTU discovery bound).
+    pub loopback_client_config: quinn::ClientConfig,
     pub rendezvous: RendezvousClient,
     /// How long checks may take before the dial gives up.
     pub check_timeout: Duration,
@@ -111,9 +113,16 @@ impl Dialler {
     pub async fn dial(&self, peer: PeerId) -> Result<quinn::Connection, DialError> {
         let vaddr = self.find_path(peer).await?;
         tracing::debug!(%vaddr, "path selected; connecting");
+        let config = if self.paths.max_udp_payload(vaddr)
+            == crate::datagram_size::LOOPBACK_MAX_UDP_PAYLOAD
+        {
+            &self.loopback_client_config
+        } else {
+            &self.client_config
+        };
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), vaddr, &peer.to_text())
+            .connect_with(config.clone(), vaddr, &peer.to_text())
             .map_err(|e| DialError::Connect(e.to_string()))?;
         let connection = tokio::time::timeout(self.handshake_timeout, connecting)
             .await

@@ -171,11 +171,21 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let (paths, repunch_requests) = paths::Paths::new(agent.clone());
     let (socket, side_rx) = NodeSocket::new(std_socket, Some(agent.clone()))?;
     let bound = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-    let transport =
-        socket::transport_config(config.idle_timeout, config.keepalive, config.congestion);
-    let mut server_config =
-        quinn::ServerConfig::with_crypto(tls::server_crypto(&config.identity, tls::ALPN_PEER)?);
-    server_config.transport_config(transport.clone());
+    // One QUIC configuration for every path, one for direct paths to loopback addresses
+    // (`datagram_size`: a larger MTU discovery bound); otherwise the same.
+    let transport = |max_udp_payload| {
+        socket::transport_config(
+            config.idle_timeout,
+            config.keepalive,
+            config.congestion,
+            max_udp_payload,
+        )
+    };
+    let ethernet = transport(crate::datagram_size::ETHERNET_MAX_UDP_PAYLOAD);
+    let loopback = transport(crate::datagram_size::LOOPBACK_MAX_UDP_PAYLOAD);
+    let server_crypto = tls::server_crypto(&config.identity, tls::ALPN_PEER)?;
+    let mut server_config = quinn::ServerConfig::with_crypto(server_crypto);
+    server_config.transport_config(ethernet.clone());
     // Paths change beneath the virtual address, where quinn cannot see them: the path agent
     // owns migration. quinn only ever sees virtual addresses (real ones are dropped unless they
     // start a handshake), so what its migration can still follow is a change from one of a
@@ -183,10 +193,14 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     // an address of its own before the peer's routes were known, and later packets of the same
     // connection come under the peer's main address. Following that keeps the connection.
     server_config.migration(true);
+    let mut loopback_server = server_config.clone();
+    loopback_server.transport_config(loopback.clone());
     let endpoint = socket::endpoint(socket.clone(), Some(server_config))?;
-    let mut peer_client =
-        quinn::ClientConfig::new(tls::client_crypto(&config.identity, tls::ALPN_PEER, false)?);
-    peer_client.transport_config(transport);
+    let client_crypto = tls::client_crypto(&config.identity, tls::ALPN_PEER, false)?;
+    let mut peer_client = quinn::ClientConfig::new(client_crypto.clone());
+    peer_client.transport_config(ethernet);
+    let mut loopback_client = quinn::ClientConfig::new(client_crypto);
+    loopback_client.transport_config(loopback);
 
     // A stop (SIGINT/SIGTERM, stdout closed, or the graceful wait running out) makes every
     // part fail what it holds at once. The signal listeners exist from here on, once: a signal
@@ -261,6 +275,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         endpoint: endpoint.clone(),
         paths: paths.clone(),
         client_config: peer_client,
+        loopback_client_config: loopback_client,
         rendezvous: rendezvous.clone(),
         check_timeout: config.paths.check_timeout,
         handshake_timeout: config.handshake_timeout,
@@ -350,7 +365,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         outputs.error("rendezvous", problem).await;
     }
 
-    tokio::spawn(accept_connections(endpoint.clone(), peers.clone()));
+    tokio::spawn(accept_connections(
+        endpoint.clone(),
+        Arc::new(loopback_server),
+        peers.clone(),
+    ));
 
     let (input_tx, mut input_rx) = mpsc::channel(64);
     let stdin_budget = Arc::new(Semaphore::new(config.max_message.saturating_mul(2).max(1)));
@@ -616,13 +635,34 @@ fn state_word(status: &peer::PeerStatus) -> &'static str {
 
 /// Accepts QUIC connections, learns who dialled from the handshake, and hands each connection to
 /// its peer's task.
-async fn accept_connections(endpoint: quinn::Endpoint, peers: Arc<Peers>) {
+/// `loopback_server`: the endpoint's server configuration with the MTU discovery bound of a
+/// direct path to a loopback address, for handshakes that arrive on one.
+async fn accept_connections(
+    endpoint: quinn::Endpoint,
+    loopback_server: Arc<quinn::ServerConfig>,
+    peers: Arc<Peers>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let peers = peers.clone();
+        let loopback_server = loopback_server.clone();
         tokio::spawn(async move {
             let paths = &peers.context.dialler.paths;
             let vaddr = incoming.remote_address();
-            let connection = match incoming.await {
+            let accepting =
+                if paths.max_udp_payload(vaddr) == crate::datagram_size::LOOPBACK_MAX_UDP_PAYLOAD {
+                    incoming.accept_with(loopback_server)
+                } else {
+                    incoming.accept()
+                };
+            let connecting = match accepting {
+                Ok(connecting) => connecting,
+                Err(e) => {
+                    tracing::debug!(%vaddr, "incoming handshake refused: {e}");
+                    paths.release(vaddr, true);
+                    return;
+                }
+            };
+            let connection = match connecting.await {
                 Ok(connection) => connection,
                 Err(e) => {
                     tracing::debug!(%vaddr, "incoming handshake failed: {e}");

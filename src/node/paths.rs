@@ -88,6 +88,19 @@ impl Paths {
         self.with(|agent, now| agent.set_connected(now, &peer, connected));
     }
 
+    /// The MTU discovery bound for a connection to `vaddr` on its selected path
+    /// ([`crate::datagram_size::max_udp_payload`]; Ethernet's without a path).
+    pub fn max_udp_payload(&self, vaddr: SocketAddr) -> u16 {
+        let path = self.with(|agent, _| agent.selected_path(vaddr));
+        match path {
+            Some(path) => crate::datagram_size::max_udp_payload(
+                path.remote,
+                path.kind == p2pnat_proto::path::PathKind::Relayed,
+            ),
+            None => crate::datagram_size::ETHERNET_MAX_UDP_PAYLOAD,
+        }
+    }
+
     pub fn bind_incoming(&self, vaddr: SocketAddr, peer: PeerId) {
         self.with(|agent, now| agent.bind_incoming(now, vaddr, peer));
         self.sync(peer);

@@ -3,12 +3,13 @@
 //! It uses p2pnat's own TLS (ed25519 certificates, TLS 1.3, ring) and, unless `--quinn-defaults`,
 //! p2pnat's transport configuration (`p2pnat::socket::transport_config`: windows, congestion
 //! controller) and stdin/stdout handling (`p2pnat::process::async_stdin`: pipes registered with
-//! the reactor), over quinn's ordinary UDP socket with p2p-node's default socket buffers.
+//! the reactor) and socket layer (`p2pnat::socket::NodeSocket` without a path agent: the same
+//! socket buffers, datagram sizes and segmented sends, real addresses).
 //!
 //! ```text
 //! quinn-pipe listen [--bind 127.0.0.1:0]          # stderr: "listening <addr> <peer_id>"
 //! quinn-pipe connect <addr> <peer_id>             # stdin goes to the listener's stdout
-//! options: --congestion bbr|cubic (bbr, as p2p-node)   --flow-window BYTES (as p2p-node's)
+//! options: --congestion auto|bbr|cubic (auto, as p2p-node)   --flow-window BYTES (as p2p-node's)
 //!          --quinn-defaults (quinn's own TransportConfig instead)
 //! ```
 //! The listener takes one connection and one stream, writes it to stdout and exits when it ends.
@@ -35,7 +36,7 @@ struct Options {
 
 fn parse(args: Vec<String>) -> Result<Options, String> {
     let mut options = Options {
-        congestion: CongestionControl::Bbr,
+        congestion: CongestionControl::Auto,
         quinn_defaults: false,
         bind: "127.0.0.1:0".parse().unwrap(),
         positional: Vec::new(),
@@ -45,9 +46,10 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         match arg.as_str() {
             "--congestion" => {
                 options.congestion = match args.next().as_deref() {
+                    Some("auto") => CongestionControl::Auto,
                     Some("cubic") => CongestionControl::Cubic,
                     Some("bbr") => CongestionControl::Bbr,
-                    other => return Err(format!("--congestion cubic|bbr, not {other:?}")),
+                    other => return Err(format!("--congestion auto|cubic|bbr, not {other:?}")),
                 }
             }
             "--quinn-defaults" => options.quinn_defaults = true,
@@ -68,7 +70,9 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
     Ok(options)
 }
 
-fn transport(options: &Options) -> Arc<quinn::TransportConfig> {
+/// p2p-node's transport configuration for a path to `peer` (MTU discovery bound included:
+/// `p2pnat::datagram_size`), or quinn's defaults with `--quinn-defaults`.
+fn transport(options: &Options, peer: SocketAddr) -> Arc<quinn::TransportConfig> {
     if options.quinn_defaults {
         Arc::new(quinn::TransportConfig::default())
     } else {
@@ -76,6 +80,7 @@ fn transport(options: &Options) -> Arc<quinn::TransportConfig> {
             Duration::from_secs(30),
             Some(Duration::from_secs(5)),
             options.congestion,
+            p2pnat::datagram_size::max_udp_payload(peer, false),
         )
     }
 }
@@ -114,15 +119,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn listen(options: &Options) -> Result<(), BoxError> {
     let identity = Identity::generate()?;
     let mut server = quinn::ServerConfig::with_crypto(tls::server_crypto(&identity, ALPN)?);
-    server.transport_config(transport(options));
-    let endpoint = endpoint(options.bind, Some(server))?;
+    server.transport_config(transport(options, "192.0.2.1:1".parse()?));
+    let endpoint = endpoint(options.bind, Some(server.clone()))?;
     eprintln!(
         "listening {} {}",
         endpoint.local_addr()?,
         identity.peer_id()
     );
     let incoming = endpoint.accept().await.ok_or("endpoint closed")?;
-    let connection = incoming.await?;
+    server.transport_config(transport(options, incoming.remote_address()));
+    let connection = incoming.accept_with(Arc::new(server))?.await?;
     let mut stream = connection.accept_uni().await?;
     // The node's own stdout handling (a pipe registered with the reactor, a 64 KiB buffer
     // written out whenever the stream has nothing more at hand), so that the ratio to p2p-node
@@ -135,21 +141,18 @@ async fn listen(options: &Options) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// quinn's plain UDP endpoint, with p2p-node's default socket buffers (so that the ratio to
-/// p2p-node does not measure kernel drops).
+/// p2p-node's socket layer without its path agent (`p2pnat::socket::NodeSocket`: default
+/// socket buffers, datagram sizes, segmented sends; real addresses, no virtual ones), so that
+/// the ratio to p2p-node measures the layers above the socket.
 fn endpoint(
     bind: SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> Result<quinn::Endpoint, BoxError> {
     let socket = std::net::UdpSocket::bind(bind)?;
     p2pnat::socket_buffers::enlarge(&socket, p2pnat::socket_buffers::DEFAULT_SOCKET_BUFFER);
-    let runtime = quinn::default_runtime().ok_or("no async runtime")?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        runtime,
-    )?)
+    // No STUN or project datagrams are expected: their side channel is dropped.
+    let (socket, _side) = p2pnat::socket::NodeSocket::new(socket, None)?;
+    Ok(p2pnat::socket::endpoint(socket, server)?)
 }
 
 async fn connect(options: &Options) -> Result<(), BoxError> {
@@ -157,7 +160,7 @@ async fn connect(options: &Options) -> Result<(), BoxError> {
     let peer = &options.positional[2];
     let identity = Identity::generate()?;
     let mut client = quinn::ClientConfig::new(tls::client_crypto(&identity, ALPN, false)?);
-    client.transport_config(transport(options));
+    client.transport_config(transport(options, addr));
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
