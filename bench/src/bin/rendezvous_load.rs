@@ -204,6 +204,8 @@ async fn register_all(
     let mut buf = vec![0u8; 2048];
     let mut registered = Vec::new();
     let mut next_scan = Instant::now();
+    // What a node knows of itself already (was a getsockname per registration).
+    let local_addr = socket.local_addr().expect("bound");
     loop {
         while in_flight < window {
             let Some(key) = keys.next() else { break };
@@ -229,7 +231,7 @@ async fn register_all(
                 match outcome {
                     Outcome::Cookie => {
                         let register = Request::Register {
-                            local_addrs: vec![socket.local_addr().expect("bound")],
+                            local_addrs: vec![local_addr],
                             nat: NatReport::UNKNOWN,
                             relayed: None,
                         };
@@ -321,7 +323,13 @@ async fn receive_and_tick(
     buf: &mut [u8],
     next_scan: &mut Instant,
 ) -> (Instant, Vec<usize>) {
-    let received = tokio::time::timeout(Duration::from_millis(50), socket.recv_from(buf)).await;
+    // A datagram already waiting is taken without arming a timer.
+    let received = match socket.try_recv_from(buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            tokio::time::timeout(Duration::from_millis(50), socket.recv_from(buf)).await
+        }
+        other => Ok(other),
+    };
     let now = Instant::now();
     let mut touched = Vec::new();
     if let Ok(Ok((len, from))) = received {
