@@ -392,6 +392,19 @@ mod tests {
     }
 
     #[test]
+    fn truncated_and_extended_registers_are_refused_without_panic() {
+        let good = register(1);
+        let mut batch: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+        let mut longer = good.clone();
+        longer.push(0);
+        batch.push(longer);
+        batch.push(good);
+        let mut expected = vec![false; batch.len()];
+        expected[batch.len() - 1] = true;
+        assert_eq!(verify_registers(&batch), expected);
+    }
+
+    #[test]
     fn keys_with_a_small_order_part_get_verify_stricts_verdict() {
         // verify_strict accepts such a key's signature exactly when h times the key's
         // small-order part is zero (h even for order 2, a multiple of 8 for order 8): the sum
