@@ -136,7 +136,21 @@ fn external_turn(args: &Args) -> Result<Option<server::RelayOffering>, String> {
     }))
 }
 
+/// Allocations of 64 KiB and more get their own mapping, returned when freed: the batched
+/// signature checks' tables (about 200 KiB, for an instant, on the verifier threads;
+/// `control_dgram`) then never sit in a malloc arena between long-lived registry entries.
+/// Without it glibc's threshold grows past them (it follows the largest block freed) and each
+/// batch left holes: 1,020 instead of 613 bytes of RSS per registered peer at 100,000.
+fn keep_big_blocks_out_of_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    keep_big_blocks_out_of_arenas();
     let args = match Args::load_from(std::env::args_os()) {
         Ok(args) => args,
         Err(config::ConfigError::Args(e)) => e.exit(),

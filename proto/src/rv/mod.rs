@@ -5,12 +5,14 @@
 //! - [`client`]: the node's machine (cookie, signed registration, requests under a session,
 //!   retransmission, push acks);
 //! - [`server`]: the rendezvous's machine (stateless cookies, signature and tag checks,
-//!   sessions with anti-replay windows, pushes resent until acknowledged).
+//!   sessions with anti-replay windows, pushes resent until acknowledged);
+//! - [`verify`]: Register signature checks, one at a time or many at once.
 //!
 //! Both are sans-IO: time and random seeds come in, datagrams and events go out.
 
 pub mod client;
 pub mod server;
+pub mod verify;
 pub mod wire;
 
 #[cfg(test)]

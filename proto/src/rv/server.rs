@@ -23,10 +23,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub use super::verify::{verify_register, verify_registers, verify_signature};
 use super::wire::{self, Builder, Cookie, Datagram, Id, SessionKey, WireError};
 use crate::control::{self, Push, Request, Response};
 use crate::path::auth::{OwnSecret, PairKey};
@@ -237,11 +237,13 @@ impl Server {
 
     fn cookie_valid(&mut self, now: Instant, from: SocketAddr, cookie: &Cookie) -> bool {
         let epoch = self.epoch(now);
-        let current = self.cookie_in(epoch, from);
-        let previous = epoch.checked_sub(1).map(|e| self.cookie_in(e, from));
         // Not secret-dependent timing worth protecting beyond this: a cookie grants only the
-        // right to be answered at one's own address.
-        current == *cookie || previous == Some(*cookie)
+        // right to be answered at one's own address. The previous epoch's cookie is made only
+        // when the current one does not match (most cookies are current: one HMAC saved).
+        self.cookie_in(epoch, from) == *cookie
+            || epoch
+                .checked_sub(1)
+                .is_some_and(|e| self.cookie_in(e, from) == *cookie)
     }
 
     fn session_key(&self, peer: &PeerId, session: u64) -> SessionKey {
@@ -604,34 +606,6 @@ pub enum Prescreen {
     Verify,
     /// [`Server::handle`] it.
     Handle,
-}
-
-/// Whether `bytes` is a Register whose signature verifies. Pure: safe on any thread.
-pub fn verify_register(bytes: &[u8]) -> bool {
-    match wire::decode(bytes) {
-        Ok(Datagram::Register {
-            peer,
-            signed,
-            signature,
-            ..
-        }) => verify_signature(&peer, signed, &signature),
-        _ => false,
-    }
-}
-
-/// Whether `signature` is `peer`'s over [`wire::SIGNATURE_DOMAIN`] then `signed`.
-pub fn verify_signature(peer: &PeerId, signed: &[u8], signature: &[u8; wire::SIG_LEN]) -> bool {
-    let Ok(key) = VerifyingKey::from_bytes(&peer.0) else {
-        return false;
-    };
-    if key.is_weak() {
-        return false;
-    }
-    let mut message = Vec::with_capacity(wire::SIGNATURE_DOMAIN.len() + signed.len());
-    message.extend_from_slice(wire::SIGNATURE_DOMAIN);
-    message.extend_from_slice(signed);
-    key.verify_strict(&message, &Signature::from_bytes(signature))
-        .is_ok()
 }
 
 /// Records `seq` in `session`'s window. Returns (fresh: never seen, newest: above all seen).
