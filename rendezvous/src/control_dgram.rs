@@ -8,8 +8,9 @@
 //! cookie: a spoofed source cannot make the rendezvous check signatures. At most
 //! [`VERIFY_QUEUE`] wait; more are dropped (the node retransmits). A verifier takes every
 //! Register waiting (up to [`verify::MAX_BATCH`]) and checks their signatures together
-//! ([`verify_registers`]: the same verdicts as one by one, about half the cost each when
-//! Registers queue up, as under load; one at a time when they do not).
+//! ([`verify_registers`]: ed25519-dalek's batch check, the one-by-one verdicts except for
+//! signatures with a small-order part that only the key's holder can make; about 70% of the
+//! cost each when Registers queue up, as under load; one at a time when they do not).
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
