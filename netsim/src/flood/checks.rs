@@ -442,6 +442,16 @@ fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
+/// The names of the checks that failed (for tests).
+#[cfg(test)]
+pub(super) fn failed_names(checks: &[Check]) -> Vec<&str> {
+    checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,13 +539,7 @@ mod tests {
         }
     }
 
-    fn failed(checks: &[Check]) -> Vec<&str> {
-        checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.name.as_str())
-            .collect()
-    }
+    use super::failed_names as failed;
 
     #[test]
     fn metrics_are_read_by_name_and_labels() {

@@ -278,13 +278,7 @@ mod tests {
         }
     }
 
-    fn failed(checks: &[Check]) -> Vec<&str> {
-        checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.name.as_str())
-            .collect()
-    }
+    use super::super::checks::failed_names as failed;
 
     #[test]
     fn a_run_as_documented_passes() {
