@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, env = "P2PNAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     #[serde(serialize_with = "serialize_log_format")]
     pub log_format: LogFormat,
+    /// Kernel buffer in bytes asked for each direction of the UDP sockets that carry the
+    /// most (the main port and the TURN listener), 0 for the system's default. Without
+    /// CAP_NET_ADMIN the kernel caps it at net.core.rmem_max and wmem_max (logged).
+    #[arg(long, env = "P2PNAT_SOCKET_BUFFER",
+          default_value_t = p2pnat::socket_buffers::DEFAULT_SOCKET_BUFFER)]
+    pub socket_buffer: usize,
     /// Seconds a registration lives without a refresh.
     #[arg(long, env = "P2PNAT_REGISTRATION_TTL", default_value_t = 120)]
     pub registration_ttl: u64,
@@ -379,6 +385,20 @@ mod tests {
                 "{text:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn socket_buffer_comes_from_the_file_or_the_flag_with_a_default() {
+        assert_eq!(
+            load(&[]).unwrap().socket_buffer,
+            p2pnat::socket_buffers::DEFAULT_SOCKET_BUFFER
+        );
+        let f = file("socket-buffer = 0\n");
+        let path = f.path().to_str().unwrap();
+        assert_eq!(load(&["--config", path]).unwrap().socket_buffer, 0);
+        let flagged = load(&["--config", path, "--socket-buffer", "65536"]).unwrap();
+        assert_eq!(flagged.socket_buffer, 65536, "the flag wins over the file");
+        assert!(load(&["--socket-buffer", "lots"]).is_err());
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn turn_settings(args: &Args) -> Result<Option<turn::TurnSettings>, String> {
             ..defaults
         },
         stream: stream_limits(args),
+        socket_buffer: args.socket_buffer,
     }))
 }
 
@@ -203,6 +204,7 @@ fn main() -> std::process::ExitCode {
         turn,
         tls,
         tcp_limits: (args.tls_max_connections.max(1), args.tls_max_per_ip.max(1)),
+        socket_buffer: args.socket_buffer,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsPortSettings>,
     /// Connection limits of TURN over TCP when there is no TLS port: (in all, per IP).
     pub tcp_limits: (usize, usize),
+    /// Kernel buffer asked for per direction on the main and TURN UDP sockets (0: default).
+    pub socket_buffer: usize,
 }
 
 /// Which TURN server the rendezvous offers nodes, and how it makes their credentials (the
@@ -191,7 +193,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, ServerError> {
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let identity = Identity::load_or_create(&config.identity_path)?;
     let metrics_listener = config.metrics_listen.map(crate::http::bind).transpose()?;
-    let (socket, side_rx) = NodeSocket::new(bind(config.listen)?, None)?;
+    let main_socket = bind(config.listen)?;
+    p2pnat::socket_buffers::enlarge(&main_socket, config.socket_buffer);
+    let (socket, side_rx) = NodeSocket::new(main_socket, None)?;
     let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
     let mut server_config =
         quinn::ServerConfig::with_crypto(tls::server_crypto(&identity, tls::ALPN_RENDEZVOUS)?);

@@ -74,6 +74,8 @@ pub struct TurnSettings {
     pub config: TurnServerConfig,
     /// Limits of TURN clients over TCP and TLS.
     pub stream: StreamLimits,
+    /// Kernel buffer asked for per direction on the UDP listener (0: the system's default).
+    pub socket_buffer: usize,
 }
 
 /// A running built-in TURN server.
@@ -131,7 +133,10 @@ pub fn spawn(
     policy: PeerIpPolicy,
     limiter: Arc<ConnectionLimiter>,
 ) -> Result<Option<TurnHandle>, TurnError> {
-    let bound = std::net::UdpSocket::bind(settings.listen).and_then(BatchSocket::new);
+    let bound = std::net::UdpSocket::bind(settings.listen).and_then(|socket| {
+        p2pnat::socket_buffers::enlarge(&socket, settings.socket_buffer);
+        BatchSocket::new(socket)
+    });
     let listener = match bound {
         Ok(listener) => listener,
         Err(source) if !settings.listen_required => {

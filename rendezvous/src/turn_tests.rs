@@ -53,6 +53,7 @@ async fn batched_garbage_is_dropped_and_the_server_still_answers() {
             max_buffered: 64 * 1024,
             idle_timeout: Duration::from_secs(30),
         },
+        socket_buffer: 0,
     };
     let handle = spawn(settings, Arc::new(|_| true), ConnectionLimiter::new(16, 16))
         .unwrap()
