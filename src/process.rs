@@ -92,6 +92,7 @@ pub fn async_stdin() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
     let pipe = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
+        .inspect(grow_pipe)
         .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
     match pipe {
         Ok(pipe) => Box::new(pipe),
@@ -110,6 +111,7 @@ pub fn async_stdout() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
     let pipe = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
+        .inspect(grow_pipe)
         .and_then(tokio::net::unix::pipe::Sender::from_owned_fd);
     match pipe {
         Ok(pipe) => Box::new(pipe),
@@ -118,4 +120,29 @@ pub fn async_stdout() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
             Box::new(tokio::io::stdout())
         }
     }
+}
+
+/// Bytes a stdin or stdout pipe is grown to: Linux's default `fs.pipe-max-size`, so any user
+/// may ask for it. A 64 KiB pipe (the default) moves a 1 MiB message in 16 reads, each waking
+/// the writer; a 1 MiB one in one.
+pub const PIPE_BYTES: libc::c_int = 1024 * 1024;
+
+/// Grows `fd` to [`PIPE_BYTES`] if it is a pipe (Linux); anything else, or a refusal, leaves it
+/// as it is.
+fn grow_pipe(fd: &std::os::fd::OwnedFd) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a valid descriptor we own; F_SETPIPE_SZ takes an int and fails
+        // harmlessly on anything that is not a pipe.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+        if rc < 0 {
+            tracing::debug!(
+                "pipe not grown to {PIPE_BYTES} bytes: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
 }
