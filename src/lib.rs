@@ -15,3 +15,4 @@ pub mod rendezvous_tls;
 pub mod socket;
 pub mod socket_buffers;
 pub mod tls;
+pub mod transport_config;
