@@ -5,7 +5,7 @@
 //! falls back on loss (its black-hole detection). The bound is Ethernet's
 //! ([`ETHERNET_MAX_UDP_PAYLOAD`], quinn's default) on every path but one kind: a *direct path to
 //! a loopback address* (a peer on the same host) gets [`LOOPBACK_MAX_UDP_PAYLOAD`]. Loopback
-//! carries 64 KiB datagrams, nothing between the two ends can change, and 40 times fewer
+//! carries 64 KiB datagrams, nothing between the two ends can change, and 45 times fewer
 //! packets per byte take most of the per-packet work (packet building, acknowledgements,
 //! system calls) off a bulk transfer (docs/PERFORMANCE.md, "Loopback datagrams"). Relayed
 //! paths keep Ethernet's bound even when the relay is on loopback: the relay forwards to a
