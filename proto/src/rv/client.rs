@@ -291,6 +291,15 @@ impl Client {
         self.session = None;
     }
 
+    /// Whether a request under the session with transaction `id` is in flight.
+    fn pending_request(&self, id: &Id) -> Result<(), ClientDrop> {
+        self.pending
+            .iter()
+            .any(|p| p.id == *id && matches!(p.kind, Kind::Request))
+            .then_some(())
+            .ok_or(ClientDrop::Unmatched)
+    }
+
     fn take(&mut self, id: &Id) -> Option<Pending> {
         let at = self.pending.iter().position(|p| p.id == *id)?;
         Some(self.pending.swap_remove(at))
@@ -409,13 +418,7 @@ impl Client {
                 if !wire::verify_tag(&key, tagged, &tag) {
                     return Err(ClientDrop::Tag);
                 }
-                if !self
-                    .pending
-                    .iter()
-                    .any(|p| p.id == id && matches!(p.kind, Kind::Request))
-                {
-                    return Err(ClientDrop::Unmatched);
-                }
+                self.pending_request(&id)?;
                 let response: Response = wire::decode_body(body)?;
                 let pending = self.take(&id).expect("found above");
                 self.done(pending.op, Outcome::Response(response));
@@ -424,13 +427,7 @@ impl Client {
                 // Unauthenticated, but it must name our session and an ID only we and the
                 // rendezvous have seen.
                 self.session_key(session)?;
-                if !self
-                    .pending
-                    .iter()
-                    .any(|p| p.id == id && matches!(p.kind, Kind::Request))
-                {
-                    return Err(ClientDrop::Unmatched);
-                }
+                self.pending_request(&id)?;
                 let pending = self.take(&id).expect("found above");
                 self.session = None;
                 self.done(pending.op, Outcome::UnknownSession);
