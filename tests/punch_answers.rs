@@ -118,7 +118,8 @@ fn a_node_answers_a_bounded_number_of_punch_requests_per_requester_ip() {
     listener
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(1);
+    let listened = Duration::from_secs(1);
+    let until = Instant::now() + listened;
     let mut answered: HashSet<[u8; 32]> = HashSet::new();
     let mut checks = 0;
     let mut buf = [0u8; 2048];
@@ -141,8 +142,9 @@ fn a_node_answers_a_bounded_number_of_punch_requests_per_requester_ip() {
         answered.insert(receiver);
     }
     let (burst, interval) = PUNCH_ANSWERS_PER_IP;
-    // The bucket may refill while the pushes arrive (they all arrive while the asks run).
-    let refills = (asking_took.as_millis() / interval.as_millis()) as usize + 1;
+    // The bucket refills while pushes arrive: a push that found the node's queue full is
+    // resent by the rendezvous (0.2 s and later), so answers may come until listening ends.
+    let refills = ((asking_took + listened).as_millis() / interval.as_millis()) as usize + 1;
     println!(
         "{REQUESTERS} requesters on one IP: {} answered ({checks} Checks), asks took {asking_took:?}",
         answered.len()
